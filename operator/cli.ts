@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { UsageError } from './flags.ts';
+
+/**
+ * The one executable. Each subcommand lives in its own module and is imported only when chosen, so the
+ * sidecar never loads the Kubernetes client and starts fast.
+ */
+interface Command {
+  summary: string;
+  load: () => Promise<{ run: (argv: string[]) => Promise<number> }>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  controller: {
+    summary: 'run the operator: controller, admission webhook, metrics, leader election',
+    load: () => import('./commands/controller.ts'),
+  },
+  sidecar: {
+    summary: 'run the TLS sidecar in front of a plain-HTTP upstream',
+    load: () => import('../sidecar/main.ts'),
+  },
+  credentials: {
+    summary: "write a client's tls.crt/tls.key/ca.crt from the cluster and print a curl line",
+    load: () => import('./commands/credentials.ts'),
+  },
+  dev: {
+    summary: 'run everything locally: control plane, operator, a sample mock with its sidecar',
+    load: () => import('./commands/dev.ts'),
+  },
+  controlplane: {
+    summary: 'start only the local control plane (etcd, kube-apiserver, kube-controller-manager)',
+    load: () => import('./commands/controlplane.ts'),
+  },
+};
+
+/** The package version; package.json is one level up from source and two from dist/. */
+function version(): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
+        name?: string;
+        version: string;
+      };
+      if (pkg.name === 'mtls-operator') return pkg.version;
+    } catch {
+      // try the next location
+    }
+  }
+  return 'unknown';
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
+  const lines = Object.entries(COMMANDS).map(([name, cmd]) => `  ${name.padEnd(width)}  ${cmd.summary}`);
+  return `Usage: mtls-operator <command> [flags]\n\nCommands:\n${lines.join('\n')}\n\nRun 'mtls-operator <command> --help' for a command's flags.\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return 0;
+  }
+  if (name === '--version' || name === 'version') {
+    process.stdout.write(`mtls-operator ${version()}\n`);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`mtls-operator: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(
+        `mtls-operator ${process.argv[2]}: ${err.message}\nRun 'mtls-operator ${process.argv[2]} --help' for its flags.\n`,
+      );
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`mtls-operator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,48 @@
+import winston from 'winston';
+
+/**
+ * Structured JSON logs on stderr with stable field names: `time`, `level`, `component`, `message`, plus event
+ * fields.
+ * Anything that looks like PEM private-key material is replaced before it reaches a transport.
+ */
+const PRIVATE_KEY_PEM = /-----BEGIN ([A-Z ]*)PRIVATE KEY-----[\s\S]*?(-----END \1PRIVATE KEY-----|$)/g;
+
+export function redactPrivateKeys(text: string): string {
+  return text.replace(PRIVATE_KEY_PEM, '[redacted private key]');
+}
+
+const redact = winston.format((info) => {
+  for (const [key, value] of Object.entries(info)) {
+    if (typeof value === 'string' && value.includes('PRIVATE KEY')) info[key] = redactPrivateKeys(value);
+  }
+  return info;
+});
+
+export type Logger = winston.Logger;
+
+const root = winston.createLogger({
+  level: process.env.MTLS_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
+  format: winston.format.combine(
+    redact(),
+    winston.format.timestamp({ alias: 'time' }),
+    winston.format((info) => {
+      delete info.timestamp;
+      return info;
+    })(),
+    winston.format.json({ deterministic: false }),
+  ),
+  transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] })],
+});
+
+export function logger(component: string): Logger {
+  return root.child({ component });
+}
+
+export function setLogLevel(level: string): void {
+  root.level = level;
+}
+
+export function errorMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return redactPrivateKeys(text);
+}
