@@ -1,0 +1,929 @@
+import type { V1Secret, V1Service } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
+import {
+  caSecretName,
+  clientSecretName,
+  ENDPOINT_LABEL,
+  ENDPOINT_RESOURCE,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  type MtlsEndpoint,
+  serverSecretName,
+  serviceName,
+} from '../api/types.ts';
+import type { EventRecorder, EventType } from '../kube/events.ts';
+import { isConflict, isNotFound } from '../kube/errors.ts';
+import { errorMessage, type Logger, logger } from '../log.ts';
+import type { CertificateLabels, OperatorMetrics } from '../metrics.ts';
+import { parseCertificates } from '../pki/x509.ts';
+import {
+  type CaState,
+  caSecretContent,
+  type PemPair,
+  readCaSecret,
+  type RevokedEntry,
+  trustBundle,
+  trustedCas,
+} from './ca-state.ts';
+import {
+  type CertInfo,
+  certInfo,
+  clientSpiffeId,
+  issueCa,
+  issueClientCert,
+  issueCrl,
+  issuedBy,
+  issueServerCert,
+  pairProblem,
+  parseCrls,
+} from './certs.ts';
+import { type Condition, setCondition } from './conditions.ts';
+import { type KubeWriter, ownerReference } from './kube-writer.ts';
+import { type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
+import type { ReconcileResult } from './run-workers.ts';
+
+export const CERTIFICATE_LABEL = 'mtls.operator.dev/certificate';
+export const CLIENT_LABEL = 'mtls.operator.dev/client';
+export const ISSUANCE_HASH_ANNOTATION = 'mtls.operator.dev/issuance-hash';
+export const PREVIOUS_SERIALS_ANNOTATION = 'mtls.operator.dev/previous-serials';
+const CRL_VALIDITY_MS = 7 * 24 * 3_600_000;
+
+/** Read access to the informer caches. */
+export interface ClusterView {
+  endpoint(namespace: string, name: string): MtlsEndpoint | undefined;
+  secret(namespace: string, name: string): V1Secret | undefined;
+  secretsOf(namespace: string, endpoint: string): readonly V1Secret[];
+  servicesOf(namespace: string, endpoint: string): readonly V1Service[];
+}
+
+export interface ReconcilerDeps {
+  view: ClusterView;
+  writer: KubeWriter;
+  events: EventRecorder;
+  metrics: OperatorMetrics;
+  now: () => Date;
+  /** How long a new CA sits in every trust bundle before anything is signed by it, and how long the old CA
+   * stays after the leaves moved on: time for kubelet to refresh Secret volumes and for clients to re-read. */
+  caPropagationDelayMs: number;
+  /** Longest wait before looking at an endpoint again when nothing happens. */
+  resyncMs: number;
+}
+
+interface Note {
+  type: EventType;
+  reason: string;
+  message: string;
+}
+
+/** What one reconcile found and did; status is computed from it at the end. */
+interface Run {
+  ep: MtlsEndpoint;
+  namespace: string;
+  name: string;
+  spec: ResolvedSpec;
+  now: Date;
+  ca?: CertInfo;
+  server?: CertInfo & { secretName: string };
+  clients: (CertInfo & { name: string; secretName: string })[];
+  wakeAt: number[];
+  notes: Note[];
+  leavesOnOldCa: number;
+}
+
+type SecretData = Record<string, string>;
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const unb64 = (secret: V1Secret | undefined, key: string) => {
+  const value = secret?.data?.[key];
+  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+};
+
+/**
+ * Brings one MtlsEndpoint's Secrets, Services and status to what its spec asks for. Level-triggered: it
+ * looks only at what is in the cluster now, so any number of runs, or a run after a crash at any point,
+ * converges on the same state, and a run with nothing to do writes nothing.
+ */
+export class EndpointReconciler {
+  private readonly log: Logger = logger('controller');
+  private readonly deps: ReconcilerDeps;
+
+  constructor(deps: ReconcilerDeps) {
+    this.deps = deps;
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const ep = this.deps.view.endpoint(namespace, name);
+    if (!ep || ep.metadata?.deletionTimestamp) {
+      // Its Secrets and Services carry ownerReferences: the garbage collector removes them.
+      this.deps.metrics.pruneEndpoint(namespace, name);
+      return {};
+    }
+    const stopTimer = this.deps.metrics.reconcileDuration.startTimer();
+    try {
+      return await this.reconcileEndpoint(ep, namespace, name);
+    } catch (err) {
+      // 409 and 404 on a write mean the cache was behind: retry on fresh data, nothing to report.
+      const stale = isConflict(err) || isNotFound(err);
+      this.deps.metrics.reconciles.inc({ result: stale ? 'conflict' : 'error' });
+      if (!stale) await this.reportFailure(ep, err);
+      throw err;
+    } finally {
+      stopTimer();
+    }
+  }
+
+  private async reconcileEndpoint(ep: MtlsEndpoint, namespace: string, name: string): Promise<ReconcileResult> {
+    const now = this.deps.now();
+    let spec: ResolvedSpec;
+    try {
+      spec = resolveSpec(ep);
+    } catch (err) {
+      if (!(err instanceof SpecError)) throw err;
+      await this.writeStatus(ep, now, (conditions) =>
+        setCondition(
+          conditions,
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'InvalidSpec',
+            message: err.message,
+            observedGeneration: ep.metadata?.generation,
+          },
+          now,
+        ),
+      );
+      this.deps.metrics.reconciles.inc({ result: 'invalid' });
+      return {};
+    }
+    const run: Run = { ep, namespace, name, spec, now, clients: [], wakeAt: [], notes: [], leavesOnOldCa: 0 };
+    const ca = await this.ensureCa(run);
+    await this.revokeRemovedClients(run, ca);
+    const crl = await this.ensureCrl(run, ca);
+    await this.ensureLeaf(run, ca, { kind: 'server', crl });
+    for (const client of spec.clients) await this.ensureLeaf(run, ca, { kind: 'client', client });
+    await this.retireOldCa(run, ca);
+    await this.ensureServices(run);
+    for (const note of run.notes) {
+      await this.deps.events.record(ep, note.type, note.reason, note.message);
+      this.log[note.type === 'Warning' ? 'warn' : 'info'](note.message, {
+        endpoint: `${namespace}/${name}`,
+        reason: note.reason,
+      });
+    }
+    await this.writeRunStatus(run, ca);
+    this.recordMetrics(run);
+    this.deps.metrics.reconciles.inc({ result: 'success' });
+    const nowMs = now.getTime();
+    const wake = Math.min(...run.wakeAt, nowMs + this.deps.resyncMs);
+    return { requeueAfterMs: Math.max(wake - nowMs, 500) };
+  }
+
+  // ---- CA and rollover -------------------------------------------------------------------------------
+
+  private issueCa(run: Run): Promise<PemPair> {
+    return issueCa({
+      endpoint: run.name,
+      namespace: run.namespace,
+      algorithm: run.spec.keyAlgorithm,
+      validityMs: run.spec.caValidityMs,
+      now: run.now,
+    });
+  }
+
+  private async ensureCa(run: Run): Promise<CaState> {
+    const secretName = caSecretName(run.name);
+    const existing = this.deps.view.secret(run.namespace, secretName);
+    const read = existing ? readCaSecret(existing) : undefined;
+    const usable = async (pair: PemPair | undefined) =>
+      pair && !(await pairProblem(pair, run.now, { isCA: true })) ? pair : undefined;
+
+    let state: CaState;
+    const problem = read?.current
+      ? await pairProblem(read.current, run.now, { isCA: true })
+      : 'ca.crt or ca.key is missing';
+    if (!existing || problem) {
+      state = { current: await this.issueCa(run), revoked: read?.revoked ?? [] };
+      this.deps.metrics.issued.inc({ certificate: 'ca' });
+      if (!existing && !run.ep.status?.ca?.serialNumber) {
+        run.notes.push({
+          type: 'Normal',
+          reason: 'CAIssued',
+          message: `Issued the endpoint CA into Secret ${secretName}`,
+        });
+      } else {
+        run.notes.push({
+          type: 'Warning',
+          reason: 'CARepaired',
+          message: `Secret ${secretName}: ${existing ? problem : 'was deleted'}; issued a new CA, every certificate is re-issued under it`,
+        });
+      }
+    } else {
+      state = {
+        current: read!.current!,
+        next: await usable(read!.next),
+        previous: await usable(read!.previous),
+        phase: read!.phase,
+        phaseSince: read!.phaseSince,
+        revoked: read!.revoked,
+      };
+      if (read!.ledgerProblem) {
+        run.notes.push({
+          type: 'Warning',
+          reason: 'CARepaired',
+          message: `Secret ${secretName}: ${read!.ledgerProblem}; rebuilt it from the CRL`,
+        });
+        state.revoked = this.revokedFromCrl(run, state);
+      }
+      await this.advanceRollover(run, state);
+    }
+    // A phase whose CA is gone (a hand-edited Secret) falls back to no rollover.
+    if ((state.phase === 'Propagating' && !state.next) || (state.phase === 'Retiring' && !state.previous))
+      state.phase = undefined;
+    if (!state.phase) Object.assign(state, { phaseSince: undefined, next: undefined, previous: undefined });
+
+    const content = caSecretContent(state);
+    await this.applySecret(
+      run,
+      existing,
+      secretName,
+      'Opaque',
+      content.data,
+      { [CERTIFICATE_LABEL]: 'ca' },
+      content.annotations,
+    );
+    run.ca = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec));
+    run.wakeAt.push(run.ca.renewalTime.getTime());
+    if (state.phaseSince) run.wakeAt.push(state.phaseSince.getTime() + this.deps.caPropagationDelayMs);
+    return state;
+  }
+
+  private caRenewBeforeMs(spec: ResolvedSpec): number {
+    // The CA renews at two thirds of its life, and always early enough for one full leaf lifetime after it.
+    return Math.max(
+      spec.caValidityMs / 3,
+      Math.min(spec.validityMs + 2 * this.deps.caPropagationDelayMs, spec.caValidityMs / 2),
+    );
+  }
+
+  /** Starts a rollover at the CA's renewal time; promotes the new CA once it has propagated. */
+  private async advanceRollover(run: Run, state: CaState): Promise<void> {
+    const renewal = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec)).renewalTime;
+    const propagated =
+      state.phaseSince && run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
+    if (!state.phase && run.now >= renewal) {
+      state.next = await this.issueCa(run);
+      state.phase = 'Propagating';
+      state.phaseSince = run.now;
+      this.deps.metrics.issued.inc({ certificate: 'ca' });
+      run.notes.push({
+        type: 'Normal',
+        reason: 'CARolloverStarted',
+        message: `The CA is due for renewal: a new CA joins every trust bundle now and starts signing in ${this.deps.caPropagationDelayMs / 1000}s`,
+      });
+    } else if (state.phase === 'Propagating' && propagated && state.next) {
+      state.previous = state.current;
+      state.current = state.next;
+      state.next = undefined;
+      state.phase = 'Retiring';
+      state.phaseSince = run.now;
+      run.notes.push({
+        type: 'Normal',
+        reason: 'CARolledOver',
+        message: 'The new CA now signs; every certificate is re-issued under it',
+      });
+    }
+  }
+
+  /** Drops the old CA from the bundles once every leaf is signed by the new one and has had time to spread. */
+  private async retireOldCa(run: Run, state: CaState): Promise<void> {
+    if (state.phase !== 'Retiring' || !state.phaseSince) return;
+    const propagated = run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
+    if (!propagated || run.leavesOnOldCa > 0) return;
+    const secretName = caSecretName(run.name);
+    const retired = { ...state, previous: undefined, phase: undefined, phaseSince: undefined };
+    const content = caSecretContent(retired);
+    await this.applySecret(
+      run,
+      this.deps.view.secret(run.namespace, secretName),
+      secretName,
+      'Opaque',
+      content.data,
+      { [CERTIFICATE_LABEL]: 'ca' },
+      content.annotations,
+    );
+    Object.assign(state, retired);
+    run.notes.push({
+      type: 'Normal',
+      reason: 'CARolloverComplete',
+      message: 'The old CA left every trust bundle; the rollover is complete',
+    });
+    // The bundles in the leaf Secrets drop it on the next run, which the CA Secret update triggers.
+  }
+
+  private revokedFromCrl(run: Run, state: CaState): RevokedEntry[] {
+    const serverCrl = unb64(this.deps.view.secret(run.namespace, serverSecretName(run.name)), 'ca.crl') ?? '';
+    const caSerial = certInfo(state.current.certPem).serialNumber;
+    const entries: RevokedEntry[] = [];
+    for (const crl of safeParseCrls(serverCrl)) {
+      for (const serial of crl.serials) {
+        entries.push({
+          serial,
+          client: '',
+          caSerial,
+          revokedAt: run.now.toISOString(),
+          notAfter: new Date(run.now.getTime() + run.spec.validityMs).toISOString(),
+        });
+      }
+    }
+    return entries;
+  }
+
+  // ---- revocation and CRL ----------------------------------------------------------------------------
+
+  /** A client removed from the spec: record its certificates in the ledger first, then delete its Secret. */
+  private async revokeRemovedClients(run: Run, state: CaState): Promise<void> {
+    const wanted = new Set(run.spec.clients);
+    const stale = this.deps.view
+      .secretsOf(run.namespace, run.name)
+      .filter(
+        (s) =>
+          s.metadata?.labels?.[CERTIFICATE_LABEL] === 'client' && !wanted.has(s.metadata?.labels?.[CLIENT_LABEL] ?? ''),
+      );
+    if (stale.length === 0) return;
+    const known = new Set(state.revoked.map((entry) => entry.serial));
+    const added: RevokedEntry[] = [];
+    for (const secret of stale) {
+      const client = secret.metadata!.labels![CLIENT_LABEL]!;
+      for (const held of await this.heldCertificates(secret, state)) {
+        if (known.has(held.serial) || new Date(held.notAfter) <= run.now) continue;
+        added.push({ ...held, client, revokedAt: run.now.toISOString() });
+      }
+    }
+    if (added.length > 0) {
+      state.revoked = [...state.revoked, ...added];
+      const secretName = caSecretName(run.name);
+      const content = caSecretContent(state);
+      await this.applySecret(
+        run,
+        this.deps.view.secret(run.namespace, secretName),
+        secretName,
+        'Opaque',
+        content.data,
+        { [CERTIFICATE_LABEL]: 'ca' },
+        content.annotations,
+      );
+    }
+    for (const secret of stale) {
+      await this.deps.writer.deleteSecret(run.namespace, secret.metadata!.name!, secret.metadata!.uid);
+      const client = secret.metadata!.labels![CLIENT_LABEL]!;
+      const serials = added.filter((entry) => entry.client === client).map((entry) => entry.serial);
+      run.notes.push({
+        type: 'Normal',
+        reason: 'ClientRevoked',
+        message: `Client ${client} was removed from spec.clients: deleted Secret ${secret.metadata!.name} and revoked ${serials.length ? serials.join(', ') : 'nothing still valid'}`,
+      });
+    }
+  }
+
+  /** The current certificate of a client Secret and the still-valid ones it replaced at renewals. */
+  private async heldCertificates(
+    secret: V1Secret,
+    state: CaState,
+  ): Promise<Omit<RevokedEntry, 'client' | 'revokedAt'>[]> {
+    const held: Omit<RevokedEntry, 'client' | 'revokedAt'>[] = [];
+    const certPem = unb64(secret, 'tls.crt');
+    if (certPem) {
+      try {
+        const info = certInfo(certPem);
+        const ca = await this.signerOf(certPem, state);
+        if (ca) held.push({ serial: info.serialNumber, caSerial: ca, notAfter: info.notAfter.toISOString() });
+      } catch {
+        // garbage in a Secret about to be deleted: nothing to revoke
+      }
+    }
+    for (const previous of parsePreviousSerials(secret.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION]))
+      held.push(previous);
+    return held;
+  }
+
+  private async signerOf(certPem: string, state: CaState): Promise<string | undefined> {
+    for (const ca of trustedCas(state)) {
+      if (await issuedBy(certPem, ca.certPem)) return certInfo(ca.certPem).serialNumber;
+    }
+    return undefined;
+  }
+
+  /** One CRL per trusted CA, re-signed only when its list changes or a third of its validity is left. */
+  private async ensureCrl(run: Run, state: CaState): Promise<string> {
+    const live = state.revoked.filter((entry) => new Date(entry.notAfter) > run.now);
+    const existing = safeParseCrls(
+      unb64(this.deps.view.secret(run.namespace, serverSecretName(run.name)), 'ca.crl') ?? '',
+    );
+    const parts: string[] = [];
+    for (const ca of trustedCas(state)) {
+      const caCert = certInfo(ca.certPem);
+      const subject = subjectOf(ca.certPem);
+      const want = new Set(live.filter((entry) => entry.caSerial === caCert.serialNumber).map((entry) => entry.serial));
+      const have = existing.find((crl) => crl.issuer === subject);
+      const fresh = have?.nextUpdate && have.nextUpdate.getTime() - run.now.getTime() > CRL_VALIDITY_MS / 3;
+      if (have && fresh && sameSet(have.serials, want)) {
+        parts.push(have.pem.trim() + '\n');
+        run.wakeAt.push(have.nextUpdate!.getTime() - CRL_VALIDITY_MS / 3);
+        continue;
+      }
+      const entries = live
+        .filter((e) => e.caSerial === caCert.serialNumber)
+        .map((e) => ({ serial: e.serial, revokedAt: new Date(e.revokedAt) }));
+      parts.push(await issueCrl(ca, entries, run.now, CRL_VALIDITY_MS));
+      run.wakeAt.push(run.now.getTime() + (CRL_VALIDITY_MS * 2) / 3);
+    }
+    return parts.join('');
+  }
+
+  // ---- leaves ----------------------------------------------------------------------------------------
+
+  private serverDnsNames(run: Run): string[] {
+    const names = new Set<string>();
+    for (const listener of run.spec.listeners) {
+      const svc = serviceName(run.name, listener.mode);
+      for (const name of [
+        svc,
+        `${svc}.${run.namespace}`,
+        `${svc}.${run.namespace}.svc`,
+        `${svc}.${run.namespace}.svc.cluster.local`,
+      ])
+        names.add(name);
+    }
+    for (const name of run.spec.dnsNames) names.add(name);
+    return [...names];
+  }
+
+  private async ensureLeaf(
+    run: Run,
+    state: CaState,
+    what: { kind: 'server'; crl: string } | { kind: 'client'; client: string },
+  ) {
+    const { spec } = run;
+    const secretName = what.kind === 'server' ? serverSecretName(run.name) : clientSecretName(run.name, what.client);
+    const existing = this.deps.view.secret(run.namespace, secretName);
+    const dnsNames = what.kind === 'server' ? this.serverDnsNames(run) : [];
+    const spiffeId =
+      what.kind === 'client' ? clientSpiffeId(spec.trustDomain, run.namespace, run.name, what.client) : '';
+    const hash = issuanceHash([
+      what.kind,
+      spec.keyAlgorithm,
+      spec.validityMs,
+      spec.renewBeforeMs ?? '',
+      ...dnsNames,
+      spiffeId,
+    ]);
+
+    let certPem = unb64(existing, 'tls.crt');
+    let keyPem = unb64(existing, 'tls.key');
+    const why = await this.leafProblem(run, state, existing, hash);
+    let previousSerials = existing?.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION];
+    if (why) {
+      const pair =
+        what.kind === 'server'
+          ? await issueServerCert({
+              ca: state.current,
+              dnsNames,
+              algorithm: spec.keyAlgorithm,
+              validityMs: spec.validityMs,
+              now: run.now,
+            })
+          : await issueClientCert({
+              ca: state.current,
+              client: what.client,
+              spiffeId,
+              algorithm: spec.keyAlgorithm,
+              validityMs: spec.validityMs,
+              now: run.now,
+            });
+      if (what.kind === 'client' && certPem && why.keepOld) {
+        previousSerials = await this.rememberPrevious(previousSerials, certPem, state, run.now);
+      }
+      certPem = pair.certPem;
+      keyPem = pair.keyPem;
+      this.deps.metrics.issued.inc({ certificate: what.kind });
+      const subject = what.kind === 'server' ? 'the server certificate' : `client ${what.client}'s certificate`;
+      run.notes.push({
+        type: why.type,
+        reason: why.reason,
+        message: `${why.message}: issued ${subject} into Secret ${secretName}`,
+      });
+    } else if (!(await issuedBy(certPem!, state.current.certPem))) {
+      run.leavesOnOldCa++;
+    }
+    const data: SecretData = { 'tls.crt': b64(certPem!), 'tls.key': b64(keyPem!), 'ca.crt': b64(trustBundle(state)) };
+    if (what.kind === 'server') data['ca.crl'] = b64(what.crl);
+    const labels: Record<string, string> =
+      what.kind === 'server'
+        ? { [CERTIFICATE_LABEL]: 'server' }
+        : { [CERTIFICATE_LABEL]: 'client', [CLIENT_LABEL]: what.client };
+    const annotations: Record<string, string> = { [ISSUANCE_HASH_ANNOTATION]: hash };
+    if (previousSerials) annotations[PREVIOUS_SERIALS_ANNOTATION] = previousSerials;
+    await this.applySecret(run, existing, secretName, 'kubernetes.io/tls', data, labels, annotations);
+
+    const info = certInfo(certPem!, spec.renewBeforeMs);
+    run.wakeAt.push(info.renewalTime.getTime());
+    if (what.kind === 'server') run.server = { ...info, secretName };
+    else run.clients.push({ ...info, name: what.client, secretName });
+  }
+
+  /** Why a leaf Secret needs a new certificate, or undefined if it does not. */
+  private async leafProblem(
+    run: Run,
+    state: CaState,
+    secret: V1Secret | undefined,
+    hash: string,
+  ): Promise<(Note & { keepOld: boolean }) | undefined> {
+    if (!secret) return { type: 'Normal', reason: 'Issued', message: 'New certificate', keepOld: false };
+    const repair = (message: string) => ({ type: 'Warning' as const, reason: 'Repaired', message, keepOld: false });
+    const name = secret.metadata?.name;
+    const certPem = unb64(secret, 'tls.crt');
+    const keyPem = unb64(secret, 'tls.key');
+    if (!certPem || !keyPem) return repair(`Secret ${name} had no ${certPem ? 'tls.key' : 'tls.crt'}`);
+    const problem = await pairProblem({ certPem, keyPem }, run.now, { isCA: false });
+    if (problem) return repair(`Secret ${name}: ${problem}`);
+    if (!(await this.signerOf(certPem, state)))
+      return repair(`Secret ${name} held a certificate not signed by this endpoint's CA`);
+    if (!(await issuedBy(certPem, state.current.certPem)) && state.phase !== 'Propagating') {
+      return { type: 'Normal', reason: 'Reissued', message: 'CA rollover', keepOld: true };
+    }
+    if (secret.metadata?.annotations?.[ISSUANCE_HASH_ANNOTATION] !== hash) {
+      return {
+        type: 'Normal',
+        reason: 'Reissued',
+        message: 'The spec changed (names, key algorithm or lifetime)',
+        keepOld: true,
+      };
+    }
+    const info = certInfo(certPem, run.spec.renewBeforeMs);
+    if (run.now >= info.renewalTime)
+      return {
+        type: 'Normal',
+        reason: 'Renewed',
+        message: `Renewal time ${info.renewalTime.toISOString()} reached`,
+        keepOld: true,
+      };
+    return undefined;
+  }
+
+  /** Appends a replaced client certificate to the list that a later revocation must also cover. */
+  private async rememberPrevious(
+    list: string | undefined,
+    certPem: string,
+    state: CaState,
+    now: Date,
+  ): Promise<string | undefined> {
+    const info = certInfo(certPem);
+    const caSerial = await this.signerOf(certPem, state);
+    const entries = parsePreviousSerials(list).filter((entry) => new Date(entry.notAfter) > now);
+    if (caSerial) entries.push({ serial: info.serialNumber, caSerial, notAfter: info.notAfter.toISOString() });
+    return entries.length
+      ? entries
+          .slice(-20)
+          .map((e) => `${e.serial}:${e.caSerial}:${e.notAfter}`)
+          .join(',')
+      : undefined;
+  }
+
+  // ---- Services --------------------------------------------------------------------------------------
+
+  private async ensureServices(run: Run): Promise<void> {
+    const selector = run.spec.podSelectorLabels;
+    const wanted = new Map(run.spec.listeners.map((listener) => [serviceName(run.name, listener.mode), listener]));
+    for (const svc of this.deps.view.servicesOf(run.namespace, run.name)) {
+      if (!wanted.has(svc.metadata!.name!))
+        await this.deps.writer.deleteService(run.namespace, svc.metadata!.name!, svc.metadata!.uid);
+    }
+    if (!selector) {
+      run.notes.push({
+        type: 'Warning',
+        reason: 'ServicesSkipped',
+        message:
+          'spec.podSelector uses matchExpressions, which a Service selector cannot express: no Services are managed; select pods with matchLabels',
+      });
+      return;
+    }
+    for (const [name, listener] of wanted) {
+      const existing = this.deps.view.servicesOf(run.namespace, run.name).find((svc) => svc.metadata?.name === name);
+      const ports = [
+        { name: 'https', port: 443, targetPort: `mtls-${listener.mode}` as unknown as object, protocol: 'TCP' },
+      ];
+      const desiredSpec = { selector, ports };
+      const labels = this.ownedLabels(run);
+      if (!existing) {
+        await this.deps.writer.createService(run.namespace, {
+          metadata: { name, namespace: run.namespace, labels, ownerReferences: [ownerReference(run.ep as never)] },
+          spec: desiredSpec as never,
+        });
+        continue;
+      }
+      const current = existing.spec ?? {};
+      const same =
+        JSON.stringify(current.selector ?? {}) === JSON.stringify(selector) &&
+        current.ports?.length === 1 &&
+        current.ports[0]?.port === 443 &&
+        String(current.ports[0]?.targetPort) === `mtls-${listener.mode}`;
+      if (!same) {
+        await this.deps.writer.replaceService(run.namespace, {
+          ...existing,
+          spec: { ...current, selector, ports: ports as never },
+        });
+      }
+    }
+  }
+
+  // ---- Secrets ---------------------------------------------------------------------------------------
+
+  private ownedLabels(run: Run): Record<string, string> {
+    return { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [ENDPOINT_LABEL]: run.name };
+  }
+
+  /**
+   * Creates the Secret, or replaces it when data, type, labels, annotations or owner differ. A replace
+   * carries the cached resourceVersion: a decision made on stale data fails with 409 and is retried.
+   * `type` is immutable, so a Secret of the wrong type is deleted and created again.
+   */
+  private async applySecret(
+    run: Run,
+    existing: V1Secret | undefined,
+    name: string,
+    type: string,
+    data: SecretData,
+    extraLabels: Record<string, string>,
+    annotations: Record<string, string>,
+  ): Promise<void> {
+    const labels = { ...this.ownedLabels(run), ...extraLabels };
+    const owner = ownerReference(run.ep as never);
+    if (existing && existing.type !== type) {
+      await this.deps.writer.deleteSecret(
+        run.namespace,
+        name,
+        existing.metadata?.uid,
+        existing.metadata?.resourceVersion,
+      );
+      existing = undefined;
+    }
+    if (!existing) {
+      await this.deps.writer.createSecret(run.namespace, {
+        metadata: { name, namespace: run.namespace, labels, annotations, ownerReferences: [owner] },
+        type,
+        data,
+      });
+      return;
+    }
+    const meta = existing.metadata ?? {};
+    const ownAnnotations = Object.fromEntries(
+      Object.entries(meta.annotations ?? {}).filter(([k]) => k.startsWith('mtls.operator.dev/')),
+    );
+    const same =
+      sameRecord(existing.data ?? {}, data) &&
+      Object.entries(labels).every(([k, v]) => meta.labels?.[k] === v) &&
+      sameRecord(ownAnnotations, annotations) &&
+      (meta.ownerReferences ?? []).some((ref) => ref.uid === owner.uid && ref.controller);
+    if (same) return;
+    const otherAnnotations = Object.fromEntries(
+      Object.entries(meta.annotations ?? {}).filter(([k]) => !k.startsWith('mtls.operator.dev/')),
+    );
+    await this.deps.writer.replaceSecret(run.namespace, {
+      ...existing,
+      metadata: {
+        ...meta,
+        labels: { ...meta.labels, ...labels },
+        annotations: { ...otherAnnotations, ...annotations },
+        ownerReferences: [...(meta.ownerReferences ?? []).filter((ref) => !ref.controller), owner],
+      },
+      type,
+      data,
+    });
+  }
+
+  // ---- status ----------------------------------------------------------------------------------------
+
+  private async writeRunStatus(run: Run, state: CaState): Promise<void> {
+    const generation = run.ep.metadata?.generation;
+    const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
+    const clientsReady = run.clients.length === run.spec.clients.length;
+    const warnings = run.notes.filter((note) => note.type === 'Warning' && note.reason === 'ServicesSkipped');
+    await this.writeStatus(
+      run.ep,
+      run.now,
+      (conditions) => {
+        let next = setCondition(
+          conditions,
+          {
+            type: 'Issued',
+            status: 'True',
+            reason: 'Issued',
+            message: `CA, server and ${run.clients.length} client certificate(s) are issued and valid`,
+            observedGeneration: generation,
+          },
+          run.now,
+        );
+        next = setCondition(
+          next,
+          state.phase
+            ? {
+                type: 'CARollover',
+                status: 'True',
+                reason: state.phase === 'Propagating' ? 'NewCAPropagating' : 'OldCARetiring',
+                message:
+                  state.phase === 'Propagating'
+                    ? 'A new CA is in every trust bundle; certificates move to it once it has propagated'
+                    : 'Certificates are signed by the new CA; the old CA stays trusted until they have propagated',
+                observedGeneration: generation,
+              }
+            : {
+                type: 'CARollover',
+                status: 'False',
+                reason: 'NoRollover',
+                message: `The CA renews at ${iso(run.ca!.renewalTime)}`,
+                observedGeneration: generation,
+              },
+          run.now,
+        );
+        next = setCondition(
+          next,
+          warnings.length
+            ? {
+                type: 'Degraded',
+                status: 'True',
+                reason: warnings[0]!.reason,
+                message: warnings[0]!.message,
+                observedGeneration: generation,
+              }
+            : {
+                type: 'Degraded',
+                status: 'False',
+                reason: 'AsExpected',
+                message: 'Nothing is degraded',
+                observedGeneration: generation,
+              },
+          run.now,
+        );
+        return setCondition(
+          next,
+          clientsReady
+            ? {
+                type: 'Ready',
+                status: 'True',
+                reason: 'Ready',
+                message: 'Certificates are issued and the Services are in place',
+                observedGeneration: generation,
+              }
+            : {
+                type: 'Ready',
+                status: 'False',
+                reason: 'Issuing',
+                message: 'Certificates are being issued',
+                observedGeneration: generation,
+              },
+          run.now,
+        );
+      },
+      {
+        ca: {
+          serialNumber: run.ca!.serialNumber,
+          notBefore: iso(run.ca!.notBefore),
+          notAfter: iso(run.ca!.notAfter),
+          renewalTime: iso(run.ca!.renewalTime),
+        },
+        server: run.server && {
+          secretName: run.server.secretName,
+          serialNumber: run.server.serialNumber,
+          notAfter: iso(run.server.notAfter),
+          renewalTime: iso(run.server.renewalTime),
+        },
+        clients: run.clients.map((c) => ({
+          name: c.name,
+          secretName: c.secretName,
+          serialNumber: c.serialNumber,
+          notAfter: iso(c.notAfter),
+          renewalTime: iso(c.renewalTime),
+        })),
+        revokedSerials: state.revoked
+          .filter((entry) => new Date(entry.notAfter) > run.now)
+          .map((entry) => entry.serial),
+      },
+    );
+  }
+
+  /** Writes status only if it differs from what is stored, so a no-op reconcile makes no write. */
+  private async writeStatus(
+    ep: MtlsEndpoint,
+    now: Date,
+    conditions: (current: Condition[]) => Condition[],
+    fields: Record<string, unknown> = {},
+  ): Promise<void> {
+    const current = (ep.status ?? {}) as Record<string, unknown>;
+    const desired: Record<string, unknown> = {
+      ...current,
+      ...fields,
+      observedGeneration: ep.metadata?.generation,
+      conditions: conditions((current.conditions as Condition[] | undefined) ?? []),
+    };
+    for (const [key, value] of Object.entries(desired)) if (value === undefined) desired[key] = null;
+    if (canonicalJson(desired) === canonicalJson(current)) return;
+    await this.deps.writer.patchStatus(
+      ENDPOINT_RESOURCE,
+      ep.metadata!.namespace!,
+      ep.metadata!.name!,
+      ep.metadata?.resourceVersion,
+      desired,
+    );
+  }
+
+  private async reportFailure(ep: MtlsEndpoint, err: unknown): Promise<void> {
+    const message = errorMessage(err);
+    await this.deps.events.record(ep, 'Warning', 'ReconcileFailed', message);
+    const now = this.deps.now();
+    await this.writeStatus(ep, now, (conditions) =>
+      setCondition(
+        setCondition(
+          conditions,
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'ReconcileFailed',
+            message,
+            observedGeneration: ep.metadata?.generation,
+          },
+          now,
+        ),
+        {
+          type: 'Issued',
+          status: 'False',
+          reason: 'IssuanceFailed',
+          message,
+          observedGeneration: ep.metadata?.generation,
+        },
+        now,
+      ),
+    ).catch(() => undefined);
+  }
+
+  private recordMetrics(run: Run): void {
+    const base = { namespace: run.namespace, endpoint: run.name };
+    const series: CertificateLabels[] = [];
+    const set = (labels: CertificateLabels, info: CertInfo) => {
+      this.deps.metrics.setCertificateTimes(labels, info.notAfter, info.renewalTime);
+      series.push(labels);
+    };
+    if (run.ca) set({ ...base, certificate: 'ca', client: '' }, run.ca);
+    if (run.server) set({ ...base, certificate: 'server', client: '' }, run.server);
+    for (const client of run.clients) set({ ...base, certificate: 'client', client: client.name }, client);
+    this.deps.metrics.pruneEndpoint(run.namespace, run.name, series);
+  }
+}
+
+function issuanceHash(parts: (string | number)[]): string {
+  return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 16);
+}
+
+function parsePreviousSerials(list: string | undefined): Omit<RevokedEntry, 'client' | 'revokedAt'>[] {
+  return (list ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((item) => {
+      const [serial, caSerial, ...rest] = item.split(':');
+      return { serial: serial ?? '', caSerial: caSerial ?? '', notAfter: rest.join(':') };
+    })
+    .filter((entry) => entry.serial && entry.caSerial && !Number.isNaN(Date.parse(entry.notAfter)));
+}
+
+function safeParseCrls(pem: string) {
+  try {
+    return parseCrls(pem);
+  } catch {
+    return [];
+  }
+}
+
+function subjectOf(certPem: string): string {
+  return parseCertificates(certPem)[0]!.subject;
+}
+
+function sameSet(a: Set<string>, b: Set<string>): boolean {
+  return a.size === b.size && [...a].every((x) => b.has(x));
+}
+
+function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
+}
+
+/** JSON with keys sorted at every level and null/undefined dropped, to compare objects by content. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>)
+            .filter(([, x]) => x !== null && x !== undefined)
+            .sort(([a], [b]) => a.localeCompare(b)),
+        )
+      : v,
+  );
+}

@@ -1,0 +1,148 @@
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret, type V1Service } from '@kubernetes/client-node';
+import {
+  ENDPOINT_LABEL,
+  ENDPOINT_RESOURCE,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  type MtlsEndpoint,
+} from '../api/types.ts';
+import { EventRecorder } from '../kube/events.ts';
+import { ResilientInformer } from '../kube/informer.ts';
+import { logger } from '../log.ts';
+import type { OperatorMetrics } from '../metrics.ts';
+import { type ClusterView, EndpointReconciler } from './endpoint-reconciler.ts';
+import { KubeWriter } from './kube-writer.ts';
+import { runWorkers } from './run-workers.ts';
+import { WorkQueue } from './workqueue.ts';
+
+export interface ControllerOptions {
+  kubeConfig: KubeConfig;
+  metrics: OperatorMetrics;
+  workers?: number;
+  resyncMs?: number;
+  caPropagationDelayMs?: number;
+  now?: () => Date;
+  /** Watch one namespace only (tests, or a namespace-scoped install); all namespaces by default. */
+  namespace?: string;
+}
+
+const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+
+/**
+ * Wires informers (MtlsEndpoints, and the Secrets and Services the operator owns) to a rate-limited work
+ * queue keyed by namespace/name, and runs the reconciler on it. Owned objects map back to their endpoint
+ * through the `mtls.operator.dev/endpoint` label, so a deleted or edited Secret is repaired at once.
+ */
+export class EndpointController {
+  readonly queue = new WorkQueue();
+  readonly writer: KubeWriter;
+  private readonly log = logger('controller');
+  private readonly endpoints: ResilientInformer<MtlsEndpoint>;
+  private readonly secrets: ResilientInformer<V1Secret>;
+  private readonly services: ResilientInformer<V1Service>;
+  private readonly reconciler: EndpointReconciler;
+  private readonly options: ControllerOptions;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private workersDone: Promise<unknown> | undefined;
+
+  constructor(options: ControllerOptions) {
+    this.options = options;
+    const kc = options.kubeConfig;
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const core = kc.makeApiClient(CoreV1Api);
+    const { group, version, plural } = ENDPOINT_RESOURCE;
+    const ns = options.namespace;
+    const scope = ns ? `/namespaces/${ns}` : '';
+    this.endpoints = new ResilientInformer<MtlsEndpoint>(
+      kc,
+      `/apis/${group}/${version}${scope}/${plural}`,
+      () =>
+        (ns
+          ? custom.listNamespacedCustomObject({ group, version, plural, namespace: ns })
+          : custom.listClusterCustomObject({ group, version, plural })) as never,
+      { name: 'mtlsendpoints' },
+    );
+    this.secrets = new ResilientInformer<V1Secret>(
+      kc,
+      `/api/v1${scope}/secrets`,
+      () =>
+        ns
+          ? core.listNamespacedSecret({ namespace: ns, labelSelector: MANAGED })
+          : core.listSecretForAllNamespaces({ labelSelector: MANAGED }),
+      { labelSelector: MANAGED, name: 'secrets' },
+    );
+    this.services = new ResilientInformer<V1Service>(
+      kc,
+      `/api/v1${scope}/services`,
+      () =>
+        ns
+          ? core.listNamespacedService({ namespace: ns, labelSelector: MANAGED })
+          : core.listServiceForAllNamespaces({ labelSelector: MANAGED }),
+      { labelSelector: MANAGED, name: 'services' },
+    );
+    this.writer = new KubeWriter(kc);
+    const view: ClusterView = {
+      endpoint: (ns, name) => this.endpoints.get(name, ns),
+      secret: (ns, name) => this.secrets.get(name, ns),
+      secretsOf: (ns, ep) => this.secrets.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
+      servicesOf: (ns, ep) => this.services.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
+    };
+    this.reconciler = new EndpointReconciler({
+      view,
+      writer: this.writer,
+      events: new EventRecorder(kc, 'mtls-operator'),
+      metrics: options.metrics,
+      now: options.now ?? (() => new Date()),
+      caPropagationDelayMs: options.caPropagationDelayMs ?? 5 * 60_000,
+      resyncMs: options.resyncMs ?? 10 * 60_000,
+    });
+
+    const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);
+    this.endpoints.on('add', enqueue);
+    this.endpoints.on('delete', enqueue);
+    // Status writes bump resourceVersion but not generation: skip those, as GenerationChangedPredicate does.
+    let lastGeneration = new Map<string, number | undefined>();
+    this.endpoints.on('update', (obj) => {
+      const key = `${obj.metadata!.namespace}/${obj.metadata!.name}`;
+      const generation = obj.metadata?.generation;
+      if (lastGeneration.get(key) !== generation || obj.metadata?.deletionTimestamp) this.queue.add(key);
+      lastGeneration.set(key, generation);
+      if (lastGeneration.size > 100_000) lastGeneration = new Map();
+    });
+    const enqueueOwner = (obj: V1Secret | V1Service) => {
+      const endpoint = obj.metadata?.labels?.[ENDPOINT_LABEL];
+      if (endpoint && obj.metadata?.namespace) this.queue.add(`${obj.metadata.namespace}/${endpoint}`);
+    };
+    for (const informer of [this.secrets, this.services] as ResilientInformer<V1Secret | V1Service>[]) {
+      informer.on('add', enqueueOwner);
+      informer.on('update', enqueueOwner);
+      informer.on('delete', enqueueOwner);
+    }
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.endpoints.start(), this.secrets.start(), this.services.start()]);
+    await Promise.all([this.endpoints.hasSynced(), this.secrets.hasSynced(), this.services.hasSynced()]);
+    this.log.info('caches synced; starting workers', { workers: this.options.workers ?? 2 });
+    this.workersDone = runWorkers(
+      this.queue,
+      this.options.workers ?? 2,
+      (key) => this.reconciler.reconcile(key),
+      this.log,
+    );
+    const resyncMs = this.options.resyncMs ?? 10 * 60_000;
+    this.resyncTimer = setInterval(() => this.enqueueAll(), resyncMs);
+    this.enqueueAll();
+  }
+
+  private enqueueAll(): void {
+    for (const ep of this.endpoints.list()) this.queue.add(`${ep.metadata!.namespace}/${ep.metadata!.name}`);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
+    this.queue.shutDown();
+    await Promise.all([this.endpoints.stop(), this.secrets.stop(), this.services.stop()]);
+    await this.workersDone;
+  }
+}

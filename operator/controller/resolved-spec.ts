@@ -1,0 +1,65 @@
+import type { MtlsEndpoint } from '../api/types.ts';
+import { applyDefaults, DEFAULT_TRUST_DOMAIN } from '../api/defaults.ts';
+import { parseDuration } from '../api/duration.ts';
+import type { KeyAlgorithm } from '../pki/x509.ts';
+
+/** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
+export interface ResolvedSpec {
+  listeners: { mode: 'standard' | 'flexible' | 'strict'; port: number }[];
+  upstreamPort: number;
+  dnsNames: string[];
+  clients: string[];
+  validityMs: number;
+  renewBeforeMs?: number;
+  caValidityMs: number;
+  keyAlgorithm: KeyAlgorithm;
+  trustDomain: string;
+  podSelectorLabels?: Record<string, string>;
+}
+
+/** A spec the API server accepted but the controller cannot act on; the message says what to change. */
+export class SpecError extends Error {}
+
+const MIN_VALIDITY_MS = 10_000;
+
+export function resolveSpec(ep: MtlsEndpoint): ResolvedSpec {
+  const spec = applyDefaults(ep.spec);
+  const duration = (field: string, value: string): number => {
+    try {
+      return parseDuration(value);
+    } catch {
+      throw new SpecError(`spec.certificates.${field}: "${value}" is not a duration such as 8760h or 90m`);
+    }
+  };
+  const validityMs = duration('validity', spec.certificates.validity);
+  const caValidityMs = duration('caValidity', spec.certificates.caValidity);
+  const renewBeforeMs = spec.certificates.renewBefore
+    ? duration('renewBefore', spec.certificates.renewBefore)
+    : undefined;
+  if (validityMs < MIN_VALIDITY_MS) {
+    throw new SpecError(`spec.certificates.validity: ${spec.certificates.validity} is too short; use at least 10s`);
+  }
+  if (renewBeforeMs !== undefined && renewBeforeMs >= validityMs) {
+    throw new SpecError(
+      `spec.certificates.renewBefore (${spec.certificates.renewBefore}) must be shorter than spec.certificates.validity (${spec.certificates.validity})`,
+    );
+  }
+  if (caValidityMs <= validityMs) {
+    throw new SpecError(
+      `spec.certificates.caValidity (${spec.certificates.caValidity}) must be longer than spec.certificates.validity (${spec.certificates.validity}), or leaves would be cut short by their CA`,
+    );
+  }
+  const selector = spec.podSelector ?? {};
+  return {
+    listeners: spec.listeners,
+    upstreamPort: spec.upstreamPort,
+    dnsNames: spec.dnsNames ?? [],
+    clients: (spec.clients ?? []).map((client) => client.name),
+    validityMs,
+    renewBeforeMs,
+    caValidityMs,
+    keyAlgorithm: spec.certificates.keyAlgorithm as KeyAlgorithm,
+    trustDomain: DEFAULT_TRUST_DOMAIN,
+    podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
+  };
+}

@@ -1,0 +1,38 @@
+import { errorMessage, type Logger } from '../log.ts';
+import type { WorkQueue } from './workqueue.ts';
+
+export interface ReconcileResult {
+  /** Reconcile this key again after this long (e.g. at the next certificate renewal time). */
+  requeueAfterMs?: number;
+}
+
+export type ReconcileFn = (key: string) => Promise<ReconcileResult>;
+
+/**
+ * Runs `count` workers that take keys from the queue until it shuts down. A failed reconcile is retried
+ * with the key's backoff; a successful one clears it and honours `requeueAfterMs`.
+ */
+export function runWorkers(queue: WorkQueue, count: number, reconcile: ReconcileFn, log: Logger): Promise<void[]> {
+  const worker = async () => {
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined) return;
+      try {
+        const result = await reconcile(key);
+        queue.forget(key);
+        if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
+      } catch (err) {
+        const retryInMs = queue.addRateLimited(key);
+        log.warn('reconcile failed; will retry', {
+          key,
+          error: errorMessage(err),
+          retryInMs,
+          failures: queue.failureCount(key),
+        });
+      } finally {
+        queue.done(key);
+      }
+    }
+  };
+  return Promise.all(Array.from({ length: count }, worker));
+}

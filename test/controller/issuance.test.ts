@@ -1,0 +1,260 @@
+import { EndpointController } from '../../operator/controller/manager.ts';
+import { OperatorMetrics } from '../../operator/metrics.ts';
+import { parseCertificates, x509 } from '../../operator/pki/x509.ts';
+import { createTestNamespace, deleteTestNamespace, kubeConfig, waitFor } from '../support/cluster.ts';
+import {
+  condition,
+  core,
+  createEndpoint,
+  getEndpoint,
+  installCrd,
+  readSecret,
+  secretText,
+  waitReady,
+} from '../support/endpoints.ts';
+import { openssl, pemFiles } from '../support/openssl.ts';
+
+const EXAMPLE_SPEC = {
+  podSelector: { matchLabels: { app: 'payments-mock' } },
+  upstreamPort: 8080,
+  listeners: [
+    { mode: 'standard', port: 8443 },
+    { mode: 'flexible', port: 9443 },
+    { mode: 'strict', port: 10443 },
+  ],
+  clients: [{ name: 'billing' }],
+};
+
+describe('controller: issuance against the real API server', () => {
+  let namespace: string;
+  let controller: EndpointController;
+
+  beforeAll(async () => {
+    await installCrd();
+    namespace = await createTestNamespace('ctrl-issue');
+    controller = new EndpointController({
+      kubeConfig: kubeConfig(),
+      metrics: new OperatorMetrics(),
+      namespace,
+      resyncMs: 2_000,
+      caPropagationDelayMs: 2_000,
+    });
+    await controller.start();
+  });
+  afterAll(async () => {
+    await controller?.stop();
+    await deleteTestNamespace(namespace);
+  });
+
+  it('creates the CA, server and client Secrets of contract 2, valid for openssl, with a one-year default', async () => {
+    await createEndpoint(namespace, 'payments', EXAMPLE_SPEC);
+    const ep = await waitReady(namespace, 'payments');
+    expect(condition(ep, 'Issued')?.status).toBe('True');
+
+    const [ca, server, client] = await Promise.all(
+      ['payments-ca', 'payments-server', 'payments-client-billing'].map((name) => readSecret(namespace, name)),
+    );
+    expect(ca?.type).toBe('Opaque');
+    expect(Object.keys(ca!.data!)).toEqual(expect.arrayContaining(['ca.crt', 'ca.key']));
+    expect(server?.type).toBe('kubernetes.io/tls');
+    expect(Object.keys(server!.data!).sort()).toEqual(['ca.crl', 'ca.crt', 'tls.crt', 'tls.key']);
+    expect(client?.type).toBe('kubernetes.io/tls');
+    expect(Object.keys(client!.data!).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    for (const secret of [ca!, server!, client!]) {
+      expect(secret.metadata?.labels).toMatchObject({
+        'app.kubernetes.io/managed-by': 'mtls-operator',
+        'mtls.operator.dev/endpoint': 'payments',
+      });
+      expect(secret.metadata?.ownerReferences?.[0]).toMatchObject({
+        kind: 'MtlsEndpoint',
+        name: 'payments',
+        controller: true,
+      });
+    }
+
+    const files = pemFiles({
+      'ca.pem': secretText(ca, 'ca.crt'),
+      'server.pem': secretText(server, 'tls.crt'),
+      'client.pem': secretText(client, 'tls.crt'),
+      'crl.pem': secretText(server, 'ca.crl'),
+    });
+    await expect(
+      openssl(['verify', '-CAfile', files['ca.pem']!, '-purpose', 'sslserver', files['server.pem']!]),
+    ).resolves.toMatch(/OK/);
+    await expect(
+      openssl(['verify', '-CAfile', files['ca.pem']!, '-purpose', 'sslclient', files['client.pem']!]),
+    ).resolves.toMatch(/OK/);
+    // Client-auth only: the client certificate is no server certificate.
+    await expect(
+      openssl(['verify', '-CAfile', files['ca.pem']!, '-purpose', 'sslserver', files['client.pem']!]),
+    ).rejects.toThrow(/unsuitable certificate purpose/);
+    await expect(
+      openssl([
+        'verify',
+        '-crl_check',
+        '-CAfile',
+        files['ca.pem']!,
+        '-CRLfile',
+        files['crl.pem']!,
+        files['client.pem']!,
+      ]),
+    ).resolves.toMatch(/OK/);
+
+    const serverText = await openssl(['x509', '-noout', '-text', '-in', files['server.pem']!]);
+    expect(serverText).toContain('TLS Web Server Authentication');
+    expect(serverText).not.toContain('TLS Web Client Authentication');
+    for (const mode of ['standard', 'flexible', 'strict']) {
+      expect(serverText).toContain(`DNS:payments-${mode}.${namespace}.svc`);
+    }
+    const clientText = await openssl(['x509', '-noout', '-text', '-in', files['client.pem']!]);
+    expect(clientText).toContain('Subject: CN = billing');
+    expect(clientText).toContain(`URI:spiffe://cluster.local/ns/${namespace}/mtlsendpoint/payments/client/billing`);
+    expect(clientText).toContain('TLS Web Client Authentication');
+    expect(clientText).not.toContain('TLS Web Server Authentication');
+
+    const [leaf] = parseCertificates(secretText(server, 'tls.crt'));
+    const lifetimeHours = (leaf!.notAfter.getTime() - leaf!.notBefore.getTime()) / 3_600_000;
+    expect(lifetimeHours).toBeGreaterThanOrEqual(8760);
+    expect(lifetimeHours).toBeLessThan(8760.1);
+    expect(leaf!.serialNumber.length).toBeGreaterThanOrEqual(31); // 128-bit random serial
+
+    expect(ep.status?.server?.serialNumber).toBe(leaf!.serialNumber.toLowerCase());
+    expect(ep.status?.clients?.map((c) => c.name)).toEqual(['billing']);
+
+    const services = await core().listNamespacedService({
+      namespace,
+      labelSelector: 'mtls.operator.dev/endpoint=payments',
+    });
+    expect(services.items.map((s) => s.metadata?.name).sort()).toEqual([
+      'payments-flexible',
+      'payments-standard',
+      'payments-strict',
+    ]);
+    const strict = services.items.find((s) => s.metadata?.name === 'payments-strict');
+    expect(strict?.spec?.ports?.[0]).toMatchObject({ port: 443, targetPort: 'mtls-strict' });
+    expect(strict?.spec?.selector).toEqual({ app: 'payments-mock' });
+  });
+
+  it('makes no writes when nothing changed (level-triggered and idempotent)', async () => {
+    await waitReady(namespace, 'payments');
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // let the informers see the last writes
+    const before = controller.writer.writes;
+    const secretsBefore = await core().listNamespacedSecret({ namespace });
+    // Two resyncs (every 2 s) reconcile everything again.
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    expect(controller.writer.writes).toBe(before);
+    const secretsAfter = await core().listNamespacedSecret({ namespace });
+    expect(secretsAfter.items.map((s) => s.metadata?.resourceVersion)).toEqual(
+      secretsBefore.items.map((s) => s.metadata?.resourceVersion),
+    );
+  });
+
+  it('revokes a removed client: its Secret goes and its serial is in the CRL at once', async () => {
+    await createEndpoint(namespace, 'revoke', { upstreamPort: 8080, clients: [{ name: 'keep' }, { name: 'gone' }] });
+    await waitReady(namespace, 'revoke');
+    const gone = await readSecret(namespace, 'revoke-client-gone');
+    const [goneCert] = parseCertificates(secretText(gone, 'tls.crt'));
+    const serial = goneCert!.serialNumber.toLowerCase();
+
+    await kubectlPatch(namespace, 'revoke', { spec: { clients: [{ name: 'keep' }] } });
+    await waitFor(
+      'the Secret of the removed client to be deleted',
+      async () => !(await readSecret(namespace, 'revoke-client-gone')),
+    );
+    const server = await waitFor('the CRL to list the serial', async () => {
+      const s = await readSecret(namespace, 'revoke-server');
+      const crlPem = secretText(s, 'ca.crl');
+      const crl = new x509.X509Crl(crlPem.match(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/)![0]);
+      return crl.entries.some((e) => e.serialNumber.toLowerCase() === serial) ? s : undefined;
+    });
+    const ca = await readSecret(namespace, 'revoke-ca');
+    const files = pemFiles({
+      'ca.pem': secretText(ca, 'ca.crt'),
+      'crl.pem': secretText(server, 'ca.crl'),
+      'gone.pem': secretText(gone, 'tls.crt'),
+    });
+    await expect(openssl(['crl', '-noout', '-CAfile', files['ca.pem']!, '-in', files['crl.pem']!])).resolves.toMatch(
+      /verify OK/,
+    );
+    await expect(
+      openssl(['verify', '-crl_check', '-CAfile', files['ca.pem']!, '-CRLfile', files['crl.pem']!, files['gone.pem']!]),
+    ).rejects.toThrow(/certificate revoked/);
+    const ep = await waitFor('status.revokedSerials', async () => {
+      const e = await getEndpoint(namespace, 'revoke');
+      return e.status?.revokedSerials?.includes(serial) ? e : undefined;
+    });
+    expect(ep.status?.clients?.map((c) => c.name)).toEqual(['keep']);
+  });
+
+  it('repairs a deleted Secret and a Secret whose certificate was replaced by garbage', async () => {
+    await createEndpoint(namespace, 'repair', { upstreamPort: 8080, clients: [{ name: 'app' }] });
+    await waitReady(namespace, 'repair');
+    const caBefore = secretText(await readSecret(namespace, 'repair-ca'), 'ca.crt');
+    await core().deleteNamespacedSecret({ namespace, name: 'repair-server' });
+    await waitFor('the server Secret to come back', () => readSecret(namespace, 'repair-server'));
+
+    const client = (await readSecret(namespace, 'repair-client-app'))!;
+    await core().replaceNamespacedSecret({
+      namespace,
+      name: 'repair-client-app',
+      body: {
+        ...client,
+        data: {
+          ...client.data,
+          'tls.crt': Buffer.from('-----BEGIN CERTIFICATE-----\nnot a cert\n').toString('base64'),
+        },
+      },
+    });
+    const repaired = await waitFor('the client Secret to be repaired', async () => {
+      const s = await readSecret(namespace, 'repair-client-app');
+      try {
+        return parseCertificates(secretText(s, 'tls.crt')).length === 1 ? s : undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    const files = pemFiles({ 'ca.pem': caBefore, 'client.pem': secretText(repaired, 'tls.crt') });
+    await expect(openssl(['verify', '-CAfile', files['ca.pem']!, files['client.pem']!])).resolves.toMatch(/OK/);
+    const events = await core().listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=repair' });
+    expect(events.items.map((e) => `${e.reason}: ${e.message}`).join('\n')).toMatch(
+      /Repaired: Secret repair-client-app: the certificate is not PEM/,
+    );
+  });
+
+  it('marks a spec it cannot act on Ready=False with a message that says what to change', async () => {
+    // The API server's CEL rules catch renewBefore >= validity; 5s is a valid duration the controller refuses.
+    await createEndpoint(namespace, 'tooshort', {
+      upstreamPort: 8080,
+      certificates: { validity: '5s', renewBefore: '1s' },
+    });
+    const ep = await waitFor('Ready=False', async () => {
+      const e = await getEndpoint(namespace, 'tooshort');
+      return condition(e, 'Ready')?.status === 'False' ? e : undefined;
+    });
+    expect(condition(ep, 'Ready')).toMatchObject({
+      reason: 'InvalidSpec',
+      message: expect.stringContaining('spec.certificates.validity: 5s is too short'),
+    });
+  });
+
+  it('garbage-collects the Secrets and Services when the endpoint is deleted', async () => {
+    await createEndpoint(namespace, 'doomed', { upstreamPort: 8080, clients: [{ name: 'x' }] });
+    await waitReady(namespace, 'doomed');
+    await kubectlDelete(namespace, 'doomed');
+    await waitFor('owned objects to be garbage-collected', async () => {
+      const [secrets, services] = await Promise.all([
+        core().listNamespacedSecret({ namespace, labelSelector: 'mtls.operator.dev/endpoint=doomed' }),
+        core().listNamespacedService({ namespace, labelSelector: 'mtls.operator.dev/endpoint=doomed' }),
+      ]);
+      return secrets.items.length === 0 && services.items.length === 0;
+    });
+  });
+});
+
+import { kubectl } from '../support/cluster.ts';
+async function kubectlPatch(namespace: string, name: string, patch: unknown) {
+  await kubectl(['patch', '-n', namespace, 'mtlsendpoint', name, '--type=merge', '-p', JSON.stringify(patch)]);
+}
+async function kubectlDelete(namespace: string, name: string) {
+  await kubectl(['delete', '-n', namespace, 'mtlsendpoint', name, '--wait=false']);
+}
