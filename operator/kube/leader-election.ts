@@ -74,8 +74,12 @@ export class LeaderElector {
     }
   }
 
+  private wake: (() => void) | undefined;
+
+  /** A sleep that `stop()` cuts short. */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
+      this.wake = resolve;
       this.timer = setTimeout(resolve, ms);
     });
   }
@@ -85,8 +89,8 @@ export class LeaderElector {
     return {
       holderIdentity: this.options.identity,
       leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000),
-      acquireTime: acquireTime ?? now,
-      renewTime: now,
+      acquireTime: microTime(acquireTime ?? now),
+      renewTime: microTime(now),
       leaseTransitions: transitions,
     };
   }
@@ -143,6 +147,7 @@ export class LeaderElector {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.wake?.();
     if (!this.leading) return;
     this.leading = false;
     const { namespace, name } = this.options;
@@ -152,7 +157,16 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name,
         namespace,
-        body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
+        body: {
+          metadata: lease.metadata,
+          spec: {
+            ...lease.spec,
+            holderIdentity: '',
+            leaseDurationSeconds: 1,
+            acquireTime: microTime(new Date(lease.spec.acquireTime ?? Date.now())),
+            renewTime: microTime(new Date()),
+          },
+        },
       });
     } catch (err) {
       this.log.warn('releasing the lease failed; a standby will take over when it expires', {
@@ -160,4 +174,12 @@ export class LeaderElector {
       });
     }
   }
+}
+
+/**
+ * Lease times are metav1.MicroTime (six fractional digits); client-node would send a Date with three, which
+ * the API server refuses. Its serializer passes unknown types through, so hand it the string.
+ */
+function microTime(date: Date): Date {
+  return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z') as unknown as Date;
 }
