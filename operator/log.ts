@@ -42,7 +42,22 @@ export function setLogLevel(level: string): void {
   root.level = level;
 }
 
+/**
+ * A one-line description of an error for logs, events and status. Kubernetes API errors (client-node's
+ * ApiException: numeric `code`, `body` as a JSON string or object) become the API server's own message.
+ */
 export function errorMessage(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
+  const e = err as { code?: unknown; body?: unknown; message?: string } | undefined;
+  let text = err instanceof Error ? err.message : String(err);
+  if (typeof e?.code === 'number' && e.body !== undefined) {
+    let body = e.body;
+    try {
+      if (typeof body === 'string') body = JSON.parse(body);
+    } catch {
+      // not JSON: keep the raw text
+    }
+    const message = typeof body === 'object' && body ? (body as { message?: string }).message : String(body);
+    text = message ? `${message} (HTTP ${e.code})` : `HTTP ${e.code}`;
+  }
   return redactPrivateKeys(text);
 }

@@ -39,6 +39,7 @@ export const CONTROLLER_FLAGS = {
   },
   resync: { type: 'string', value: 'DURATION', help: 'look at every endpoint at least this often', default: '10m' },
   workers: { type: 'string', value: 'N', help: 'endpoints reconciled in parallel', default: '2' },
+  namespace: { type: 'string', value: 'NS', help: 'watch only this namespace (default: all namespaces)' },
 } as const;
 
 function port(flag: string, value: string): number {
@@ -73,6 +74,7 @@ export async function run(argv: string[]): Promise<number> {
     workers: Number(flags.workers) || 2,
     resyncMs: duration('resync', flags.resync),
     caPropagationDelayMs: duration('ca-propagation-delay', flags['ca-propagation-delay']),
+    namespace: flags.namespace,
   });
   let ready = false;
   const server = createServer(async (req, res) => {

@@ -1,3 +1,4 @@
+import { isConflict, isNotFound } from '../kube/errors.ts';
 import { errorMessage, type Logger } from '../log.ts';
 import type { WorkQueue } from './workqueue.ts';
 
@@ -23,12 +24,10 @@ export function runWorkers(queue: WorkQueue, count: number, reconcile: Reconcile
         if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
       } catch (err) {
         const retryInMs = queue.addRateLimited(key);
-        log.warn('reconcile failed; will retry', {
-          key,
-          error: errorMessage(err),
-          retryInMs,
-          failures: queue.failureCount(key),
-        });
+        const fields = { key, error: errorMessage(err), retryInMs, failures: queue.failureCount(key) };
+        // 409/404 on a write: the cache was behind (often our own last write). Routine, retried on fresh data.
+        if (isConflict(err) || isNotFound(err)) log.debug('cache was stale; retrying', fields);
+        else log.warn('reconcile failed; will retry', fields);
       } finally {
         queue.done(key);
       }
