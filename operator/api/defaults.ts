@@ -1,27 +1,56 @@
+import type { KeyAlgorithm } from '../pki/x509.ts';
 import type { Listener, MtlsEndpointSpec } from './types.ts';
 
-/** Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these. */
-export const DEFAULT_LISTENERS: readonly Listener[] = [{ mode: 'strict', port: 8443 }];
+/**
+ * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
+ * test/crd/defaults.test.ts, so the schema and the controller cannot drift apart. The controller applies them
+ * itself too (`applyDefaults`): objects stored before the CRD defaulted a field lack it.
+ */
+export const DEFAULT_LISTENERS: readonly Readonly<Listener>[] = [{ mode: 'strict', port: 8443 }];
+/** Leaf (server and client) lifetime: one year. */
 export const DEFAULT_VALIDITY = '8760h';
+/** CA lifetime: five years. */
 export const DEFAULT_CA_VALIDITY = '43800h';
-export const DEFAULT_KEY_ALGORITHM = 'ECDSA-P256';
+export const DEFAULT_KEY_ALGORITHM: KeyAlgorithm = 'ECDSA-P256';
+/** Empty: renew when one third of the lifetime is left (cert-manager's rule), see `renewBeforeMs`. */
+export const DEFAULT_RENEW_BEFORE = '';
+export const DEFAULT_RENEW_BEFORE_FRACTION = 1 / 3;
+/** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+/** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */
+export const MIN_VALIDITY = '10s';
 
 export type DefaultedSpec = MtlsEndpointSpec & {
   listeners: Listener[];
-  certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: string };
+  dnsNames: string[];
+  clients: { name: string }[];
+  certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
 };
 
-/** Applies the defaults to a spec (objects stored before the CRD defaulted a field lack it). */
+/** A copy of `spec` with every default filled in; fields that are set are kept as they are. */
 export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
   return {
     ...spec,
-    listeners: spec.listeners?.length ? spec.listeners : DEFAULT_LISTENERS.map((l) => ({ ...l })),
+    listeners: spec.listeners?.length
+      ? spec.listeners.map((l) => ({ ...l }))
+      : DEFAULT_LISTENERS.map((l) => ({ ...l })),
+    dnsNames: [...(spec.dnsNames ?? [])],
+    clients: (spec.clients ?? []).map((c) => ({ ...c })),
     certificates: {
       validity: spec.certificates?.validity || DEFAULT_VALIDITY,
-      renewBefore: spec.certificates?.renewBefore ?? '',
+      renewBefore: spec.certificates?.renewBefore ?? DEFAULT_RENEW_BEFORE,
       caValidity: spec.certificates?.caValidity || DEFAULT_CA_VALIDITY,
       keyAlgorithm: spec.certificates?.keyAlgorithm || DEFAULT_KEY_ALGORITHM,
     },
   };
+}
+
+/**
+ * How long before expiry a certificate with this lifetime is renewed: `renewBeforeMs` when it is set and
+ * shorter than the lifetime, otherwise one third of the lifetime. (A leaf clamped to its CA's expiry can be
+ * shorter-lived than spec.certificates.validity; cert-manager falls back to one third then as well.)
+ */
+export function renewBeforeMs(lifetimeMs: number, renewBefore?: number): number {
+  if (renewBefore !== undefined && renewBefore > 0 && renewBefore < lifetimeMs) return renewBefore;
+  return lifetimeMs * DEFAULT_RENEW_BEFORE_FRACTION;
 }

@@ -1,11 +1,16 @@
 import type { KubernetesObject, V1LabelSelector } from '@kubernetes/client-node';
+import type { KeyAlgorithm } from '../pki/x509.ts';
 
 /** The MtlsEndpoint API (DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
 export const GROUP = 'mtls.operator.dev';
 export const VERSION = 'v1alpha1';
 export const KIND = 'MtlsEndpoint';
+export const LIST_KIND = 'MtlsEndpointList';
 export const PLURAL = 'mtlsendpoints';
+export const SINGULAR = 'mtlsendpoint';
+export const SHORT_NAMES = ['mtls', 'mtlsep'] as const;
 export const API_VERSION = `${GROUP}/${VERSION}`;
+export const CRD_NAME = `${PLURAL}.${GROUP}`;
 export const ENDPOINT_RESOURCE = { group: GROUP, version: VERSION, plural: PLURAL } as const;
 
 export const MODES = ['standard', 'flexible', 'strict'] as const;
@@ -16,20 +21,44 @@ export interface Listener {
   port: number;
 }
 
+export interface CertificatesSpec {
+  /** Leaf lifetime, a Go duration. */
+  validity?: string;
+  /** Renew this long before expiry; empty: one third of the lifetime. */
+  renewBefore?: string;
+  /** CA lifetime, a Go duration. */
+  caValidity?: string;
+  keyAlgorithm?: KeyAlgorithm;
+}
+
+export interface ClientSpec {
+  name: string;
+}
+
 export interface MtlsEndpointSpec {
+  /** Absent: no pod is injected (the endpoint still keeps its credentials). */
   podSelector?: V1LabelSelector;
   upstreamPort: number;
   listeners?: Listener[];
   dnsNames?: string[];
-  certificates?: {
-    validity?: string;
-    renewBefore?: string;
-    caValidity?: string;
-    keyAlgorithm?: string;
-  };
-  clients?: { name: string }[];
+  certificates?: CertificatesSpec;
+  clients?: ClientSpec[];
+  /** Absent or empty: any client of this endpoint. */
   allowedClients?: string[];
 }
+
+/** metav1.Condition */
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export const CONDITION_TYPES = ['Ready', 'Issued', 'CARollover', 'Degraded'] as const;
+export type ConditionType = (typeof CONDITION_TYPES)[number];
 
 export interface CertificateStatus {
   secretName?: string;
@@ -39,36 +68,102 @@ export interface CertificateStatus {
   renewalTime: string;
 }
 
+export interface ClientCertificateStatus extends CertificateStatus {
+  name: string;
+}
+
+/** Propagating: the next CA is in every trust bundle, nothing is signed by it yet. Retiring: leaves are signed
+ * by the new CA; the old one stays trusted until the new leaves have propagated. */
+export const CA_ROLLOVER_PHASES = ['Propagating', 'Retiring'] as const;
+export type CaRolloverPhase = (typeof CA_ROLLOVER_PHASES)[number];
+
+export interface CaRolloverStatus {
+  phase: CaRolloverPhase;
+  /** Serial of the CA taking over. */
+  newCASerialNumber?: string;
+  /** When the rollover (or its current phase) started, RFC 3339. */
+  startedAt?: string;
+}
+
 export interface MtlsEndpointStatus {
   observedGeneration?: number;
-  conditions?: {
-    type: string;
-    status: string;
-    reason: string;
-    message: string;
-    lastTransitionTime: string;
-    observedGeneration?: number;
-  }[];
+  conditions?: Condition[];
   ca?: CertificateStatus;
+  caRollover?: CaRolloverStatus;
   server?: CertificateStatus;
-  clients?: (CertificateStatus & { name: string })[];
+  clients?: ClientCertificateStatus[];
   revokedSerials?: string[];
+  /** The listeners as `mode:port`, comma-separated, for the Modes printer column: see `modesSummary`. */
+  modes?: string;
   injectedPods?: number;
 }
+
+/** `status.modes`: a printer column shows only the first value of a list, so the operator joins them. */
+export const modesSummary = (listeners: readonly Listener[]): string =>
+  listeners.map((l) => `${l.mode}:${l.port}`).join(',');
 
 export interface MtlsEndpoint extends KubernetesObject {
   spec: MtlsEndpointSpec;
   status?: MtlsEndpointStatus;
 }
 
-// Labels and names of contract 2 and 3.
+// Labels and annotations of contracts 2 and 3.
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'mtls-operator';
 export const ENDPOINT_LABEL = 'mtls.operator.dev/endpoint';
+/** On a namespace, value `enabled`: the webhook considers its pods. */
 export const INJECTION_NAMESPACE_LABEL = 'mtls.operator.dev/injection';
+export const INJECTION_ENABLED = 'enabled';
+/** On a pod, value `"false"`: opt out of injection. */
 export const INJECT_ANNOTATION = 'mtls.operator.dev/inject';
+export const SIDECAR_CONTAINER_NAME = 'mtls-sidecar';
+/** The named container port of a listener: `mtls-standard`, `mtls-flexible`, `mtls-strict`. */
+export const listenerPortName = (mode: Mode) => `mtls-${mode}`;
+/** Port of each managed Service (`<endpoint>-<mode>`), forwarding to that listener. */
+export const SERVICE_PORT = 443;
 
-export const caSecretName = (endpoint: string) => `${endpoint}-ca`;
-export const serverSecretName = (endpoint: string) => `${endpoint}-server`;
-export const clientSecretName = (endpoint: string, client: string) => `${endpoint}-client-${client}`;
-export const serviceName = (endpoint: string, mode: Mode) => `${endpoint}-${mode}`;
+/** The labels every object the operator manages for an endpoint carries. */
+export const managedLabels = (endpoint: string): Record<string, string> => ({
+  [MANAGED_BY_LABEL]: MANAGED_BY_VALUE,
+  [ENDPOINT_LABEL]: endpoint,
+});
+
+// Secret keys of contract 2.
+export const SECRET_KEYS = {
+  caCert: 'ca.crt',
+  caKey: 'ca.key',
+  tlsCert: 'tls.crt',
+  tlsKey: 'tls.key',
+  crl: 'ca.crl',
+} as const;
+
+type EndpointRef = string | { metadata?: { name?: string } };
+const nameOf = (ep: EndpointRef): string => {
+  const name = typeof ep === 'string' ? ep : ep.metadata?.name;
+  if (!name) throw new Error('the MtlsEndpoint has no name');
+  return name;
+};
+
+export const caSecretName = (ep: EndpointRef) => `${nameOf(ep)}-ca`;
+export const serverSecretName = (ep: EndpointRef) => `${nameOf(ep)}-server`;
+export const clientSecretName = (ep: EndpointRef, client: string) => `${nameOf(ep)}-client-${client}`;
+export const serviceName = (ep: EndpointRef, mode: Mode) => `${nameOf(ep)}-${mode}`;
+
+/** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
+export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {
+  return modes.flatMap((mode) => {
+    const svc = serviceName(ep, mode);
+    return [svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
+  });
+}
+
+/**
+ * The longest endpoint name: `<endpoint>-<mode>` must be a DNS-1035 label (63 characters) for the Services,
+ * and `-flexible`/`-standard` add 9.
+ */
+export const MAX_ENDPOINT_NAME_LENGTH = 54;
+/** Client names are DNS labels; the name is the certificate's CN (at most 64 characters in X.509). */
+export const MAX_CLIENT_NAME_LENGTH = 63;
+export const MAX_LISTENERS = 3;
+export const MAX_CLIENTS = 100;
+export const MAX_DNS_NAMES = 100;
