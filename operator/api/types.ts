@@ -116,9 +116,7 @@ export const INJECTION_NAMESPACE_LABEL = 'mtls.operator.dev/injection';
 export const INJECTION_ENABLED = 'enabled';
 /** On a pod, value `"false"`: opt out of injection. */
 export const INJECT_ANNOTATION = 'mtls.operator.dev/inject';
-export const SIDECAR_CONTAINER_NAME = 'mtls-sidecar';
-/** The named container port of a listener: `mtls-standard`, `mtls-flexible`, `mtls-strict`. */
-export const listenerPortName = (mode: Mode) => `mtls-${mode}`;
+// The sidecar's container, volume and port names (the rest of contract 3) are in ./injection.ts.
 /** Port of each managed Service (`<endpoint>-<mode>`), forwarding to that listener. */
 export const SERVICE_PORT = 443;
 

@@ -14,7 +14,7 @@ export function loadCrd(): any {
 
 /** Installs the CRD from crds/ (the same file the chart ships) and waits until the API server serves it. */
 export async function installCrd(): Promise<void> {
-  await kubectl(['apply', '-f', CRD_PATH]);
+  await kubectl(['apply', '--server-side', '--force-conflicts', '-f', CRD_PATH]); // as test/support/endpoints.ts does
   await kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/mtlsendpoints.mtls.operator.dev']);
   // Established can come a moment before the resource is served everywhere (discovery, watch cache).
   await waitFor('the MtlsEndpoint resource to be served', () =>
