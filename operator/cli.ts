@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { packageVersion } from './defaults.ts';
 import { UsageError } from './flags.ts';
 
 /**
@@ -34,22 +34,6 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-/** The package version; package.json is one level up from source and two from dist/. */
-function version(): string {
-  for (const path of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
-        name?: string;
-        version: string;
-      };
-      if (pkg.name === 'mtls-operator') return pkg.version;
-    } catch {
-      // try the next location
-    }
-  }
-  return 'unknown';
-}
-
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
   const lines = Object.entries(COMMANDS).map(([name, cmd]) => `  ${name.padEnd(width)}  ${cmd.summary}`);
@@ -63,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === '--version' || name === 'version') {
-    process.stdout.write(`mtls-operator ${version()}\n`);
+    process.stdout.write(`mtls-operator ${packageVersion()}\n`);
     return 0;
   }
   const command = COMMANDS[name];

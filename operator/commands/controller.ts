@@ -4,6 +4,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../api/duration.ts';
 import { EndpointController } from '../controller/manager.ts';
+import { DEFAULT_SIDECAR_IMAGE } from '../defaults.ts';
+import { Webhook } from '../webhook/webhook.ts';
 import { helpText, parseFlags, UsageError } from '../flags.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
 import { errorMessage, logger } from '../log.ts';
@@ -11,26 +13,56 @@ import { OperatorMetrics } from '../metrics.ts';
 import { untilSignal } from './run-until-signal.ts';
 
 export const CONTROLLER_FLAGS = {
-  kubeconfig: {
+  kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)' },
+  namespace: { type: 'string', value: 'NS', help: 'watch only this namespace (default: all namespaces)' },
+  'operator-namespace': {
     type: 'string',
-    value: 'FILE',
-    help: 'kubeconfig to use (default: KUBECONFIG, ~/.kube/config, or in-cluster)',
+    value: 'NS',
+    help: 'namespace of the Lease and the webhook Secret (default: POD_NAMESPACE or default)',
   },
   'metrics-port': { type: 'string', value: 'N', help: 'port of /metrics, /healthz and /readyz', default: '8080' },
   'metrics-address': { type: 'string', value: 'HOST', help: 'address the metrics port binds to', default: '0.0.0.0' },
   'webhook-port': { type: 'string', value: 'N', help: 'port of the admission webhook', default: '9443' },
+  'webhook-address': { type: 'string', value: 'HOST', help: 'address the webhook binds to', default: '0.0.0.0' },
   'webhook-url': {
     type: 'string',
     value: 'URL',
-    help: 'manage a MutatingWebhookConfiguration calling this URL (outside a cluster)',
+    help: 'outside a cluster: own a MutatingWebhookConfiguration that calls this URL',
   },
+  'webhook-configuration': {
+    type: 'string',
+    value: 'NAME',
+    help: 'MutatingWebhookConfiguration kept in step',
+    default: 'mtls-operator',
+  },
+  'webhook-service': {
+    type: 'string',
+    value: 'NAME',
+    help: 'Service in front of the webhook (names in its certificate)',
+    default: 'mtls-operator-webhook',
+  },
+  'webhook-secret': {
+    type: 'string',
+    value: 'NAME',
+    help: "Secret of the webhook's serving certificate",
+    default: 'mtls-operator-webhook-tls',
+  },
+  'no-webhook': { type: 'boolean', help: 'do not serve the admission webhook' },
+  'sidecar-image': {
+    type: 'string',
+    value: 'IMAGE',
+    help: 'image of the injected sidecar',
+    default: DEFAULT_SIDECAR_IMAGE,
+  },
+  'sidecar-log-level': { type: 'string', value: 'LEVEL', help: 'log level of injected sidecars', default: 'info' },
+  'sidecar-resources': {
+    type: 'string',
+    value: 'JSON',
+    help: 'resources of injected sidecars, e.g. {"requests":{"cpu":"10m"}}',
+  },
+  'lease-name': { type: 'string', value: 'NAME', help: 'the leader-election Lease', default: 'mtls-operator-leader' },
   'leader-elect': { type: 'boolean', help: 'elect a leader on a Lease so only one replica writes', default: true },
   'no-leader-elect': { type: 'boolean', help: 'run without leader election (a single replica)' },
-  'leader-election-namespace': {
-    type: 'string',
-    value: 'NS',
-    help: 'namespace of the Lease (default: POD_NAMESPACE or default)',
-  },
   'ca-propagation-delay': {
     type: 'string',
     value: 'DURATION',
@@ -39,13 +71,20 @@ export const CONTROLLER_FLAGS = {
   },
   resync: { type: 'string', value: 'DURATION', help: 'look at every endpoint at least this often', default: '10m' },
   workers: { type: 'string', value: 'N', help: 'endpoints reconciled in parallel', default: '2' },
-  namespace: { type: 'string', value: 'NS', help: 'watch only this namespace (default: all namespaces)' },
 } as const;
 
 function port(flag: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${flag}: "${value}" is not a port number`);
   return n;
+}
+
+function json<T>(flag: string, value: string): T {
+  try {
+    return JSON.parse(value) as T;
+  } catch (err) {
+    throw new UsageError(`--${flag}: not JSON (${(err as Error).message})`);
+  }
 }
 
 function duration(flag: string, value: string): number {
@@ -95,20 +134,46 @@ export async function run(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => server.listen(metricsPort, flags['metrics-address'], resolve));
   log.info('serving metrics and health', { address: server.address() });
 
+  const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
   const leaderElect = flags['leader-elect'] && !flags['no-leader-elect'];
   const identity = `${hostname()}-${randomBytes(4).toString('hex')}`;
   const elector = leaderElect
     ? new LeaderElector(kc, {
-        namespace: flags['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'default',
-        name: 'mtls-operator-leader',
+        namespace: operatorNamespace,
+        name: flags['lease-name'],
         identity,
       })
     : undefined;
+
+  const webhook = flags['no-webhook']
+    ? undefined
+    : new Webhook({
+        kubeConfig: kc,
+        port: port('webhook-port', flags['webhook-port']),
+        host: flags['webhook-address'],
+        url: flags['webhook-url'],
+        configurationName: flags['webhook-configuration'],
+        namespace: operatorNamespace,
+        secretName: flags['webhook-secret'],
+        serviceName: flags['webhook-service'],
+        settings: {
+          image: flags['sidecar-image'],
+          logLevel: flags['sidecar-log-level'],
+          resources: flags['sidecar-resources'] ? json('sidecar-resources', flags['sidecar-resources']) : undefined,
+        },
+        isLeader: () => !elector || elector.isLeader,
+      });
+  await webhook?.start();
 
   let exitCode = 0;
   const stopped = untilSignal();
   const lost = new Promise<void>((resolve) => {
     const startController = () => {
+      void webhook
+        ?.syncConfiguration()
+        .catch((err: unknown) =>
+          log.warn('could not update the MutatingWebhookConfiguration', { error: errorMessage(err) }),
+        );
       controller.start().then(
         () => {
           ready = true;
@@ -133,6 +198,7 @@ export async function run(argv: string[]): Promise<number> {
   await Promise.race([stopped, lost]);
   log.info('shutting down');
   await controller.stop();
+  await webhook?.stop();
   await elector?.stop();
   server.close();
   return exitCode;

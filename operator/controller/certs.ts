@@ -112,11 +112,21 @@ export function issueCa(opts: IssueOptions & { endpoint: string; namespace: stri
   });
 }
 
-export function issueServerCert(opts: IssueOptions & { ca: PemPair; dnsNames: string[] }): Promise<PemPair> {
-  return issue(`CN=${opts.dnsNames[0] ?? 'mtls-endpoint'}`, opts, opts.ca, {
+export function issueServerCert(
+  opts: IssueOptions & { ca: PemPair; dnsNames: string[]; ipAddresses?: string[] },
+): Promise<PemPair> {
+  return issue(`CN=${opts.dnsNames[0] ?? opts.ipAddresses?.[0] ?? 'mtls-endpoint'}`, opts, opts.ca, {
     serverAuth: true,
     dnsNames: opts.dnsNames,
+    ipAddresses: opts.ipAddresses,
   });
+}
+
+/** DNS names and IP addresses in a certificate's subjectAltName. */
+export function subjectAltNames(certPem: string): string[] {
+  const [cert] = parseCertificates(certPem);
+  const san = cert?.getExtension(x509.SubjectAlternativeNameExtension);
+  return (san?.names.items ?? []).filter((n) => n.type === 'dns' || n.type === 'ip').map((n) => n.value);
 }
 
 export function clientSpiffeId(trustDomain: string, namespace: string, endpoint: string, client: string): string {

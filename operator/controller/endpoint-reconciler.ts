@@ -1,10 +1,12 @@
-import type { V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import {
   caSecretName,
   clientSecretName,
   ENDPOINT_LABEL,
   ENDPOINT_RESOURCE,
+  INJECT_ANNOTATION,
+  INJECTION_NAMESPACE_LABEL,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
@@ -13,6 +15,8 @@ import {
 } from '../api/types.ts';
 import type { EventRecorder, EventType } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
+import { selectorMatches } from '../kube/selectors.ts';
+import { listenerPortName, SIDECAR_CONTAINER } from '../api/injection.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
 import type { CertificateLabels, OperatorMetrics } from '../metrics.ts';
 import { parseCertificates } from '../pki/x509.ts';
@@ -54,6 +58,7 @@ export interface ClusterView {
   secret(namespace: string, name: string): V1Secret | undefined;
   secretsOf(namespace: string, endpoint: string): readonly V1Secret[];
   servicesOf(namespace: string, endpoint: string): readonly V1Service[];
+  pods(namespace: string): readonly V1Pod[];
 }
 
 export interface ReconcilerDeps {
@@ -87,6 +92,9 @@ interface Run {
   clients: (CertInfo & { name: string; secretName: string })[];
   wakeAt: number[];
   notes: Note[];
+  /** Problems that leave the endpoint working but not fully: Degraded=True, an Event when they change. */
+  degraded: { reason: string; message: string }[];
+  injectedPods: number;
   leavesOnOldCa: number;
 }
 
@@ -139,7 +147,7 @@ export class EndpointReconciler {
       spec = resolveSpec(ep);
     } catch (err) {
       if (!(err instanceof SpecError)) throw err;
-      await this.writeStatus(ep, now, (conditions) =>
+      await this.writeStatus(ep, (conditions) =>
         setCondition(
           conditions,
           {
@@ -155,7 +163,19 @@ export class EndpointReconciler {
       this.deps.metrics.reconciles.inc({ result: 'invalid' });
       return {};
     }
-    const run: Run = { ep, namespace, name, spec, now, clients: [], wakeAt: [], notes: [], leavesOnOldCa: 0 };
+    const run: Run = {
+      ep,
+      namespace,
+      name,
+      spec,
+      now,
+      clients: [],
+      wakeAt: [],
+      notes: [],
+      degraded: [],
+      injectedPods: 0,
+      leavesOnOldCa: 0,
+    };
     const ca = await this.ensureCa(run);
     await this.revokeRemovedClients(run, ca);
     const crl = await this.ensureCrl(run, ca);
@@ -163,6 +183,7 @@ export class EndpointReconciler {
     for (const client of spec.clients) await this.ensureLeaf(run, ca, { kind: 'client', client });
     await this.retireOldCa(run, ca);
     await this.ensureServices(run);
+    this.reportPods(run);
     for (const note of run.notes) {
       await this.deps.events.record(ep, note.type, note.reason, note.message);
       this.log[note.type === 'Warning' ? 'warn' : 'info'](note.message, {
@@ -589,6 +610,35 @@ export class EndpointReconciler {
       : undefined;
   }
 
+  // ---- Pods ------------------------------------------------------------------------------------------
+
+  /** Counts the selected pods that run the sidecar and reports those that do not, with the fix. */
+  private reportPods(run: Run): void {
+    const selected = this.deps.view
+      .pods(run.namespace)
+      .filter(
+        (pod) =>
+          !pod.metadata?.deletionTimestamp &&
+          pod.status?.phase !== 'Succeeded' &&
+          pod.status?.phase !== 'Failed' &&
+          selectorMatches(run.ep.spec.podSelector, pod.metadata?.labels ?? {}) &&
+          pod.metadata?.annotations?.[INJECT_ANNOTATION] !== 'false',
+      );
+    const missing = selected.filter((pod) => !(pod.spec?.containers ?? []).some((c) => c.name === SIDECAR_CONTAINER));
+    run.injectedPods = selected.length - missing.length;
+    if (missing.length === 0) return;
+    const names = missing.map((pod) => pod.metadata!.name!).sort();
+    const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '');
+    run.degraded.push({
+      reason: 'PodsNotInjected',
+      message:
+        `${missing.length} selected pod(s) run without the mTLS sidecar: ${shown}. They were created while the webhook was ` +
+        `unavailable or before namespace ${run.namespace} had the label ${INJECTION_NAMESPACE_LABEL}=enabled. Fix: ` +
+        `kubectl label namespace ${run.namespace} ${INJECTION_NAMESPACE_LABEL}=enabled --overwrite; then recreate them, ` +
+        `e.g. kubectl -n ${run.namespace} rollout restart deployment/<name>, or kubectl -n ${run.namespace} delete pod ${names[0]}.`,
+    });
+  }
+
   // ---- Services --------------------------------------------------------------------------------------
 
   private async ensureServices(run: Run): Promise<void> {
@@ -599,19 +649,16 @@ export class EndpointReconciler {
         await this.deps.writer.deleteService(run.namespace, svc.metadata!.name!, svc.metadata!.uid);
     }
     if (!selector) {
-      run.notes.push({
-        type: 'Warning',
+      run.degraded.push({
         reason: 'ServicesSkipped',
         message:
-          'spec.podSelector uses matchExpressions, which a Service selector cannot express: no Services are managed; select pods with matchLabels',
+          'spec.podSelector uses matchExpressions, which a Service selector cannot express: no Services are managed; select pods with matchLabels.',
       });
       return;
     }
     for (const [name, listener] of wanted) {
       const existing = this.deps.view.servicesOf(run.namespace, run.name).find((svc) => svc.metadata?.name === name);
-      const ports = [
-        { name: 'https', port: 443, targetPort: `mtls-${listener.mode}` as unknown as object, protocol: 'TCP' },
-      ];
+      const ports = [{ name: 'https', port: 443, targetPort: listenerPortName(listener.mode), protocol: 'TCP' }];
       const desiredSpec = { selector, ports };
       const labels = this.ownedLabels(run);
       if (!existing) {
@@ -626,7 +673,7 @@ export class EndpointReconciler {
         JSON.stringify(current.selector ?? {}) === JSON.stringify(selector) &&
         current.ports?.length === 1 &&
         current.ports[0]?.port === 443 &&
-        String(current.ports[0]?.targetPort) === `mtls-${listener.mode}`;
+        String(current.ports[0]?.targetPort) === listenerPortName(listener.mode);
       if (!same) {
         await this.deps.writer.replaceService(run.namespace, {
           ...existing,
@@ -705,108 +752,68 @@ export class EndpointReconciler {
 
   private async writeRunStatus(run: Run, state: CaState): Promise<void> {
     const generation = run.ep.metadata?.generation;
+    const condition = (type: string, status: Condition['status'], reason: string, message: string) => ({
+      type,
+      status,
+      reason,
+      message,
+      observedGeneration: generation,
+    });
     const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
-    const clientsReady = run.clients.length === run.spec.clients.length;
-    const warnings = run.notes.filter((note) => note.type === 'Warning' && note.reason === 'ServicesSkipped');
+    const issued = run.clients.length === run.spec.clients.length && !!run.server;
+    const degraded = run.degraded[0];
+    const conditions = [
+      issued
+        ? condition(
+            'Issued',
+            'True',
+            'Issued',
+            `CA, server and ${run.clients.length} client certificate(s) are issued and valid`,
+          )
+        : condition('Issued', 'False', 'Issuing', 'Certificates are being issued'),
+      state.phase === 'Propagating'
+        ? condition(
+            'CARollover',
+            'True',
+            'NewCAPropagating',
+            'A new CA is in every trust bundle; certificates move to it once it has propagated',
+          )
+        : state.phase === 'Retiring'
+          ? condition(
+              'CARollover',
+              'True',
+              'OldCARetiring',
+              'Certificates are signed by the new CA; the old CA stays trusted until they have propagated',
+            )
+          : condition('CARollover', 'False', 'NoRollover', `The CA renews at ${iso(run.ca!.renewalTime)}`),
+      degraded
+        ? condition('Degraded', 'True', degraded.reason, run.degraded.map((d) => d.message).join(' '))
+        : condition('Degraded', 'False', 'AsExpected', 'Nothing is degraded'),
+      issued
+        ? condition('Ready', 'True', 'Ready', 'Certificates are issued and the Services are in place')
+        : condition('Ready', 'False', 'Issuing', 'Certificates are being issued'),
+    ];
+    const previousDegraded = run.ep.status?.conditions?.find((c) => c.type === 'Degraded');
+    if (degraded && previousDegraded?.message !== conditions[2]!.message) {
+      await this.deps.events.record(run.ep, 'Warning', degraded.reason, conditions[2]!.message);
+    }
+    const cert = (c: CertInfo & { secretName?: string }) => ({
+      ...(c.secretName ? { secretName: c.secretName } : {}),
+      serialNumber: c.serialNumber,
+      notAfter: iso(c.notAfter),
+      renewalTime: iso(c.renewalTime),
+    });
     await this.writeStatus(
       run.ep,
-      run.now,
-      (conditions) => {
-        let next = setCondition(
-          conditions,
-          {
-            type: 'Issued',
-            status: 'True',
-            reason: 'Issued',
-            message: `CA, server and ${run.clients.length} client certificate(s) are issued and valid`,
-            observedGeneration: generation,
-          },
-          run.now,
-        );
-        next = setCondition(
-          next,
-          state.phase
-            ? {
-                type: 'CARollover',
-                status: 'True',
-                reason: state.phase === 'Propagating' ? 'NewCAPropagating' : 'OldCARetiring',
-                message:
-                  state.phase === 'Propagating'
-                    ? 'A new CA is in every trust bundle; certificates move to it once it has propagated'
-                    : 'Certificates are signed by the new CA; the old CA stays trusted until they have propagated',
-                observedGeneration: generation,
-              }
-            : {
-                type: 'CARollover',
-                status: 'False',
-                reason: 'NoRollover',
-                message: `The CA renews at ${iso(run.ca!.renewalTime)}`,
-                observedGeneration: generation,
-              },
-          run.now,
-        );
-        next = setCondition(
-          next,
-          warnings.length
-            ? {
-                type: 'Degraded',
-                status: 'True',
-                reason: warnings[0]!.reason,
-                message: warnings[0]!.message,
-                observedGeneration: generation,
-              }
-            : {
-                type: 'Degraded',
-                status: 'False',
-                reason: 'AsExpected',
-                message: 'Nothing is degraded',
-                observedGeneration: generation,
-              },
-          run.now,
-        );
-        return setCondition(
-          next,
-          clientsReady
-            ? {
-                type: 'Ready',
-                status: 'True',
-                reason: 'Ready',
-                message: 'Certificates are issued and the Services are in place',
-                observedGeneration: generation,
-              }
-            : {
-                type: 'Ready',
-                status: 'False',
-                reason: 'Issuing',
-                message: 'Certificates are being issued',
-                observedGeneration: generation,
-              },
-          run.now,
-        );
-      },
+      (current) => conditions.reduce((list, next) => setCondition(list, next, run.now), current),
       {
-        ca: {
-          serialNumber: run.ca!.serialNumber,
-          notBefore: iso(run.ca!.notBefore),
-          notAfter: iso(run.ca!.notAfter),
-          renewalTime: iso(run.ca!.renewalTime),
-        },
-        server: run.server && {
-          secretName: run.server.secretName,
-          serialNumber: run.server.serialNumber,
-          notAfter: iso(run.server.notAfter),
-          renewalTime: iso(run.server.renewalTime),
-        },
-        clients: run.clients.map((c) => ({
-          name: c.name,
-          secretName: c.secretName,
-          serialNumber: c.serialNumber,
-          notAfter: iso(c.notAfter),
-          renewalTime: iso(c.renewalTime),
-        })),
+        ca: { ...cert(run.ca!), notBefore: iso(run.ca!.notBefore) },
+        server: run.server && cert(run.server),
+        clients: run.clients.map((c) => ({ name: c.name, ...cert(c) })),
         revokedSerials: state.revoked
           .filter((entry) => new Date(entry.notAfter) > run.now)
           .map((entry) => entry.serial),
+        injectedPods: run.injectedPods,
       },
     );
   }
@@ -814,7 +821,6 @@ export class EndpointReconciler {
   /** Writes status only if it differs from what is stored, so a no-op reconcile makes no write. */
   private async writeStatus(
     ep: MtlsEndpoint,
-    now: Date,
     conditions: (current: Condition[]) => Condition[],
     fields: Record<string, unknown> = {},
   ): Promise<void> {
@@ -840,7 +846,7 @@ export class EndpointReconciler {
     const message = errorMessage(err);
     await this.deps.events.record(ep, 'Warning', 'ReconcileFailed', message);
     const now = this.deps.now();
-    await this.writeStatus(ep, now, (conditions) =>
+    await this.writeStatus(ep, (conditions) =>
       setCondition(
         setCondition(
           conditions,

@@ -1,4 +1,11 @@
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret, type V1Service } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type V1Pod,
+  type V1Secret,
+  type V1Service,
+} from '@kubernetes/client-node';
 import {
   ENDPOINT_LABEL,
   ENDPOINT_RESOURCE,
@@ -8,6 +15,7 @@ import {
 } from '../api/types.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { ResilientInformer } from '../kube/informer.ts';
+import { selectorMatches } from '../kube/selectors.ts';
 import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import { type ClusterView, EndpointReconciler } from './endpoint-reconciler.ts';
@@ -40,6 +48,7 @@ export class EndpointController {
   private readonly endpoints: ResilientInformer<MtlsEndpoint>;
   private readonly secrets: ResilientInformer<V1Secret>;
   private readonly services: ResilientInformer<V1Service>;
+  private readonly pods: ResilientInformer<V1Pod>;
   private readonly reconciler: EndpointReconciler;
   private readonly options: ControllerOptions;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -80,12 +89,19 @@ export class EndpointController {
           : core.listServiceForAllNamespaces({ labelSelector: MANAGED }),
       { labelSelector: MANAGED, name: 'services' },
     );
+    this.pods = new ResilientInformer<V1Pod>(
+      kc,
+      `/api/v1${scope}/pods`,
+      () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()),
+      { name: 'pods' },
+    );
     this.writer = new KubeWriter(kc);
     const view: ClusterView = {
       endpoint: (ns, name) => this.endpoints.get(name, ns),
       secret: (ns, name) => this.secrets.get(name, ns),
       secretsOf: (ns, ep) => this.secrets.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
       servicesOf: (ns, ep) => this.services.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
+      pods: (ns) => this.pods.list(ns),
     };
     this.reconciler = new EndpointReconciler({
       view,
@@ -113,6 +129,7 @@ export class EndpointController {
       const endpoint = obj.metadata?.labels?.[ENDPOINT_LABEL];
       if (endpoint && obj.metadata?.namespace) this.queue.add(`${obj.metadata.namespace}/${endpoint}`);
     };
+    this.watchPods();
     for (const informer of [this.secrets, this.services] as ResilientInformer<V1Secret | V1Service>[]) {
       informer.on('add', enqueueOwner);
       informer.on('update', enqueueOwner);
@@ -120,9 +137,28 @@ export class EndpointController {
     }
   }
 
+  private get informers() {
+    return [this.endpoints, this.secrets, this.services, this.pods] as ResilientInformer<never>[];
+  }
+
+  /** A pod's arrival, departure or relabelling changes the injected count of the endpoints selecting it. */
+  private watchPods(): void {
+    const enqueueSelecting = (pod: V1Pod) => {
+      const namespace = pod.metadata?.namespace;
+      if (!namespace) return;
+      for (const ep of this.endpoints.list(namespace)) {
+        if (selectorMatches(ep.spec.podSelector, pod.metadata?.labels ?? {}))
+          this.queue.add(`${namespace}/${ep.metadata!.name}`);
+      }
+    };
+    this.pods.on('add', enqueueSelecting);
+    this.pods.on('delete', enqueueSelecting);
+    this.pods.on('update', enqueueSelecting);
+  }
+
   async start(): Promise<void> {
-    await Promise.all([this.endpoints.start(), this.secrets.start(), this.services.start()]);
-    await Promise.all([this.endpoints.hasSynced(), this.secrets.hasSynced(), this.services.hasSynced()]);
+    await Promise.all(this.informers.map((informer) => informer.start()));
+    await Promise.all(this.informers.map((informer) => informer.hasSynced()));
     this.log.info('caches synced; starting workers', { workers: this.options.workers ?? 2 });
     this.workersDone = runWorkers(
       this.queue,
@@ -142,7 +178,7 @@ export class EndpointController {
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
     this.queue.shutDown();
-    await Promise.all([this.endpoints.stop(), this.secrets.stop(), this.services.stop()]);
+    await Promise.all(this.informers.map((informer) => informer.stop()));
     await this.workersDone;
   }
 }

@@ -1,3 +1,4 @@
+import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { MtlsEndpoint } from '../api/types.ts';
 import { applyDefaults, DEFAULT_TRUST_DOMAIN } from '../api/defaults.ts';
 import { parseDuration } from '../api/duration.ts';
@@ -48,6 +49,14 @@ export function resolveSpec(ep: MtlsEndpoint): ResolvedSpec {
     throw new SpecError(
       `spec.certificates.caValidity (${spec.certificates.caValidity}) must be longer than spec.certificates.validity (${spec.certificates.validity}), or leaves would be cut short by their CA`,
     );
+  }
+  for (const [field, port] of [
+    ...spec.listeners.map((l, i) => [`spec.listeners[${i}].port`, l.port] as const),
+    ['spec.upstreamPort', spec.upstreamPort] as const,
+  ]) {
+    if (port === SIDECAR_ADMIN_PORT) {
+      throw new SpecError(`${field}: ${port} is the sidecar's admin port (health and metrics); choose another port`);
+    }
   }
   const selector = spec.podSelector ?? {};
   return {

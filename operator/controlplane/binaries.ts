@@ -7,12 +7,15 @@ import { fileURLToPath } from 'node:url';
 /** Versions of the local control plane (the build script is handed these). */
 export const KUBERNETES_VERSION = process.env.MTLS_K8S_VERSION ?? '1.35.4';
 export const ETCD_VERSION = process.env.MTLS_ETCD_VERSION ?? '3.6.16';
+export const HELM_VERSION = process.env.MTLS_HELM_VERSION ?? '3.22.0';
 
 export interface ControlPlaneBinaries {
   etcd: string;
   kubeApiserver: string;
   kubeControllerManager: string;
   kubectl: string;
+  /** Not part of the control plane; built alongside it for the Helm chart's tests. */
+  helm: string;
 }
 
 const ENV_NAMES: Record<keyof ControlPlaneBinaries, [envVar: string, file: string]> = {
@@ -20,6 +23,7 @@ const ENV_NAMES: Record<keyof ControlPlaneBinaries, [envVar: string, file: strin
   kubeApiserver: ['MTLS_KUBE_APISERVER', 'kube-apiserver'],
   kubeControllerManager: ['MTLS_KUBE_CONTROLLER_MANAGER', 'kube-controller-manager'],
   kubectl: ['MTLS_KUBECTL', 'kubectl'],
+  helm: ['MTLS_HELM', 'helm'],
 };
 
 export function cacheDir(): string {
@@ -36,13 +40,18 @@ function isExecutable(path: string): boolean {
 }
 
 function cachedPath(file: string): string {
-  const dir = file === 'etcd' ? `etcd-v${ETCD_VERSION}` : `kubernetes-v${KUBERNETES_VERSION}`;
+  const dir =
+    file === 'etcd'
+      ? `etcd-v${ETCD_VERSION}`
+      : file === 'helm'
+        ? `helm-v${HELM_VERSION}`
+        : `kubernetes-v${KUBERNETES_VERSION}`;
   return join(cacheDir(), dir, file);
 }
 
 /**
  * Where each binary comes from, in order: an environment variable naming it, the versioned cache, or PATH.
- * kubectl on PATH is ignored unless asked for: a kubectl of another minor version skews the tests.
+ * kubectl and helm on PATH are ignored unless named: another version would skew the tests.
  */
 export function locateBinaries(): Partial<ControlPlaneBinaries> {
   const found: Partial<ControlPlaneBinaries> = {};
@@ -57,7 +66,7 @@ export function locateBinaries(): Partial<ControlPlaneBinaries> {
       found[key] = cachedPath(file);
       continue;
     }
-    if (file !== 'kubectl') {
+    if (file !== 'kubectl' && file !== 'helm') {
       const onPath = (process.env.PATH ?? '')
         .split(delimiter)
         .map((dir) => join(dir, file))
@@ -73,7 +82,7 @@ const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'build-binari
 /** Finds the binaries, building the missing ones from Go modules into the cache (minutes, once). */
 export async function ensureBinaries(): Promise<ControlPlaneBinaries> {
   let found = locateBinaries();
-  if (!found.etcd || !found.kubeApiserver || !found.kubeControllerManager || !found.kubectl) {
+  if (Object.keys(ENV_NAMES).some((key) => !found[key as keyof ControlPlaneBinaries])) {
     process.stderr.write(
       `[control-plane] building Kubernetes v${KUBERNETES_VERSION} and etcd v${ETCD_VERSION} from Go modules into ${cacheDir()}.\n` +
         '[control-plane] This happens once per version and takes about 10-15 minutes on 2 cores; later runs start in seconds.\n',
@@ -85,6 +94,7 @@ export async function ensureBinaries(): Promise<ControlPlaneBinaries> {
           ...process.env,
           MTLS_K8S_VERSION: KUBERNETES_VERSION,
           MTLS_ETCD_VERSION: ETCD_VERSION,
+          MTLS_HELM_VERSION: HELM_VERSION,
           MTLS_OPERATOR_CACHE: cacheDir(),
         },
       });

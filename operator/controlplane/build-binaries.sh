@@ -11,6 +11,7 @@ set -euo pipefail
 K8S_VERSION="${MTLS_K8S_VERSION:?set by binaries.ts}"
 ETCD_VERSION="${MTLS_ETCD_VERSION:?set by binaries.ts}"
 CACHE="${MTLS_OPERATOR_CACHE:?set by binaries.ts}"
+HELM_VERSION="${MTLS_HELM_VERSION:?set by binaries.ts}"
 K8S_DIR="$CACHE/kubernetes-v$K8S_VERSION"
 ETCD_DIR="$CACHE/etcd-v$ETCD_VERSION"
 STAGING_VERSION="v0.${K8S_VERSION#*.}"   # 1.35.4 -> v0.35.4
@@ -54,4 +55,15 @@ build_module_binaries "$CACHE/work/etcd-v$ETCD_VERSION" go.etcd.io/etcd/server/v
 build_module_binaries "$CACHE/work/kubernetes-v$K8S_VERSION" k8s.io/kubernetes "v$K8S_VERSION" "$K8S_LDFLAGS" "$K8S_DIR" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
 
-log "ready: $ETCD_DIR/etcd, $K8S_DIR/{kube-apiserver,kube-controller-manager,kubectl}"
+# Helm (for the chart's tests): v3.7+ has no replace directives, so `go install` works directly.
+HELM_DIR="$CACHE/helm-v$HELM_VERSION"
+if [ -x "$HELM_DIR/helm" ]; then
+  log "helm: cached at $HELM_DIR/helm"
+else
+  log "building helm v$HELM_VERSION (first run only; about 2-4 minutes)..."
+  start=$SECONDS
+  GOBIN="$HELM_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  log "helm: built in $((SECONDS - start))s -> $HELM_DIR/helm"
+fi
+
+log "ready: $ETCD_DIR/etcd, $K8S_DIR/{kube-apiserver,kube-controller-manager,kubectl}, $HELM_DIR/helm"

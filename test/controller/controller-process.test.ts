@@ -34,8 +34,9 @@ async function startOperator(namespace: string): Promise<Operator> {
       '127.0.0.1',
       '--metrics-port',
       String(metricsPort),
-      '--leader-election-namespace',
+      '--operator-namespace',
       namespace,
+      '--no-webhook',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

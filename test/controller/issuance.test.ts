@@ -222,19 +222,17 @@ describe('controller: issuance against the real API server', () => {
   });
 
   it('marks a spec it cannot act on Ready=False with a message that says what to change', async () => {
-    // The API server's CEL rules catch renewBefore >= validity; 5s is a valid duration the controller refuses.
-    await createEndpoint(namespace, 'tooshort', {
-      upstreamPort: 8080,
-      certificates: { validity: '5s', renewBefore: '1s' },
-    });
+    // Valid for the schema, but 15021 is where the injected sidecar serves health and metrics.
+    await createEndpoint(namespace, 'clash', { upstreamPort: 8080, listeners: [{ mode: 'strict', port: 15021 }] });
     const ep = await waitFor('Ready=False', async () => {
-      const e = await getEndpoint(namespace, 'tooshort');
+      const e = await getEndpoint(namespace, 'clash');
       return condition(e, 'Ready')?.status === 'False' ? e : undefined;
     });
     expect(condition(ep, 'Ready')).toMatchObject({
       reason: 'InvalidSpec',
-      message: expect.stringContaining('spec.certificates.validity: 5s is too short'),
+      message: "spec.listeners[0].port: 15021 is the sidecar's admin port (health and metrics); choose another port",
     });
+    expect(await readSecret(namespace, 'clash-ca')).toBeUndefined();
   });
 
   it('garbage-collects the Secrets and Services when the endpoint is deleted', async () => {

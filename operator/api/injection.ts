@@ -1,0 +1,11 @@
+/** Names of contract 3 (injection) that the webhook writes and the controller and tests read. */
+export const SIDECAR_CONTAINER = 'mtls-sidecar';
+export const SIDECAR_VOLUME = 'mtls-server-tls';
+/** An empty volume over the service-account token path keeps the API token out of the sidecar. */
+export const NO_API_TOKEN_VOLUME = 'mtls-no-api-token';
+export const SERVICE_ACCOUNT_TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+export const SIDECAR_TLS_DIR = '/var/run/mtls-operator/tls';
+export const SIDECAR_ADMIN_PORT = 15021;
+/** Annotation the webhook sets on an injected pod: the endpoint whose sidecar it got. */
+export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
+export const listenerPortName = (mode: string) => `mtls-${mode}`;

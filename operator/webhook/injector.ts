@@ -1,0 +1,151 @@
+import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import { applyDefaults } from '../api/defaults.ts';
+import {
+  INJECTED_ANNOTATION,
+  listenerPortName,
+  NO_API_TOKEN_VOLUME,
+  SERVICE_ACCOUNT_TOKEN_DIR,
+  SIDECAR_ADMIN_PORT,
+  SIDECAR_CONTAINER,
+  SIDECAR_TLS_DIR,
+  SIDECAR_VOLUME,
+} from '../api/injection.ts';
+import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
+import { renderSidecarArgs } from '../../sidecar/flags.ts';
+import { selectorMatches } from '../kube/selectors.ts';
+
+/** Secret volume files are root-owned; mode 0440 plus group 0 lets the non-root sidecar (and nobody else
+ * in the pod: only the sidecar mounts the volume) read the key. */
+export const SECRET_VOLUME_MODE = 0o440;
+
+export interface InjectorSettings {
+  image: string;
+  imagePullPolicy?: string;
+  logLevel?: string;
+  resources?: V1Container['resources'];
+}
+
+export type InjectionDecision =
+  | { action: 'skip'; reason: string }
+  | { action: 'deny'; message: string }
+  | { action: 'inject'; endpoint: string; patch: JsonPatchOp[] };
+
+export interface JsonPatchOp {
+  op: 'add' | 'replace';
+  path: string;
+  value: unknown;
+}
+
+/** The endpoints of the pod's namespace whose podSelector matches the pod's labels. */
+export function selectingEndpoints(pod: V1Pod, endpoints: readonly MtlsEndpoint[]): MtlsEndpoint[] {
+  const labels = pod.metadata?.labels ?? {};
+  return endpoints.filter((ep) => !ep.metadata?.deletionTimestamp && selectorMatches(ep.spec.podSelector, labels));
+}
+
+export function isInjected(pod: V1Pod): boolean {
+  return (pod.spec?.containers ?? []).some((c) => c.name === SIDECAR_CONTAINER);
+}
+
+/** The sidecar container for an endpoint, with args rendered from the sidecar's own flag definitions. */
+export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): V1Container {
+  const spec = applyDefaults(ep.spec);
+  const args = renderSidecarArgs({
+    listen: spec.listeners.map((l) => ({ mode: l.mode, port: l.port })),
+    upstream: `127.0.0.1:${spec.upstreamPort}`,
+    tlsDir: SIDECAR_TLS_DIR,
+    admin: `0.0.0.0:${SIDECAR_ADMIN_PORT}`,
+    allowClients: spec.allowedClients ?? [],
+  });
+  const probe = (path: string) => ({ httpGet: { path, port: 'mtls-admin' }, periodSeconds: 10 });
+  return {
+    name: SIDECAR_CONTAINER,
+    image: settings.image,
+    imagePullPolicy: settings.imagePullPolicy ?? 'IfNotPresent',
+    args: ['sidecar', ...args],
+    env: settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : undefined,
+    ports: [
+      ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
+      { name: 'mtls-admin', containerPort: SIDECAR_ADMIN_PORT, protocol: 'TCP' },
+    ],
+    // The ServiceAccount admission plugin skips a container that already mounts the token path.
+    volumeMounts: [
+      { name: SIDECAR_VOLUME, mountPath: SIDECAR_TLS_DIR, readOnly: true },
+      { name: NO_API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_TOKEN_DIR, readOnly: true },
+    ],
+    readinessProbe: probe('/readyz'),
+    livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 5 },
+    resources: settings.resources ?? { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 0,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}
+
+export function sidecarVolumes(ep: MtlsEndpoint): V1Volume[] {
+  return [
+    {
+      name: SIDECAR_VOLUME,
+      secret: { secretName: serverSecretName(ep.metadata!.name!), defaultMode: SECRET_VOLUME_MODE },
+    },
+    { name: NO_API_TOKEN_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '1Ki' } },
+  ];
+}
+
+/**
+ * Decides what happens to a Pod at admission, as Linkerd's and Istio's injectors do: opted-out and already
+ * injected pods are left alone (so re-admission changes nothing), a pod two endpoints select is refused
+ * with a message naming both, and otherwise the sidecar, its volume and its ports are added.
+ */
+export function decideInjection(
+  pod: V1Pod,
+  endpoints: readonly MtlsEndpoint[],
+  settings: InjectorSettings,
+): InjectionDecision {
+  if (pod.metadata?.annotations?.[INJECT_ANNOTATION] === 'false') return { action: 'skip', reason: 'opted out' };
+  if (isInjected(pod)) return { action: 'skip', reason: 'already injected' };
+  const matching = selectingEndpoints(pod, endpoints);
+  if (matching.length === 0) return { action: 'skip', reason: 'no MtlsEndpoint selects this pod' };
+  if (matching.length > 1) {
+    const names = matching.map((ep) => ep.metadata!.name).sort();
+    return {
+      action: 'deny',
+      message: `pod is selected by ${matching.length} MtlsEndpoints (${names.join(', ')}); a pod can have one mTLS sidecar. Make their spec.podSelector disjoint, or annotate the pod ${INJECT_ANNOTATION}: "false"`,
+    };
+  }
+  const ep = matching[0]!;
+  const patch: JsonPatchOp[] = [];
+  const spec = pod.spec ?? { containers: [] };
+  const taken = new Set((spec.containers ?? []).flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
+  const clash = applyDefaults(ep.spec).listeners.find((l) => taken.has(l.port) || l.port === SIDECAR_ADMIN_PORT);
+  if (clash || taken.has(SIDECAR_ADMIN_PORT)) {
+    return {
+      action: 'deny',
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash?.port ?? SIDECAR_ADMIN_PORT} is already used by a container of this pod; choose other spec.listeners ports`,
+    };
+  }
+  patch.push({ op: 'add', path: '/spec/containers/-', value: sidecarContainer(ep, settings) });
+  if (spec.volumes)
+    for (const volume of sidecarVolumes(ep)) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
+  else patch.push({ op: 'add', path: '/spec/volumes', value: sidecarVolumes(ep) });
+  if (pod.metadata?.annotations) {
+    patch.push({
+      op: 'add',
+      path: `/metadata/annotations/${escapePointer(INJECTED_ANNOTATION)}`,
+      value: ep.metadata!.name,
+    });
+  } else {
+    patch.push({ op: 'add', path: '/metadata/annotations', value: { [INJECTED_ANNOTATION]: ep.metadata!.name } });
+  }
+  return { action: 'inject', endpoint: ep.metadata!.name!, patch };
+}
+
+function escapePointer(segment: string): string {
+  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
+}

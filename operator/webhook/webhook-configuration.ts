@@ -1,0 +1,93 @@
+import {
+  AdmissionregistrationV1Api,
+  type KubeConfig,
+  type V1MutatingWebhookConfiguration,
+} from '@kubernetes/client-node';
+import { INJECTION_NAMESPACE_LABEL } from '../api/types.ts';
+import { isNotFound } from '../kube/errors.ts';
+import { logger } from '../log.ts';
+
+export const WEBHOOK_NAME = 'inject.mtls.operator.dev';
+export const WEBHOOK_PATH = '/mutate-pods';
+
+export interface WebhookConfigurationOptions {
+  /** Name of the MutatingWebhookConfiguration (the chart's, or the one created for --webhook-url). */
+  name: string;
+  /** Outside a cluster: the URL the API server calls; the configuration is then created and owned here. */
+  url?: string;
+  failurePolicy?: 'Ignore' | 'Fail';
+  timeoutSeconds?: number;
+}
+
+/**
+ * Keeps the MutatingWebhookConfiguration in step with the webhook's serving CA. With a URL it writes the
+ * whole configuration (namespaceSelector on the injection label, Pod CREATE only, failurePolicy Ignore so
+ * a down operator never blocks pod creation); otherwise it only updates `caBundle` in the chart's.
+ */
+export async function syncWebhookConfiguration(
+  kc: KubeConfig,
+  options: WebhookConfigurationOptions,
+  caPem: string,
+): Promise<void> {
+  const api = kc.makeApiClient(AdmissionregistrationV1Api);
+  const log = logger('webhook-config');
+  const caBundle = Buffer.from(caPem).toString('base64');
+  let existing: V1MutatingWebhookConfiguration | undefined;
+  try {
+    existing = await api.readMutatingWebhookConfiguration({ name: options.name });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  if (!options.url) {
+    if (!existing) {
+      log.warn(
+        'MutatingWebhookConfiguration not found; pods are not injected until it exists (install the chart, or pass --webhook-url)',
+        { name: options.name },
+      );
+      return;
+    }
+    const webhooks = existing.webhooks ?? [];
+    if (webhooks.every((w) => w.clientConfig.caBundle === caBundle)) return;
+    await api.replaceMutatingWebhookConfiguration({
+      name: options.name,
+      body: { ...existing, webhooks: webhooks.map((w) => ({ ...w, clientConfig: { ...w.clientConfig, caBundle } })) },
+    });
+    log.info('updated caBundle of the MutatingWebhookConfiguration', { name: options.name });
+    return;
+  }
+  const desired: V1MutatingWebhookConfiguration = {
+    metadata: { name: options.name, labels: { 'app.kubernetes.io/managed-by': 'mtls-operator' } },
+    webhooks: [
+      {
+        name: WEBHOOK_NAME,
+        admissionReviewVersions: ['v1'],
+        sideEffects: 'None',
+        failurePolicy: options.failurePolicy ?? 'Ignore',
+        timeoutSeconds: options.timeoutSeconds ?? 5,
+        reinvocationPolicy: 'Never',
+        namespaceSelector: { matchLabels: { [INJECTION_NAMESPACE_LABEL]: 'enabled' } },
+        rules: [
+          { apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'], scope: 'Namespaced' },
+        ],
+        clientConfig: { url: options.url, caBundle },
+      },
+    ],
+  };
+  if (!existing) {
+    await api.createMutatingWebhookConfiguration({ body: desired });
+    log.info('created the MutatingWebhookConfiguration', { name: options.name, url: options.url });
+    return;
+  }
+  const current = existing.webhooks?.[0];
+  if (
+    existing.webhooks?.length === 1 &&
+    current?.clientConfig.url === options.url &&
+    current.clientConfig.caBundle === caBundle
+  )
+    return;
+  await api.replaceMutatingWebhookConfiguration({
+    name: options.name,
+    body: { ...desired, metadata: { ...existing.metadata, ...desired.metadata } },
+  });
+  log.info('updated the MutatingWebhookConfiguration', { name: options.name, url: options.url });
+}

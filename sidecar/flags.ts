@@ -1,0 +1,201 @@
+import { type FlagSpecs, helpText, parseFlags, UsageError } from '../operator/flags.ts';
+
+/**
+ * The sidecar's command line, defined once: `parseSidecarArgs` reads it, `renderSidecarArgs` writes it (the
+ * injector renders the container args with it), and `sidecarHelp` documents it.
+ */
+export const MODES = ['standard', 'flexible', 'strict'] as const;
+export type Mode = (typeof MODES)[number];
+
+export const SIDECAR_DEFAULTS = {
+  admin: '127.0.0.1:15021',
+  handshakeTimeoutMs: 10_000,
+  headersTimeoutMs: 15_000,
+  requestTimeoutMs: 60_000,
+  idleTimeoutMs: 120_000,
+  upstreamTimeoutMs: 30_000,
+  maxHeaderBytes: 16 * 1024,
+  maxConnections: 10_000,
+  drainTimeoutMs: 15_000,
+} as const;
+
+export const SIDECAR_FLAGS = {
+  listen: {
+    type: 'string',
+    value: 'MODE=PORT',
+    multiple: true,
+    help: 'a TLS listener: standard, flexible or strict, and its port',
+  },
+  upstream: { type: 'string', value: 'HOST:PORT', help: 'the plain-HTTP service to forward to (e.g. 127.0.0.1:8080)' },
+  'tls-dir': {
+    type: 'string',
+    value: 'DIR',
+    help: 'tls.crt, tls.key, ca.crt and optional ca.crl, laid out as a Secret volume',
+  },
+  admin: {
+    type: 'string',
+    value: 'HOST:PORT',
+    help: '/healthz, /readyz and /metrics',
+    default: SIDECAR_DEFAULTS.admin,
+  },
+  'allow-client': {
+    type: 'string',
+    value: 'NAME',
+    multiple: true,
+    help: 'only these clients (certificate CN) may connect',
+  },
+  'handshake-timeout': {
+    type: 'string',
+    value: 'MS',
+    help: 'TLS handshake timeout',
+    default: String(SIDECAR_DEFAULTS.handshakeTimeoutMs),
+  },
+  'headers-timeout': {
+    type: 'string',
+    value: 'MS',
+    help: 'time to receive request headers',
+    default: String(SIDECAR_DEFAULTS.headersTimeoutMs),
+  },
+  'request-timeout': {
+    type: 'string',
+    value: 'MS',
+    help: 'time to receive a whole request',
+    default: String(SIDECAR_DEFAULTS.requestTimeoutMs),
+  },
+  'idle-timeout': {
+    type: 'string',
+    value: 'MS',
+    help: 'idle keep-alive connections are closed after this',
+    default: String(SIDECAR_DEFAULTS.idleTimeoutMs),
+  },
+  'upstream-timeout': {
+    type: 'string',
+    value: 'MS',
+    help: 'time for the upstream to start answering (then 504)',
+    default: String(SIDECAR_DEFAULTS.upstreamTimeoutMs),
+  },
+  'max-header-bytes': {
+    type: 'string',
+    value: 'N',
+    help: 'largest request head accepted (then 431)',
+    default: String(SIDECAR_DEFAULTS.maxHeaderBytes),
+  },
+  'max-connections': {
+    type: 'string',
+    value: 'N',
+    help: 'open client connections per listener',
+    default: String(SIDECAR_DEFAULTS.maxConnections),
+  },
+} as const satisfies FlagSpecs;
+
+export interface Listener {
+  mode: Mode;
+  port: number;
+}
+
+export interface SidecarConfig {
+  listen: Listener[];
+  upstream: string;
+  tlsDir: string;
+  admin?: string;
+  allowClients?: string[];
+  handshakeTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  upstreamTimeoutMs?: number;
+  maxHeaderBytes?: number;
+  maxConnections?: number;
+}
+
+export type ResolvedSidecarConfig = Required<SidecarConfig> & { upstreamHost: string; upstreamPort: number };
+
+const SYNOPSIS =
+  '--listen MODE=PORT [--listen ...] --upstream HOST:PORT --tls-dir DIR [--admin HOST:PORT] [--allow-client NAME ...]';
+
+export function sidecarHelp(): string {
+  return helpText('sidecar', SYNOPSIS, SIDECAR_FLAGS);
+}
+
+function hostPort(flag: string, value: string): { host: string; port: number } {
+  const match = value.match(/^(.*):(\d+)$/);
+  const port = Number(match?.[2]);
+  if (!match || !match[1] || port < 1 || port > 65535) throw new UsageError(`--${flag}: "${value}" is not HOST:PORT`);
+  return { host: match[1].replace(/^\[|\]$/g, ''), port };
+}
+
+function positive(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${flag}: "${value}" is not a positive whole number`);
+  return n;
+}
+
+/** Parses the sidecar's argv; throws UsageError naming the flag that is wrong. */
+export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfig; help: boolean } {
+  const { flags, positionals, help } = parseFlags(SIDECAR_FLAGS, argv);
+  if (help) return { config: undefined as never, help };
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  if (flags.listen.length === 0)
+    throw new UsageError('--listen MODE=PORT is required (mode: standard, flexible or strict)');
+  const listen = flags.listen.map((value) => {
+    const [mode, portText] = value.split('=');
+    if (!MODES.includes(mode as Mode))
+      throw new UsageError(`--listen ${value}: mode must be standard, flexible or strict`);
+    const port = Number(portText);
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new UsageError(`--listen ${value}: port must be 1-65535`);
+    return { mode: mode as Mode, port };
+  });
+  const ports = listen.map((l) => l.port);
+  const dup = ports.find((p, i) => ports.indexOf(p) !== i);
+  if (dup !== undefined) throw new UsageError(`--listen: port ${dup} is used twice`);
+  if (!flags.upstream) throw new UsageError('--upstream HOST:PORT is required');
+  if (!flags['tls-dir']) throw new UsageError('--tls-dir DIR is required');
+  const upstream = hostPort('upstream', flags.upstream);
+  if (listen.some((l) => l.port === upstream.port) && ['127.0.0.1', 'localhost', '::1'].includes(upstream.host)) {
+    throw new UsageError(`--upstream ${flags.upstream}: the sidecar itself listens on that port`);
+  }
+  hostPort('admin', flags.admin);
+  return {
+    help: false,
+    config: {
+      listen,
+      upstream: flags.upstream,
+      upstreamHost: upstream.host,
+      upstreamPort: upstream.port,
+      tlsDir: flags['tls-dir'],
+      admin: flags.admin,
+      allowClients: flags['allow-client'],
+      handshakeTimeoutMs: positive('handshake-timeout', flags['handshake-timeout']),
+      headersTimeoutMs: positive('headers-timeout', flags['headers-timeout']),
+      requestTimeoutMs: positive('request-timeout', flags['request-timeout']),
+      idleTimeoutMs: positive('idle-timeout', flags['idle-timeout']),
+      upstreamTimeoutMs: positive('upstream-timeout', flags['upstream-timeout']),
+      maxHeaderBytes: positive('max-header-bytes', flags['max-header-bytes']),
+      maxConnections: positive('max-connections', flags['max-connections']),
+    },
+  };
+}
+
+/** The argv for a config (flags at their default are left out, so injected pods stay readable). */
+export function renderSidecarArgs(config: SidecarConfig): string[] {
+  const args: string[] = [];
+  for (const l of config.listen) args.push('--listen', `${l.mode}=${l.port}`);
+  args.push('--upstream', config.upstream, '--tls-dir', config.tlsDir);
+  if (config.admin && config.admin !== SIDECAR_DEFAULTS.admin) args.push('--admin', config.admin);
+  for (const name of config.allowClients ?? []) args.push('--allow-client', name);
+  const numeric: [keyof SidecarConfig, keyof typeof SIDECAR_FLAGS, number][] = [
+    ['handshakeTimeoutMs', 'handshake-timeout', SIDECAR_DEFAULTS.handshakeTimeoutMs],
+    ['headersTimeoutMs', 'headers-timeout', SIDECAR_DEFAULTS.headersTimeoutMs],
+    ['requestTimeoutMs', 'request-timeout', SIDECAR_DEFAULTS.requestTimeoutMs],
+    ['idleTimeoutMs', 'idle-timeout', SIDECAR_DEFAULTS.idleTimeoutMs],
+    ['upstreamTimeoutMs', 'upstream-timeout', SIDECAR_DEFAULTS.upstreamTimeoutMs],
+    ['maxHeaderBytes', 'max-header-bytes', SIDECAR_DEFAULTS.maxHeaderBytes],
+    ['maxConnections', 'max-connections', SIDECAR_DEFAULTS.maxConnections],
+  ];
+  for (const [key, flag, fallback] of numeric) {
+    const value = config[key] as number | undefined;
+    if (value !== undefined && value !== fallback) args.push(`--${flag}`, String(value));
+  }
+  return args;
+}
