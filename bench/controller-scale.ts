@@ -1,0 +1,206 @@
+/**
+ * The controller at scale, against the real local control plane:
+ *   - time from create to Ready for single endpoints (median of 20),
+ *   - time for N endpoints (one client each) to all become Ready, for N in MTLS_BENCH_SIZES (default 1,100,1000),
+ *   - API requests the operator makes per endpoint at creation, in steady state (resyncs) and for one rotation,
+ *   - controller RSS (VmHWM) at the largest N, and the time to re-issue every leaf of N endpoints.
+ * The operator runs as its own process (`mtls-operator controller`), so its RSS is its own.
+ * Run: npm run bench:controller   (writes bench/results/controller-scale.json and prints a table)
+ */
+import * as k8s from '@kubernetes/client-node';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { freePort, LocalControlPlane } from '../operator/controlplane/local-control-plane.ts';
+import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../operator/api/types.ts';
+
+const sizes = (process.env.MTLS_BENCH_SIZES ?? '1,100,1000').split(',').map(Number);
+const execFileAsync = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const plane = await LocalControlPlane.start({ progress: (l) => process.stderr.write(`[control-plane] ${l}\n`) });
+const kc = plane.kubeConfig();
+const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+const core = kc.makeApiClient(k8s.CoreV1Api);
+const results: Record<string, unknown> = { kubernetes: plane.binaries, node: process.version };
+
+async function apiWrites(): Promise<number> {
+  // The API server's own counters: every mutating request, by anyone (the bench's own creates are subtracted).
+  const { stdout: text } = await execFileAsync(
+    plane.binaries.kubectl,
+    ['--kubeconfig', plane.kubeconfigPath, 'get', '--raw', '/metrics'],
+    { maxBuffer: 64 << 20 },
+  );
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const m = line.match(/^apiserver_request_total\{([^}]*)\} (\d+)/);
+    if (
+      m &&
+      /verb="(POST|PUT|PATCH|DELETE)"/.test(m[1]!) &&
+      !/resource="(leases|events|tokenreviews|subjectaccessreviews|selfsubjectaccessreviews)"/.test(m[1]!)
+    )
+      total += Number(m[2]);
+  }
+  return total;
+}
+
+await new Promise<void>((resolve, reject) => {
+  const p = spawn(
+    plane.binaries.kubectl,
+    [
+      '--kubeconfig',
+      plane.kubeconfigPath,
+      'apply',
+      '--server-side',
+      '-f',
+      new URL('../crds/', import.meta.url).pathname,
+    ],
+    { stdio: 'inherit' },
+  );
+  p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`kubectl apply exited ${code}`))));
+});
+await sleep(2_000);
+
+const metricsPort = await freePort();
+const operator = spawn(
+  process.execPath,
+  [
+    new URL('../operator/cli.ts', import.meta.url).pathname,
+    'controller',
+    '--kubeconfig',
+    plane.kubeconfigPath,
+    '--no-webhook',
+    '--no-leader-elect',
+    '--metrics-address',
+    '127.0.0.1',
+    '--metrics-port',
+    String(metricsPort),
+    '--resync',
+    '30s',
+    '--workers',
+    '4',
+  ],
+  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MTLS_LOG_LEVEL: 'warn' } },
+);
+const rssMiB = () => Number(readFileSync(`/proc/${operator.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024;
+
+async function readyCount(namespace: string): Promise<number> {
+  const list = (await custom.listNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace })) as {
+    items: MtlsEndpoint[];
+  };
+  return list.items.filter(
+    (ep) =>
+      ep.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
+      ep.status?.observedGeneration === ep.metadata?.generation,
+  ).length;
+}
+const body = (name: string, validity = '8760h') => ({
+  apiVersion: 'mtls.operator.dev/v1alpha1',
+  kind: 'MtlsEndpoint',
+  metadata: { name },
+  spec: {
+    upstreamPort: 8080,
+    podSelector: { matchLabels: { app: name } },
+    clients: [{ name: 'client' }],
+    certificates: { validity, renewBefore: '' },
+  },
+});
+
+try {
+  // 1. apply -> Ready, one at a time, median of 20
+  await core.createNamespace({ body: { metadata: { name: 'bench-single' } } });
+  const single: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const started = Date.now();
+    await custom.createNamespacedCustomObject({
+      ...ENDPOINT_RESOURCE,
+      namespace: 'bench-single',
+      body: body(`ep-${i}`),
+    });
+    for (let t = 0; t < 600; t++) {
+      const ep = (await custom.getNamespacedCustomObject({
+        ...ENDPOINT_RESOURCE,
+        namespace: 'bench-single',
+        name: `ep-${i}`,
+      })) as MtlsEndpoint;
+      if (ep.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) break;
+      await sleep(10);
+    }
+    single.push(Date.now() - started);
+  }
+  results.applyToReadyMs = { median: median(single), min: Math.min(...single), max: Math.max(...single) };
+
+  // 2. N endpoints at once
+  const scale: Record<string, unknown>[] = [];
+  for (const n of sizes) {
+    const namespace = `bench-${n}`;
+    await core.createNamespace({ body: { metadata: { name: namespace } } });
+    const writesBefore = await apiWrites();
+    const started = Date.now();
+    for (let i = 0; i < n; i += 25) {
+      await Promise.all(
+        Array.from({ length: Math.min(25, n - i) }, (_, j) =>
+          custom.createNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace, body: body(`ep-${i + j}`) }),
+        ),
+      );
+    }
+    let ready = 0;
+    const deadline = Date.now() + 10 * 60_000;
+    while ((ready = await readyCount(namespace)) < n && Date.now() < deadline) await sleep(250);
+    const allReadyMs = Date.now() - started;
+    await sleep(3_000);
+    const creationWrites = (await apiWrites()) - writesBefore - n;
+    const steadyBefore = await apiWrites();
+    await sleep(65_000); // two resyncs of 30 s
+    const steadyWrites = (await apiWrites()) - steadyBefore;
+    scale.push({
+      endpoints: n,
+      ready,
+      allReadyMs,
+      writesPerEndpointAtCreation: +(creationWrites / n).toFixed(2),
+      writesInTwoResyncs: steadyWrites,
+      rssMiB: +rssMiB().toFixed(1),
+    });
+    process.stderr.write(`[bench] ${JSON.stringify(scale.at(-1))}\n`);
+  }
+  results.scale = scale;
+
+  // 3. mass rotation: shorten validity of every endpoint of the largest N (a spec change re-issues each leaf)
+  const n = Math.max(...sizes);
+  const namespace = `bench-${n}`;
+  const before = await apiWrites();
+  const started = Date.now();
+  for (let i = 0; i < n; i += 25) {
+    await Promise.all(
+      Array.from({ length: Math.min(25, n - i) }, (_, j) =>
+        custom.patchNamespacedCustomObject(
+          {
+            ...ENDPOINT_RESOURCE,
+            namespace,
+            name: `ep-${i + j}`,
+            body: { spec: { certificates: { validity: '4380h' } } },
+          },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        ),
+      ),
+    );
+  }
+  const deadline = Date.now() + 10 * 60_000;
+  while ((await readyCount(namespace)) < n && Date.now() < deadline) await sleep(250);
+  const reissueMs = Date.now() - started;
+  await sleep(3_000);
+  results.massRotation = {
+    endpoints: n,
+    reissueAllLeavesMs: reissueMs,
+    writesPerEndpoint: +(((await apiWrites()) - before - n) / n).toFixed(2),
+    rssMiB: +rssMiB().toFixed(1),
+  };
+  process.stderr.write(`[bench] ${JSON.stringify(results.massRotation)}\n`);
+} finally {
+  operator.kill('SIGTERM');
+  await plane.stop();
+}
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+writeFileSync(new URL('./results/controller-scale.json', import.meta.url), JSON.stringify(results, null, 2));
+console.log(JSON.stringify(results, null, 2));

@@ -1,0 +1,308 @@
+import * as k8s from '@kubernetes/client-node';
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
+import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import {
+  createTestNamespace,
+  deleteTestNamespace,
+  kubeConfig,
+  kubeconfigPath,
+  kubectl,
+  waitFor,
+} from '../support/cluster.ts';
+import { core, createEndpoint, getEndpoint, installCrd, readSecret, waitReady } from '../support/endpoints.ts';
+
+const run = promisify(execFile);
+const CHART = new URL('../../charts/mtls-operator', import.meta.url).pathname;
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+async function helm(args: string[]): Promise<string> {
+  const { helm: bin } = await ensureBinaries();
+  try {
+    const { stdout } = await run(bin, args, { maxBuffer: 16 << 20 });
+    return stdout;
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    throw new Error(`helm ${args.join(' ')}: ${e.stdout ?? ''}${e.stderr ?? ''}`);
+  }
+}
+
+const render = async (release: string, namespace: string, values: string[] = []) =>
+  k8s.loadAllYaml(
+    await helm(['template', release, CHART, '--namespace', namespace, '--include-crds', ...values]),
+  ) as k8s.KubernetesObject[];
+
+const find = <T>(objects: k8s.KubernetesObject[], kind: string) => objects.find((o) => o.kind === kind) as T;
+
+describe('Helm chart and plain manifests', () => {
+  it('lints strictly with default and non-default values, and its schema refuses unknown values', async () => {
+    await expect(helm(['lint', '--strict', CHART])).resolves.toContain('0 chart(s) failed');
+    await expect(
+      helm([
+        'lint',
+        '--strict',
+        CHART,
+        '--set',
+        'replicaCount=3,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.failurePolicy=Fail',
+      ]),
+    ).resolves.toContain('0 chart(s) failed');
+    await expect(helm(['lint', '--strict', CHART, '--set', 'webhook.failurePolicy=Sometimes'])).rejects.toThrow(
+      /failurePolicy/,
+    );
+  });
+
+  it('renders what an operator team expects, and values reach the objects', async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const chart = k8s.loadYaml(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string };
+    expect(chart.appVersion).toBe(pkg.version);
+    // One source of truth: the chart's CRD is the file in crds/.
+    const objects = await render('mtls-operator', 'mtls-system');
+    const crd = find<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition');
+    expect(crd).toEqual(k8s.loadYaml(readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8')));
+    const deployment = find<k8s.V1Deployment>(objects, 'Deployment');
+    expect(deployment.spec?.replicas).toBe(2);
+    const container = deployment.spec!.template.spec!.containers[0]!;
+    expect(container.image).toBe(`ghcr.io/mtls-operator/mtls-operator:${pkg.version}`);
+    expect(container.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+    });
+    expect(container.args).toEqual(
+      expect.arrayContaining([
+        'controller',
+        '--webhook-configuration=mtls-operator',
+        '--lease-name=mtls-operator-leader',
+      ]),
+    );
+    expect(find<k8s.V1PodDisruptionBudget>(objects, 'PodDisruptionBudget').spec?.minAvailable).toBe(1);
+    const webhook = find<k8s.V1MutatingWebhookConfiguration>(objects, 'MutatingWebhookConfiguration').webhooks![0]!;
+    expect(webhook).toMatchObject({
+      failurePolicy: 'Ignore',
+      timeoutSeconds: 5,
+      namespaceSelector: { matchLabels: { 'mtls.operator.dev/injection': 'enabled' } },
+    });
+    expect(objects.some((o) => o.kind === 'PrometheusRule')).toBe(false);
+
+    const custom = await render('mtls', 'ops', [
+      '--set',
+      'webhook.failurePolicy=Fail,webhook.timeoutSeconds=10,replicaCount=3,metrics.prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,sidecar.image=registry.example/sidecar:9,sidecar.logLevel=debug',
+    ]);
+    expect(find<k8s.V1Deployment>(custom, 'Deployment').spec?.replicas).toBe(3);
+    expect(find<k8s.V1MutatingWebhookConfiguration>(custom, 'MutatingWebhookConfiguration').webhooks![0]).toMatchObject(
+      { failurePolicy: 'Fail', timeoutSeconds: 10 },
+    );
+    const args = find<k8s.V1Deployment>(custom, 'Deployment').spec!.template.spec!.containers[0]!.args!;
+    expect(args).toEqual(
+      expect.arrayContaining(['--sidecar-image=registry.example/sidecar:9', '--sidecar-log-level=debug']),
+    );
+    const rule = JSON.stringify(custom.find((o) => o.kind === 'PrometheusRule'));
+    for (const alert of [
+      'MtlsCertificateExpiringSoon',
+      'MtlsCertificateRenewalOverdue',
+      'MtlsReconcileErrors',
+      'MtlsRefusedHandshakesSpike',
+    ]) {
+      expect(rule).toContain(alert);
+    }
+  });
+
+  it('deploy/mtls-operator.yaml is the chart rendered with defaults (regenerate with npm run manifests)', async () => {
+    const { helm: bin } = await ensureBinaries();
+    const { stdout } = await run('bash', [join(ROOT, 'charts/render-manifest.sh')], {
+      env: { ...process.env, MTLS_HELM: bin, MTLS_MANIFEST_OUT: join(tmpdir(), `manifest-${process.pid}.yaml`) },
+    });
+    expect(stdout).toContain('wrote');
+    expect(readFileSync(join(tmpdir(), `manifest-${process.pid}.yaml`), 'utf8')).toBe(
+      readFileSync(join(ROOT, 'deploy/mtls-operator.yaml'), 'utf8'),
+    );
+  });
+
+  describe('against the real API server', () => {
+    let namespace: string;
+    let workload: string;
+    const release = `chart-${Date.now().toString(36)}`;
+    const fullname = `${release}-mtls-operator`;
+    let operator: ReturnType<typeof spawn> | undefined;
+    const output: string[] = [];
+
+    beforeAll(async () => {
+      await installCrd();
+      namespace = await createTestNamespace('chart');
+      workload = await createTestNamespace('chart-work');
+    });
+    afterAll(async () => {
+      operator?.kill('SIGKILL');
+      for (const [kind, name] of [
+        ['mutatingwebhookconfiguration', fullname],
+        ['clusterrole', fullname],
+        ['clusterrolebinding', fullname],
+      ]) {
+        await kubectl(['delete', kind!, name!, '--ignore-not-found']).catch(() => undefined);
+      }
+      await deleteTestNamespace(namespace);
+      await deleteTestNamespace(workload);
+    });
+
+    it('applies cleanly with server-side apply, CRD and webhook included', async () => {
+      // The webhook selects only a label no namespace has, so it cannot disturb other suites.
+      const manifest = await helm([
+        'template',
+        release,
+        CHART,
+        '--namespace',
+        namespace,
+        '--include-crds',
+        '--set',
+        'webhook.namespaceSelector.matchLabels.chart-test=never',
+      ]);
+      const out = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], manifest);
+      expect(out).toMatch(/mutatingwebhookconfiguration.admissionregistration.k8s.io\/chart-[\w-]+ serverside-applied/);
+      expect(out).toMatch(/deployment.apps\/chart-[\w-]+-mtls-operator serverside-applied/);
+    });
+
+    it("the chart's RBAC is enough for create -> inject -> rotate -> revoke, and grants nothing more", async () => {
+      const sa = fullname;
+      const token = (await kubectl(['create', 'token', sa, '-n', namespace, '--duration', '1h'])).trim();
+      const admin = kubeConfig();
+      const cluster = admin.getCurrentCluster()!;
+      const kubeconfig = join(tmpdir(), `chart-sa-${process.pid}.kubeconfig`);
+      writeFileSync(
+        kubeconfig,
+        `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "${cluster.server}", certificate-authority-data: ${cluster.caData}}}]\nusers: [{name: sa, user: {token: ${token}}}]\ncontexts: [{name: c, context: {cluster: c, user: sa}}]\ncurrent-context: c\n`,
+      );
+      const webhookPort = await freePort();
+      const metricsPort = await freePort();
+      operator = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'operator/cli.ts'),
+          'controller',
+          '--kubeconfig',
+          kubeconfig,
+          '--namespace',
+          workload,
+          '--operator-namespace',
+          namespace,
+          '--lease-name',
+          `${sa}-leader`,
+          '--webhook-configuration',
+          fullname,
+          '--webhook-service',
+          `${sa}-webhook`,
+          '--webhook-secret',
+          `${sa}-webhook-tls`,
+          '--webhook-port',
+          String(webhookPort),
+          '--webhook-address',
+          '127.0.0.1',
+          '--metrics-port',
+          String(metricsPort),
+          '--metrics-address',
+          '127.0.0.1',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      operator.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
+      operator.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+
+      // create
+      await createEndpoint(workload, 'rbac', {
+        podSelector: { matchLabels: { app: 'rbac' } },
+        upstreamPort: 8080,
+        clients: [{ name: 'a' }, { name: 'b' }],
+        certificates: { validity: '30s', renewBefore: '25s' },
+      });
+      const ready = await waitReady(workload, 'rbac', 60_000);
+      // inject: the operator keeps caBundle of the chart's webhook configuration, and its webhook answers
+      const review = await postAdmission(webhookPort, workload);
+      expect(review.response.allowed).toBe(true);
+      expect(JSON.parse(Buffer.from(review.response.patch, 'base64').toString())).toEqual(
+        expect.arrayContaining([expect.objectContaining({ op: 'add', path: '/spec/containers/-' })]),
+      );
+      // rotate
+      await waitFor(
+        'a renewal under the service account',
+        async () => {
+          const ep = await getEndpoint(workload, 'rbac');
+          return ep.status?.server?.serialNumber !== ready.status?.server?.serialNumber ? true : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
+      // revoke
+      await kubectl([
+        'patch',
+        '-n',
+        workload,
+        'mtlsendpoint',
+        'rbac',
+        '--type=merge',
+        '-p',
+        '{"spec":{"clients":[{"name":"a"}]}}',
+      ]);
+      await waitFor('client b revoked', async () => ((await readSecret(workload, 'rbac-client-b')) ? undefined : true));
+      // delete
+      await kubectl(['delete', '-n', workload, 'mtlsendpoint', 'rbac']);
+      expect(output.join('')).not.toMatch(/forbidden/i);
+
+      const as = ['--as', `system:serviceaccount:${namespace}:${sa}`];
+      // `kubectl auth can-i` prints yes/no and exits 1 for no.
+      const can = async (...args: string[]) => {
+        const { kubectl: bin } = await ensureBinaries();
+        return new Promise<string>((resolve) =>
+          execFile(bin, ['--kubeconfig', kubeconfigPath(), 'auth', 'can-i', ...args, ...as], (_err, stdout) =>
+            resolve(stdout.trim()),
+          ),
+        );
+      };
+      expect(await can('update', 'mtlsendpoints', '--subresource=status', '-n', workload)).toBe('yes');
+      expect(await can('delete', 'mtlsendpoints', '-n', workload)).toBe('no');
+      expect(await can('update', 'mtlsendpoints', '-n', workload)).toBe('no');
+      expect(await can('create', 'mutatingwebhookconfigurations')).toBe('no');
+      expect(await can('update', 'mutatingwebhookconfigurations/someone-elses')).toBe('no');
+      expect(await can('update', 'leases/another-lease', '-n', namespace)).toBe('no');
+      expect(await can('create', 'pods', '-n', workload)).toBe('no');
+      expect(await core().listNamespacedSecret({ namespace: workload })).toBeDefined();
+    }, 120_000);
+  });
+});
+
+async function postAdmission(
+  port: number,
+  namespace: string,
+): Promise<{ response: { allowed: boolean; patch: string } }> {
+  const body = JSON.stringify({
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: {
+      uid: 'test',
+      operation: 'CREATE',
+      namespace,
+      object: { metadata: { name: 'p', labels: { app: 'rbac' } }, spec: { containers: [{ name: 'm', image: 'x' }] } },
+    },
+  });
+  const { request } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/mutate-pods',
+        method: 'POST',
+        rejectUnauthorized: false,
+        headers: { 'content-type': 'application/json' },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve(JSON.parse(text)));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
