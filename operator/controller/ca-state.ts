@@ -1,4 +1,5 @@
 import type { V1Secret } from '@kubernetes/client-node';
+import type { PemPair } from '../pki/issue.ts';
 
 /**
  * The endpoint CA Secret (`<endpoint>-ca`) as the controller sees it. Besides the contract keys
@@ -23,10 +24,7 @@ export const ROLLOVER_SINCE_ANNOTATION = 'mtls.operator.dev/ca-rollover-since';
  * signed by the new CA; the old one stays trusted until the new leaves have propagated. */
 export type RolloverPhase = 'Propagating' | 'Retiring';
 
-export interface PemPair {
-  certPem: string;
-  keyPem: string;
-}
+export type { PemPair };
 
 export interface RevokedEntry {
   serial: string;

@@ -29,18 +29,9 @@ import {
   trustBundle,
   trustedCas,
 } from './ca-state.ts';
-import {
-  type CertInfo,
-  certInfo,
-  clientSpiffeId,
-  issueCa,
-  issueClientCert,
-  issueCrl,
-  issuedBy,
-  issueServerCert,
-  pairProblem,
-  parseCrls,
-} from './certs.ts';
+import { issueCRL } from '../pki/crl-issuer.ts';
+import { clientSpiffeId, issueCA, issueClient, issueServer } from '../pki/issue.ts';
+import { type CertInfo, certInfo, issuedBy, pairProblem, parseCrls } from './certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
 import { type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
@@ -202,7 +193,7 @@ export class EndpointReconciler {
   // ---- CA and rollover -------------------------------------------------------------------------------
 
   private issueCa(run: Run): Promise<PemPair> {
-    return issueCa({
+    return issueCA({
       endpoint: run.name,
       namespace: run.namespace,
       algorithm: run.spec.keyAlgorithm,
@@ -455,7 +446,7 @@ export class EndpointReconciler {
       const entries = live
         .filter((e) => e.caSerial === caCert.serialNumber)
         .map((e) => ({ serial: e.serial, revokedAt: new Date(e.revokedAt) }));
-      parts.push(await issueCrl(ca, entries, run.now, CRL_VALIDITY_MS));
+      parts.push(await issueCRL({ ca, revoked: entries, now: run.now, nextUpdateMs: CRL_VALIDITY_MS }));
       run.wakeAt.push(run.now.getTime() + (CRL_VALIDITY_MS * 2) / 3);
     }
     return parts.join('');
@@ -501,22 +492,26 @@ export class EndpointReconciler {
 
     let certPem = unb64(existing, 'tls.crt');
     let keyPem = unb64(existing, 'tls.key');
-    const why = await this.leafProblem(run, state, existing, hash);
+    const issuedBefore =
+      what.kind === 'server' ? !!run.ep.status?.server : !!run.ep.status?.clients?.some((c) => c.name === what.client);
+    const why = await this.leafProblem(run, state, existing, hash, { secretName, issuedBefore });
     let previousSerials = existing?.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION];
     if (why) {
       const pair =
         what.kind === 'server'
-          ? await issueServerCert({
+          ? await issueServer({
               ca: state.current,
               dnsNames,
               algorithm: spec.keyAlgorithm,
               validityMs: spec.validityMs,
               now: run.now,
             })
-          : await issueClientCert({
+          : await issueClient({
               ca: state.current,
+              endpoint: run.name,
+              namespace: run.namespace,
               client: what.client,
-              spiffeId,
+              trustDomain: spec.trustDomain,
               algorithm: spec.keyAlgorithm,
               validityMs: spec.validityMs,
               now: run.now,
@@ -558,9 +553,11 @@ export class EndpointReconciler {
     state: CaState,
     secret: V1Secret | undefined,
     hash: string,
+    what: { secretName: string; issuedBefore: boolean },
   ): Promise<(Note & { keepOld: boolean }) | undefined> {
-    if (!secret) return { type: 'Normal', reason: 'Issued', message: 'New certificate', keepOld: false };
     const repair = (message: string) => ({ type: 'Warning' as const, reason: 'Repaired', message, keepOld: false });
+    if (!secret && what.issuedBefore) return repair(`Secret ${what.secretName} was deleted`);
+    if (!secret) return { type: 'Normal', reason: 'Issued', message: 'New certificate', keepOld: false };
     const name = secret.metadata?.name;
     const certPem = unb64(secret, 'tls.crt');
     const keyPem = unb64(secret, 'tls.key');

@@ -27,6 +27,7 @@ export interface CertificateInfo {
   /** Authority key identifier: the issuer's subject key identifier, lower-case hex. */
   authorityKeyId?: string;
   dnsNames: string[];
+  ipAddresses: string[];
   uris: string[];
   isCA: boolean;
   /** Extended key usages by name: `serverAuth`, `clientAuth` (others as OIDs). */
@@ -106,6 +107,7 @@ async function describe(cert: x509.X509Certificate): Promise<CertificateInfo> {
     subjectKeyId: ski?.keyId.toLowerCase(),
     authorityKeyId: aki?.keyId?.toLowerCase(),
     dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value),
+    ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value),
     uris: names.filter((n) => n.type === 'url').map((n) => n.value),
     isCA: !!basic?.ca,
     extendedKeyUsages: (eku?.usages ?? []).map((u) => EKU_NAMES[String(u)] ?? String(u)),

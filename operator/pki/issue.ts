@@ -143,12 +143,16 @@ async function issueLeaf(
   return finish(cert, keys.privateKey, clampedToCA);
 }
 
-/** A server certificate: serverAuth only, SANs = `dnsNames` (at least one). */
-export async function issueServer(opts: Common & { ca: PemPair; dnsNames: string[] }): Promise<IssuedCertificate> {
+/** A server certificate: serverAuth only, SANs = `dnsNames` and `ipAddresses` (at least one name). */
+export async function issueServer(
+  opts: Common & { ca: PemPair; dnsNames: string[]; ipAddresses?: string[] },
+): Promise<IssuedCertificate> {
   const dnsNames = [...new Set(opts.dnsNames)];
-  if (dnsNames.length === 0) throw new PkiError('a server certificate needs at least one DNS name');
-  const cn = dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? 'mtls-operator server';
-  return issueLeaf(opts, { subject: `CN=${cn}`, serverAuth: true, dnsNames });
+  const ipAddresses = [...new Set(opts.ipAddresses ?? [])];
+  if (dnsNames.length + ipAddresses.length === 0) throw new PkiError('a server certificate needs at least one name');
+  const cn =
+    dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? ipAddresses[0] ?? 'mtls-operator server';
+  return issueLeaf(opts, { subject: `CN=${cn}`, serverAuth: true, dnsNames, ipAddresses });
 }
 
 /** A client certificate: CN = the client's name, clientAuth only, URI SAN = its SPIFFE ID. */

@@ -2,7 +2,8 @@ import { CoreV1Api, type KubeConfig, type V1Secret } from '@kubernetes/client-no
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { errorMessage, logger } from '../log.ts';
 import type { PemPair } from '../controller/ca-state.ts';
-import { certInfo, issueCa, issueServerCert, pairProblem, subjectAltNames } from '../controller/certs.ts';
+import { certInfo, pairProblem, subjectAltNames } from '../controller/certs.ts';
+import { issueCA, issueServer } from '../pki/issue.ts';
 
 /** The webhook's serving certificate and the CA that API servers must trust to call it. */
 export interface WebhookTls extends PemPair {
@@ -59,8 +60,8 @@ export class WebhookServingCert {
       !(await pairProblem(oldCa, now, { isCA: true })) &&
       certInfo(oldCa.certPem).notAfter.getTime() - now.getTime() > 2 * validityMs
         ? oldCa
-        : await issueCa({ endpoint: 'webhook', namespace, algorithm: 'ECDSA-P256', validityMs: caValidityMs, now });
-    const leaf = await issueServerCert({
+        : await issueCA({ endpoint: 'webhook', namespace, algorithm: 'ECDSA-P256', validityMs: caValidityMs, now });
+    const leaf = await issueServer({
       ca,
       dnsNames: this.options.dnsNames,
       ipAddresses: this.options.ipAddresses,
@@ -116,7 +117,7 @@ export class WebhookServingCert {
     if (!leaf || !caPem || (await pairProblem(leaf, now, { isCA: false }))) return undefined;
     const tls = this.tlsOf(leaf, caPem);
     if (now >= tls.renewalTime) return undefined;
-    const sans = new Set(subjectAltNames(leaf.certPem));
+    const sans = new Set(await subjectAltNames(leaf.certPem));
     if (![...this.options.dnsNames, ...(this.options.ipAddresses ?? [])].every((name) => sans.has(name)))
       return undefined;
     return tls;

@@ -192,6 +192,11 @@ describe('controller: issuance against the real API server', () => {
     const caBefore = secretText(await readSecret(namespace, 'repair-ca'), 'ca.crt');
     await core().deleteNamespacedSecret({ namespace, name: 'repair-server' });
     await waitFor('the server Secret to come back', () => readSecret(namespace, 'repair-server'));
+    await waitFor('an Event that says what was found', async () =>
+      (await core().listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=repair' })).items.some(
+        (e) => e.reason === 'Repaired' && e.message?.startsWith('Secret repair-server was deleted'),
+      ),
+    );
 
     const client = (await readSecret(namespace, 'repair-client-app'))!;
     await core().replaceNamespacedSecret({
@@ -217,7 +222,7 @@ describe('controller: issuance against the real API server', () => {
     await expect(openssl(['verify', '-CAfile', files['ca.pem']!, files['client.pem']!])).resolves.toMatch(/OK/);
     const events = await core().listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=repair' });
     expect(events.items.map((e) => `${e.reason}: ${e.message}`).join('\n')).toMatch(
-      /Repaired: Secret repair-client-app: the certificate is not PEM/,
+      /Repaired: Secret repair-client-app: the certificate PEM is truncated/,
     );
   });
 
