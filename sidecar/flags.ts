@@ -117,10 +117,12 @@ export function sidecarHelp(): string {
   return helpText('sidecar', SYNOPSIS, SIDECAR_FLAGS);
 }
 
-function hostPort(flag: string, value: string): { host: string; port: number } {
+function hostPort(flag: string, value: string, allowZero = false): { host: string; port: number } {
   const match = value.match(/^(.*):(\d+)$/);
   const port = Number(match?.[2]);
-  if (!match || !match[1] || port < 1 || port > 65535) throw new UsageError(`--${flag}: "${value}" is not HOST:PORT`);
+  if (!match || !match[1] || port < (allowZero ? 0 : 1) || port > 65535) {
+    throw new UsageError(`--${flag}: "${value}" is not HOST:PORT`);
+  }
   return { host: match[1].replace(/^\[|\]$/g, ''), port };
 }
 
@@ -142,12 +144,13 @@ export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfi
     if (!MODES.includes(mode as Mode))
       throw new UsageError(`--listen ${value}: mode must be standard, flexible or strict`);
     const port = Number(portText);
-    if (!Number.isInteger(port) || port < 1 || port > 65535)
+    // 0 lets the OS pick a free port (tests); the bound ports are logged.
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new UsageError(`--listen ${value}: port must be 1-65535`);
     return { mode: mode as Mode, port };
   });
   const ports = listen.map((l) => l.port);
-  const dup = ports.find((p, i) => ports.indexOf(p) !== i);
+  const dup = ports.find((p, i) => p !== 0 && ports.indexOf(p) !== i);
   if (dup !== undefined) throw new UsageError(`--listen: port ${dup} is used twice`);
   if (!flags.upstream) throw new UsageError('--upstream HOST:PORT is required');
   if (!flags['tls-dir']) throw new UsageError('--tls-dir DIR is required');
@@ -155,7 +158,7 @@ export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfi
   if (listen.some((l) => l.port === upstream.port) && ['127.0.0.1', 'localhost', '::1'].includes(upstream.host)) {
     throw new UsageError(`--upstream ${flags.upstream}: the sidecar itself listens on that port`);
   }
-  hostPort('admin', flags.admin);
+  hostPort('admin', flags.admin, true);
   return {
     help: false,
     config: {

@@ -1,4 +1,16 @@
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('mtls-operator sidecar: not implemented yet\n');
-  return 1;
+import { untilSignal } from '../operator/commands/run-until-signal.ts';
+import { parseSidecarArgs, sidecarHelp } from './flags.ts';
+import { startSidecar } from './sidecar.ts';
+
+/** `mtls-operator sidecar ...`: serve until SIGTERM, then drain. */
+export async function run(argv: string[]): Promise<number> {
+  const { config, help } = parseSidecarArgs(argv);
+  if (help) {
+    process.stdout.write(sidecarHelp());
+    return 0;
+  }
+  const sidecar = await startSidecar(config);
+  await untilSignal();
+  await sidecar.stop();
+  return 0;
 }

@@ -1,0 +1,167 @@
+import { execFile, spawn } from 'node:child_process';
+import type { Server } from 'node:http';
+import { promisify } from 'node:util';
+import { parseSidecarArgs } from '../../sidecar/flags.ts';
+import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import { pemFiles } from '../support/openssl.ts';
+import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
+
+const run = promisify(execFile);
+
+/** openssl s_client with stdin closed: it handshakes, prints, and exits. */
+function sClient(args: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const child = spawn('openssl', ['s_client', ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });
+    child.stdin.end('\n');
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('close', (code) => resolve(code === 0 ? out : `FAILED ${out}`));
+  });
+}
+
+/** What the DESIGN.md table says each mode does with each kind of client. */
+const TABLE = {
+  none: { standard: 'accepted', flexible: 'accepted', strict: 'refused' },
+  valid: { standard: 'accepted', flexible: 'accepted', strict: 'accepted' },
+  unknownCa: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  selfSigned: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  expired: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  notYetValid: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  revoked: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  serverAuthOnly: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+} as const;
+type Kind = keyof typeof TABLE;
+const MODES = ['standard', 'flexible', 'strict'] as const;
+
+describe('sidecar: the mode table with real TLS clients', () => {
+  let pki: Pki;
+  let upstream: { server: Server; port: number };
+  let sidecar: RunningSidecar;
+  const port = (mode: (typeof MODES)[number]) => sidecar.ports[MODES.indexOf(mode)]!;
+
+  beforeAll(async () => {
+    pki = await makePki();
+    upstream = await startMockUpstream();
+    const dir = await tlsDir(pki);
+    const { config } = parseSidecarArgs([
+      '--listen',
+      'standard=0',
+      '--listen',
+      'flexible=0',
+      '--listen',
+      'strict=0',
+      '--upstream',
+      `127.0.0.1:${upstream.port}`,
+      '--tls-dir',
+      dir,
+      '--admin',
+      '127.0.0.1:0',
+      '--upstream-timeout',
+      '1000',
+    ]);
+    // Port 0 three times is allowed for tests; the parser only refuses a real port used twice.
+    sidecar = await startSidecar(config);
+  });
+  afterAll(async () => {
+    await sidecar?.stop(1_000);
+    upstream?.server.close();
+  });
+
+  const clientFor = (kind: Kind) => (kind === 'none' ? undefined : kind === 'valid' ? pki.client : pki[kind]);
+
+  for (const kind of Object.keys(TABLE) as Kind[]) {
+    for (const mode of MODES) {
+      const expected = TABLE[kind][mode];
+      it(`${mode}: ${kind} certificate -> ${expected}`, async () => {
+        const result = await httpsGet(port(mode), { ca: pki.ca.certPem, client: clientFor(kind) });
+        if (expected === 'accepted') {
+          expect(result.error).toBeUndefined();
+          expect(result.status).toBe(200);
+          const seen = JSON.parse(result.body!) as { headers: Record<string, string> };
+          const verified = kind === 'valid' && mode !== 'standard';
+          expect(seen.headers['x-client-verify']).toBe(verified ? 'SUCCESS' : 'NONE');
+          if (verified) {
+            expect(seen.headers['x-forwarded-client-cert']).toMatch(
+              /^Hash=[0-9a-f]{64};Subject="CN=billing";URI=spiffe:\/\/cluster\.local\/ns\/team-a\/mtlsendpoint\/payments\/client\/billing$/,
+            );
+          } else {
+            expect(seen.headers['x-forwarded-client-cert']).toBeUndefined();
+          }
+        } else {
+          expect(result.status).toBeUndefined();
+          expect(result.error).toBeDefined();
+        }
+      });
+    }
+  }
+
+  it('removes identity headers a client sends itself, and sets X-Forwarded-For/Proto', async () => {
+    const spoof = {
+      'x-forwarded-client-cert': 'Hash=0;Subject="CN=admin"',
+      'x-client-verify': 'SUCCESS',
+      'x-forwarded-for': '10.9.9.9',
+    };
+    const plain = await httpsGet(port('flexible'), { ca: pki.ca.certPem, headers: spoof });
+    const seen = JSON.parse(plain.body!) as { headers: Record<string, string> };
+    expect(seen.headers['x-forwarded-client-cert']).toBeUndefined();
+    expect(seen.headers['x-client-verify']).toBe('NONE');
+    expect(seen.headers['x-forwarded-proto']).toBe('https');
+    expect(seen.headers['x-forwarded-for']).toBe('10.9.9.9, 127.0.0.1');
+    const withCert = await httpsGet(port('strict'), { ca: pki.ca.certPem, client: pki.client, headers: spoof });
+    expect(
+      (JSON.parse(withCert.body!) as { headers: Record<string, string> }).headers['x-forwarded-client-cert'],
+    ).toContain('CN=billing');
+  });
+
+  it('curl: strict refuses no certificate and accepts the issued one', async () => {
+    const files = pemFiles({ 'ca.pem': pki.ca.certPem, 'c.pem': pki.client.certPem, 'k.pem': pki.client.keyPem });
+    const base = [
+      '-sS',
+      '--max-time',
+      '10',
+      '--cacert',
+      files['ca.pem']!,
+      '--resolve',
+      `localhost:${port('strict')}:127.0.0.1`,
+      `https://localhost:${port('strict')}/hello`,
+    ];
+    const ok = await run('curl', ['--cert', files['c.pem']!, '--key', files['k.pem']!, ...base]);
+    expect(JSON.parse(ok.stdout).url).toBe('/hello');
+    await expect(run('curl', base)).rejects.toThrow();
+  });
+
+  it('openssl s_client: TLS 1.1 is refused on every listener, TLS 1.2 and 1.3 work', async () => {
+    const files = pemFiles({ 'ca.pem': pki.ca.certPem, 'c.pem': pki.client.certPem, 'k.pem': pki.client.keyPem });
+    for (const mode of MODES) {
+      const attempt = (version: string) =>
+        sClient([
+          '-connect',
+          `127.0.0.1:${port(mode)}`,
+          version,
+          '-CAfile',
+          files['ca.pem']!,
+          '-cert',
+          files['c.pem']!,
+          '-key',
+          files['k.pem']!,
+          '-brief',
+        ]);
+      expect(await attempt('-tls1_1')).toMatch(/FAILED|alert|no protocols available|wrong version/i);
+      expect(await attempt('-tls1_2')).toMatch(/Protocol version: TLSv1\.2/);
+      expect(await attempt('-tls1_3')).toMatch(/Protocol version: TLSv1\.3/);
+    }
+  });
+
+  it('counts handshakes and requests in /metrics with the DESIGN.md names', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/metrics`)).text();
+    expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="strict",result="no_certificate"\} [1-9]/);
+    expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="flexible",result="revoked"\} [1-9]/);
+    expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="strict",result="unknown_ca"\} [1-9]/);
+    expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="strict",result="expired"\} [1-9]/);
+    expect(text).toMatch(/mtls_sidecar_requests_total\{mode="standard",code="200"\} [1-9]/);
+    expect(text).toContain('mtls_sidecar_request_duration_seconds_bucket');
+    expect(text).toMatch(/mtls_sidecar_certificate_expiration_timestamp_seconds \d+/);
+    expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/readyz`)).status).toBe(200);
+  });
+});
