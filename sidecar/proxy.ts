@@ -1,10 +1,5 @@
-import {
-  Agent,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  request as httpRequest,
-  type ServerResponse,
-} from 'node:http';
+import type { Agent } from 'node:http';
+import { type IncomingHttpHeaders, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -63,6 +58,8 @@ export function createListener(
       keepAliveTimeout: config.idleTimeoutMs,
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
+      // How often Node checks those timeouts (default 30 s, which would let a slow client stay that long).
+      connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs / 2),
     },
     (req, res) => forward(req, res),
   );
