@@ -97,7 +97,9 @@ export async function tlsDir(
 }
 
 /** A mock upstream that echoes what it received; /slow waits, /big sends a large body, /sse streams. */
-export async function startMockUpstream(): Promise<{ server: Server; port: number; requests: IncomingMessage[] }> {
+export async function startMockUpstream(
+  port = 0,
+): Promise<{ server: Server; port: number; requests: IncomingMessage[] }> {
   const requests: IncomingMessage[] = [];
   const server = createServer((req, res) => {
     requests.push(req);
@@ -131,7 +133,10 @@ export async function startMockUpstream(): Promise<{ server: Server; port: numbe
     socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n');
     socket.on('data', (d: Buffer) => socket.write(Buffer.concat([Buffer.from('echo:'), d])));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
   return { server, port: (server.address() as AddressInfo).port, requests };
 }
 

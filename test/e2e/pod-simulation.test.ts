@@ -1,0 +1,238 @@
+import * as k8s from '@kubernetes/client-node';
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { promisify } from 'node:util';
+import { EndpointController } from '../../operator/controller/manager.ts';
+import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { OperatorMetrics } from '../../operator/metrics.ts';
+import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
+import { Webhook } from '../../operator/webhook/webhook.ts';
+import { createTestNamespace, deleteTestNamespace, kubeConfig, kubectl, waitFor } from '../support/cluster.ts';
+import { core, createEndpoint, installCrd, readSecret, secretText, waitReady } from '../support/endpoints.ts';
+import { pemFiles } from '../support/openssl.ts';
+import { makePki, startMockUpstream } from '../support/tls-fixtures.ts';
+
+const run = promisify(execFile);
+const PORTS = { standard: 18443, flexible: 19443, strict: 20443 } as const;
+const UPSTREAM = 18080;
+
+describe('end to end: the injected pod spec, run as kubelet would, against real clients', () => {
+  let namespace: string;
+  let webhook: Webhook;
+  let controller: EndpointController;
+  let upstream: { server: Server };
+  let pod: SimulatedPod | undefined;
+  const configurationName = `mtls-operator-e2e-${Date.now()}`;
+
+  beforeAll(async () => {
+    await installCrd();
+    namespace = await createTestNamespace('e2e', { 'mtls.operator.dev/injection': 'enabled' });
+    const port = await freePort();
+    webhook = new Webhook({
+      kubeConfig: kubeConfig(),
+      port,
+      host: '127.0.0.1',
+      url: `https://127.0.0.1:${port}/mutate-pods`,
+      configurationName,
+      namespace,
+      secretName: 'webhook-tls',
+      serviceName: 'unused',
+      settings: { image: 'registry.invalid/mtls-operator:e2e' },
+      isLeader: () => true,
+    });
+    await webhook.start();
+    controller = new EndpointController({
+      kubeConfig: kubeConfig(),
+      metrics: new OperatorMetrics(),
+      namespace,
+      resyncMs: 5_000,
+    });
+    await controller.start();
+    upstream = await startMockUpstream(UPSTREAM);
+  });
+  afterAll(async () => {
+    await pod?.stop();
+    await controller?.stop();
+    await webhook?.stop();
+    upstream?.server.close();
+    await kubeConfig()
+      .makeApiClient(k8s.AdmissionregistrationV1Api)
+      .deleteMutatingWebhookConfiguration({ name: configurationName })
+      .catch(() => undefined);
+    await deleteTestNamespace(namespace);
+  });
+
+  it('serves the mode table from the injected spec and survives a server certificate rotation without a failed request', async () => {
+    await createEndpoint(namespace, 'payments', {
+      podSelector: { matchLabels: { app: 'payments-mock' } },
+      upstreamPort: UPSTREAM,
+      listeners: Object.entries(PORTS).map(([mode, port]) => ({ mode, port })),
+      clients: [{ name: 'billing' }],
+    });
+    await waitReady(namespace, 'payments');
+    await kubeConfig()
+      .makeApiClient(k8s.AppsV1Api)
+      .createNamespacedDeployment({
+        namespace,
+        body: {
+          metadata: { name: 'payments-mock' },
+          spec: {
+            replicas: 1,
+            selector: { matchLabels: { app: 'payments-mock' } },
+            template: {
+              metadata: { labels: { app: 'payments-mock' } },
+              spec: {
+                containers: [{ name: 'mock', image: 'registry.invalid/mock:1', ports: [{ containerPort: UPSTREAM }] }],
+              },
+            },
+          },
+        },
+      });
+    const injected = await waitFor('the injected pod', async () =>
+      (await core().listNamespacedPod({ namespace, labelSelector: 'app=payments-mock' })).items.find((p) =>
+        p.spec?.containers.some((c) => c.name === 'mtls-sidecar'),
+      ),
+    );
+    pod = await runInjectedPod(kubeConfig(), injected, mkdtempSync(join(tmpdir(), 'mtls-pod-')), { syncEveryMs: 500 });
+    // Exactly the injected args, but for the Secret mount path.
+    expect(pod.args.filter((a, i) => a !== pod!.injectedArgs[i])).toEqual([pod.volumes['mtls-server-tls']]);
+    await waitFor('the sidecar to be ready', async () => (await fetch('http://127.0.0.1:15021/readyz')).ok, {
+      timeoutMs: 20_000,
+    });
+
+    const client = await readSecret(namespace, 'payments-client-billing');
+    const stranger = await makePki();
+    const files = pemFiles({
+      'ca.crt': secretText(client, 'ca.crt'),
+      'tls.crt': secretText(client, 'tls.crt'),
+      'tls.key': secretText(client, 'tls.key'),
+      'x.crt': stranger.client.certPem,
+      'x.key': stranger.client.keyPem,
+    });
+    const curl = async (mode: keyof typeof PORTS, cert?: 'issued' | 'unknown') => {
+      const host = `payments-${mode}.${namespace}.svc`;
+      const certArgs =
+        cert === 'issued'
+          ? ['--cert', files['tls.crt']!, '--key', files['tls.key']!]
+          : cert === 'unknown'
+            ? ['--cert', files['x.crt']!, '--key', files['x.key']!]
+            : [];
+      try {
+        const { stdout } = await run('curl', [
+          '-sS',
+          '--max-time',
+          '10',
+          '--cacert',
+          files['ca.crt']!,
+          ...certArgs,
+          '--resolve',
+          `${host}:${PORTS[mode]}:127.0.0.1`,
+          `https://${host}:${PORTS[mode]}/orders`,
+        ]);
+        return JSON.parse(stdout).headers['x-client-verify'] as string;
+      } catch {
+        return 'refused';
+      }
+    };
+    const table: Record<string, string> = {};
+    for (const mode of Object.keys(PORTS) as (keyof typeof PORTS)[]) {
+      for (const cert of [undefined, 'issued', 'unknown'] as const)
+        table[`${mode}/${cert ?? 'none'}`] = await curl(mode, cert);
+    }
+    expect(table).toEqual({
+      'standard/none': 'NONE',
+      'standard/issued': 'NONE',
+      'standard/unknown': 'NONE',
+      'flexible/none': 'NONE',
+      'flexible/issued': 'SUCCESS',
+      'flexible/unknown': 'refused',
+      'strict/none': 'refused',
+      'strict/issued': 'SUCCESS',
+      'strict/unknown': 'refused',
+    });
+
+    // Rotation through the controller: a spec change re-issues the server certificate.
+    const before = new X509Certificate(secretText(await readSecret(namespace, 'payments-server'), 'tls.crt'))
+      .serialNumber;
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect(
+          {
+            host: '127.0.0.1',
+            port: PORTS.strict,
+            ca: secretText(client, 'ca.crt'),
+            cert: secretText(client, 'tls.crt'),
+            key: secretText(client, 'tls.key'),
+            servername: `payments-strict.${namespace}.svc`,
+          },
+          () => {
+            resolve(socket.getPeerCertificate().serialNumber);
+            socket.destroy();
+          },
+        );
+        socket.on('error', reject);
+      });
+    expect(await served()).toBe(before);
+    const results = { sent: 0, failed: 0 };
+    let rotating = true;
+    const traffic = (async () => {
+      const deadline = Date.now() + 60_000;
+      while (rotating && Date.now() < deadline && results.sent < 5_000) {
+        results.sent++;
+        const status = await new Promise<number>((resolve) => {
+          const req = httpsRequest(
+            {
+              host: '127.0.0.1',
+              port: PORTS.strict,
+              path: '/during-rotation',
+              ca: secretText(client, 'ca.crt'),
+              cert: secretText(client, 'tls.crt'),
+              key: secretText(client, 'tls.key'),
+              servername: `payments-strict.${namespace}.svc`,
+              agent: false,
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', () => resolve(0));
+          req.end();
+        });
+        if (status !== 200) results.failed++;
+      }
+    })();
+    await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'mtlsendpoint',
+      'payments',
+      '--type=merge',
+      '-p',
+      '{"spec":{"dnsNames":["payments.example.test"]}}',
+    ]);
+    const after = await waitFor(
+      'the sidecar to serve the re-issued certificate',
+      async () => {
+        const serial = await served();
+        return serial !== before ? serial : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    rotating = false;
+    await traffic;
+    expect(after).toBe(
+      new X509Certificate(secretText(await readSecret(namespace, 'payments-server'), 'tls.crt')).serialNumber,
+    );
+    expect(results.sent).toBeGreaterThan(10);
+    expect(results.failed).toBe(0);
+    process.stderr.write(`[e2e] requests during rotation: ${results.sent} sent, ${results.failed} failed\n`);
+  });
+});
