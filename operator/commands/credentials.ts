@@ -1,4 +1,87 @@
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('mtls-operator credentials: not implemented yet\n');
-  return 1;
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { clientSecretName, serviceName } from '../api/types.ts';
+import { helpText, parseFlags, UsageError } from '../flags.ts';
+import { isNotFound } from '../kube/errors.ts';
+
+const FLAGS = {
+  namespace: {
+    type: 'string',
+    short: 'n',
+    value: 'NS',
+    help: 'namespace of the endpoint (default: the kubeconfig context namespace)',
+  },
+  out: { type: 'string', value: 'DIR', help: 'folder to write tls.crt, tls.key and ca.crt into', default: '.' },
+  kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig (default: KUBECONFIG or ~/.kube/config)' },
+} as const;
+
+export interface WrittenCredentials {
+  dir: string;
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** Writes a client's tls.crt, tls.key (mode 0600) and ca.crt from its Secret into `dir`. */
+export async function writeCredentials(
+  kc: KubeConfig,
+  namespace: string,
+  endpoint: string,
+  client: string,
+  dir: string,
+): Promise<WrittenCredentials> {
+  const name = clientSecretName(endpoint, client);
+  let data: Record<string, string>;
+  try {
+    data = (await kc.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace, name })).data ?? {};
+  } catch (err) {
+    if (isNotFound(err)) {
+      throw new Error(
+        `Secret ${namespace}/${name} not found: is "${client}" listed in spec.clients of MtlsEndpoint ${namespace}/${endpoint}, and is it Ready? (kubectl get mtls -n ${namespace})`,
+      );
+    }
+    throw err;
+  }
+  for (const key of ['tls.crt', 'tls.key', 'ca.crt']) {
+    if (!data[key])
+      throw new Error(`Secret ${namespace}/${name} has no ${key}; the operator repairs it on its next pass`);
+  }
+  const out = resolve(dir);
+  await mkdir(out, { recursive: true });
+  const files = { cert: join(out, 'tls.crt'), key: join(out, 'tls.key'), ca: join(out, 'ca.crt') };
+  await writeFile(files.cert, Buffer.from(data['tls.crt']!, 'base64'));
+  await writeFile(files.key, Buffer.from(data['tls.key']!, 'base64'), { mode: 0o600 });
+  await chmod(files.key, 0o600);
+  await writeFile(files.ca, Buffer.from(data['ca.crt']!, 'base64'));
+  return { dir: out, ...files };
+}
+
+export function curlLine(creds: WrittenCredentials, url: string, resolveTo?: string): string {
+  const host = new URL(url);
+  const resolveArg = resolveTo ? ` --resolve ${host.hostname}:${host.port || 443}:${resolveTo}` : '';
+  return `curl --cert ${creds.cert} --key ${creds.key} --cacert ${creds.ca}${resolveArg} ${url}`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { flags, positionals, help } = parseFlags(FLAGS, argv);
+  if (help) {
+    process.stdout.write(helpText('credentials', 'ENDPOINT CLIENT [-n NS] [--out DIR]', FLAGS));
+    return 0;
+  }
+  const [endpoint, client] = positionals;
+  if (!endpoint || !client || positionals.length > 2) throw new UsageError('expected two arguments: ENDPOINT CLIENT');
+  const kc = new KubeConfig();
+  if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
+  else kc.loadFromDefault();
+  const namespace = flags.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
+  const creds = await writeCredentials(kc, namespace, endpoint, client, flags.out);
+  const url = `https://${serviceName(endpoint, 'strict')}.${namespace}.svc/`;
+  process.stdout.write(
+    `Wrote ${creds.cert}, ${creds.key} (0600) and ${creds.ca}.\n` +
+      `From inside the cluster:\n  ${curlLine(creds, url)}\n` +
+      `From your machine, through a port-forward:\n  kubectl -n ${namespace} port-forward svc/${serviceName(endpoint, 'strict')} 8443:443 &\n` +
+      `  ${curlLine(creds, url.replace('.svc/', '.svc:8443/'), '127.0.0.1')}\n`,
+  );
+  return 0;
 }

@@ -1,2 +1,337 @@
-// For now `dev` starts the local control plane; the operator and the sample mock join it in later work.
-export { run } from './controlplane.ts';
+import * as k8s from '@kubernetes/client-node';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { applyDefaults } from '../api/defaults.ts';
+import { parseDuration } from '../api/duration.ts';
+import { ENDPOINT_RESOURCE, INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../api/types.ts';
+import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
+import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
+import { helpText, parseFlags, UsageError } from '../flags.ts';
+import { setLogLevel } from '../log.ts';
+import { issueCA, issueClient } from '../pki/issue.ts';
+import { startEchoMock } from '../podsim/mock-upstream.ts';
+import { runInjectedPod, type SimulatedPod } from '../podsim/pod-runner.ts';
+import { curlLine, writeCredentials } from './credentials.ts';
+import { untilSignal } from './run-until-signal.ts';
+
+const FLAGS = {
+  namespace: { type: 'string', value: 'NS', help: 'namespace of the sample', default: 'demo' },
+  validity: {
+    type: 'string',
+    value: 'DURATION',
+    help: "lifetime of the sample certificates, e.g. 2m to watch rotations (default: the example's, one year)",
+  },
+  'ca-validity': {
+    type: 'string',
+    value: 'DURATION',
+    help: 'lifetime of the sample CA, e.g. 10m to watch a CA rollover',
+  },
+  once: { type: 'boolean', help: 'print the table and exit instead of running until Ctrl-C' },
+} as const;
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI = join(ROOT, 'operator/cli.ts');
+const execFileAsync = promisify(execFile);
+const say = (line = '') => process.stdout.write(line + '\n');
+const step = (line: string) => process.stderr.write(`[dev] ${line}\n`);
+
+type Outcome = 'accepted' | 'refused';
+
+/** One request over a fresh TLS connection; what the mock saw, or refused. */
+function probe(
+  port: number,
+  host: string,
+  ca: string,
+  cert?: { certPem: string; keyPem: string },
+): Promise<{ outcome: Outcome; verify?: string }> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        servername: host,
+        path: '/demo',
+        ca,
+        cert: cert?.certPem,
+        key: cert?.keyPem,
+        agent: false,
+        timeout: 5_000,
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve({
+              outcome: res.statusCode === 200 ? 'accepted' : 'refused',
+              verify: JSON.parse(body).clientVerify,
+            });
+          } catch {
+            resolve({ outcome: 'refused' });
+          }
+        });
+      },
+    );
+    req.on('error', () => resolve({ outcome: 'refused' }));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { flags, help } = parseFlags(FLAGS, argv);
+  if (help) {
+    process.stdout.write(helpText('dev', '[--validity 2m] [--ca-validity 10m] [--once]', FLAGS));
+    return 0;
+  }
+  for (const flag of ['validity', 'ca-validity'] as const) {
+    if (flags[flag]) {
+      try {
+        parseDuration(flags[flag]!);
+      } catch (err) {
+        throw new UsageError(`--${flag}: ${(err as Error).message}`);
+      }
+    }
+  }
+  setLogLevel(process.env.MTLS_LOG_LEVEL ?? 'warn');
+  const namespace = flags.namespace;
+  const started = Date.now();
+  const children: ChildProcess[] = [];
+  let pod: SimulatedPod | undefined;
+  let mock: Server | undefined;
+
+  step(
+    `starting a local Kubernetes ${KUBERNETES_VERSION} control plane (first run builds it from Go modules: 10-15 minutes; then seconds)`,
+  );
+  const plane = await LocalControlPlane.start({ progress: (line) => step(line) });
+  const cleanup = async () => {
+    await pod?.stop();
+    mock?.close();
+    for (const child of children) child.kill('SIGTERM');
+    await plane.stop();
+  };
+  try {
+    const kc = plane.kubeConfig();
+    const kubectl = (args: string[]) =>
+      execFileAsync(plane.binaries.kubectl, ['--kubeconfig', plane.kubeconfigPath, ...args]);
+    step('installing the MtlsEndpoint CRD');
+    await kubectl(['apply', '--server-side', '-f', join(ROOT, 'crds')]);
+    await kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/mtlsendpoints.mtls.operator.dev']);
+
+    step('starting the operator (controller + admission webhook)');
+    const webhookPort = await freePort();
+    const metricsPort = await freePort();
+    const operatorLog = join(plane.dir, 'operator.log');
+    await kubectl(['create', 'namespace', 'mtls-system']);
+    const shortLived = !!(flags.validity || flags['ca-validity']);
+    const operator = spawn(
+      process.execPath,
+      [
+        CLI,
+        'controller',
+        '--kubeconfig',
+        plane.kubeconfigPath,
+        '--no-leader-elect',
+        '--operator-namespace',
+        'mtls-system',
+        '--webhook-url',
+        `https://127.0.0.1:${webhookPort}/mutate-pods`,
+        '--webhook-port',
+        String(webhookPort),
+        '--webhook-address',
+        '127.0.0.1',
+        '--metrics-port',
+        String(metricsPort),
+        '--metrics-address',
+        '127.0.0.1',
+        '--ca-propagation-delay',
+        shortLived ? '20s' : '5m',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MTLS_LOG_LEVEL: 'info' } },
+    );
+    children.push(operator);
+    const logStream = createWriteStream(operatorLog);
+    operator.stdout!.pipe(logStream);
+    operator.stderr!.pipe(logStream);
+    const admission = kc.makeApiClient(k8s.AdmissionregistrationV1Api);
+    await waitUntil(
+      'the webhook configuration',
+      async () =>
+        !!(await admission.readMutatingWebhookConfiguration({ name: 'mtls-operator' }).catch(() => undefined)),
+      operator,
+    );
+
+    step(
+      `creating namespace ${namespace} (labelled ${INJECTION_NAMESPACE_LABEL}=enabled) and the sample MtlsEndpoint from examples/`,
+    );
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    await core.createNamespace({
+      body: { metadata: { name: namespace, labels: { [INJECTION_NAMESPACE_LABEL]: 'enabled' } } },
+    });
+    await waitUntil(
+      `the default ServiceAccount of ${namespace}`,
+      async () => !!(await core.readNamespacedServiceAccount({ name: 'default', namespace }).catch(() => undefined)),
+      operator,
+    );
+    const example = k8s.loadYaml(readFileSync(join(ROOT, 'examples/mtlsendpoint.yaml'), 'utf8')) as MtlsEndpoint;
+    example.metadata = { ...example.metadata, namespace };
+    const certificates = example.spec.certificates ?? {};
+    if (flags.validity) Object.assign(certificates, { validity: flags.validity, renewBefore: '' });
+    if (flags['ca-validity']) certificates.caValidity = flags['ca-validity'];
+    example.spec.certificates = certificates;
+    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    await custom.createNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace, body: example });
+    const name = example.metadata.name!;
+    await waitUntil(
+      `MtlsEndpoint ${name} to be Ready`,
+      async () => {
+        const ep = (await custom.getNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace, name })) as MtlsEndpoint;
+        return !!ep.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      },
+      operator,
+    );
+
+    step('creating the sample mock Deployment; the webhook injects its sidecar');
+    const spec = applyDefaults(example.spec);
+    const labels = example.spec.podSelector?.matchLabels ?? {};
+    await kc.makeApiClient(k8s.AppsV1Api).createNamespacedDeployment({
+      namespace,
+      body: {
+        metadata: { name: 'payments-mock' },
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: labels },
+          template: {
+            metadata: { labels },
+            spec: {
+              containers: [
+                { name: 'mock', image: 'mtls-operator/echo-mock:dev', ports: [{ containerPort: spec.upstreamPort }] },
+              ],
+            },
+          },
+        },
+      },
+    });
+    const injected = await waitUntil(
+      'the injected pod',
+      async () =>
+        (await core.listNamespacedPod({ namespace })).items.find((p) =>
+          p.spec?.containers.some((c) => c.name === 'mtls-sidecar'),
+        ),
+      operator,
+    );
+
+    step('no kubelet here: running the injected pod ourselves (its Secret volume, its sidecar args, a built-in mock)');
+    mock = await startEchoMock(spec.upstreamPort);
+    const podDir = join(plane.dir, 'pod');
+    mkdirSync(podDir, { recursive: true });
+    pod = await runInjectedPod(kc, injected, podDir);
+    await waitUntil(
+      'the sidecar to be ready',
+      async () => (await fetch('http://127.0.0.1:15021/readyz').catch(() => undefined))?.ok === true,
+      pod.child,
+    );
+
+    const client = spec.clients[0]!.name;
+    const creds = await writeCredentials(kc, namespace, name, client, join(plane.dir, 'credentials', client));
+    const strangerCa = await issueCA({
+      endpoint: 'stranger',
+      namespace: 'elsewhere',
+      algorithm: 'ECDSA-P256',
+      validityMs: 86_400_000,
+      now: new Date(),
+    });
+    const stranger = await issueClient({
+      ca: strangerCa,
+      endpoint: 'stranger',
+      namespace: 'elsewhere',
+      client,
+      algorithm: 'ECDSA-P256',
+      validityMs: 86_400_000,
+      now: new Date(),
+    });
+    const issued = { certPem: readFileSync(creds.cert, 'utf8'), keyPem: readFileSync(creds.key, 'utf8') };
+    const ca = readFileSync(creds.ca, 'utf8');
+
+    say();
+    say(
+      `mtls-operator dev is up in ${((Date.now() - started) / 1000).toFixed(1)}s. Real requests through the sidecar of pod ${injected.metadata!.name}:`,
+    );
+    say();
+    const cols = ['no certificate', `client "${client}"`, 'unknown-CA certificate'];
+    say(`  ${'listener'.padEnd(18)}${cols.map((c) => c.padEnd(26)).join('')}`);
+    let ok = true;
+    for (const listener of spec.listeners) {
+      const host = `${serviceName(name, listener.mode)}.${namespace}.svc`;
+      const cells: string[] = [];
+      for (const cert of [undefined, issued, stranger]) {
+        const result = await probe(listener.port, host, ca, cert);
+        cells.push(
+          result.outcome === 'accepted' ? `accepted${result.verify === 'SUCCESS' ? ' (mTLS)' : ''}` : 'refused',
+        );
+      }
+      const expected = {
+        standard: ['accepted', 'accepted', 'accepted'],
+        flexible: ['accepted', 'accepted (mTLS)', 'refused'],
+        strict: ['refused', 'accepted (mTLS)', 'refused'],
+      }[listener.mode];
+      if (cells.join() !== expected.join()) ok = false;
+      say(`  ${`${listener.mode} :${listener.port}`.padEnd(18)}${cells.map((c) => c.padEnd(26)).join('')}`);
+    }
+    say();
+    const strict = spec.listeners.find((l) => l.mode === 'strict') ?? spec.listeners[0]!;
+    const strictHost = `${serviceName(name, strict.mode)}.${namespace}.svc`;
+    say('Try it yourself:');
+    say(`  ${curlLine(creds, `https://${strictHost}:${strict.port}/hello`, '127.0.0.1')}`);
+    say(
+      `  curl --cacert ${creds.ca} --resolve ${strictHost}:${strict.port}:127.0.0.1 https://${strictHost}:${strict.port}/hello   # refused: no certificate`,
+    );
+    say();
+    say('Look around:');
+    say(`  export KUBECONFIG=${plane.kubeconfigPath}`);
+    say(`  ${plane.binaries.kubectl} get mtls -n ${namespace}`);
+    say(`  ${plane.binaries.kubectl} describe mtlsendpoint ${name} -n ${namespace}`);
+    say(`  ${plane.binaries.kubectl} get secrets,services,pods -n ${namespace}`);
+    say(`  curl -s http://127.0.0.1:${metricsPort}/metrics | grep ^mtls_      # operator metrics`);
+    say('  curl -s http://127.0.0.1:15021/metrics | grep ^mtls_sidecar     # sidecar metrics');
+    say(`  operator log: ${operatorLog}`);
+    if (flags.validity)
+      say(
+        `Certificates live ${flags.validity} and renew when a third is left: watch kubectl get mtls -n ${namespace} -w`,
+      );
+    say();
+    if (!ok) {
+      say('The table does not match the mode table in the README; see the operator log above.');
+      return 1;
+    }
+    if (flags.once) return 0;
+    say('Press Ctrl-C to stop everything.');
+    await untilSignal();
+    step('stopping');
+    return 0;
+  } finally {
+    await cleanup();
+  }
+}
+
+async function waitUntil<T>(
+  what: string,
+  probeFn: () => Promise<T | undefined | false>,
+  watched: ChildProcess,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (watched.exitCode !== null)
+      throw new Error(`${what}: the process it depends on exited with code ${watched.exitCode}`);
+    const value = await probeFn().catch(() => undefined);
+    if (value !== undefined && value !== false) return value as T;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+}

@@ -7,6 +7,7 @@ import {
   ENDPOINT_RESOURCE,
   INJECT_ANNOTATION,
   INJECTION_NAMESPACE_LABEL,
+  modesSummary,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
@@ -811,6 +812,16 @@ export class EndpointReconciler {
           .filter((entry) => new Date(entry.notAfter) > run.now)
           .map((entry) => entry.serial),
         injectedPods: run.injectedPods,
+        modes: modesSummary(run.spec.listeners),
+        caRollover:
+          state.phase && state.phaseSince
+            ? {
+                phase: state.phase,
+                newCASerialNumber: certInfo(state.phase === 'Propagating' ? state.next!.certPem : state.current.certPem)
+                  .serialNumber,
+                startedAt: iso(state.phaseSince),
+              }
+            : undefined,
       },
     );
   }

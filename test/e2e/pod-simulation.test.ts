@@ -1,7 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -13,7 +13,14 @@ import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
 import { Webhook } from '../../operator/webhook/webhook.ts';
-import { createTestNamespace, deleteTestNamespace, kubeConfig, kubectl, waitFor } from '../support/cluster.ts';
+import {
+  createTestNamespace,
+  deleteTestNamespace,
+  kubeConfig,
+  kubeconfigPath,
+  kubectl,
+  waitFor,
+} from '../support/cluster.ts';
 import { core, createEndpoint, installCrd, readSecret, secretText, waitReady } from '../support/endpoints.ts';
 import { pemFiles } from '../support/openssl.ts';
 import { makePki, startMockUpstream } from '../support/tls-fixtures.ts';
@@ -235,4 +242,70 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
     expect(results.failed).toBe(0);
     process.stderr.write(`[e2e] requests during rotation: ${results.sent} sent, ${results.failed} failed\n`);
   });
+
+  it('mtls-operator credentials writes the client files and prints a curl line that works', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'mtls-creds-'));
+    const { stdout } = await run(process.execPath, [
+      new URL('../../operator/cli.ts', import.meta.url).pathname,
+      'credentials',
+      'payments',
+      'billing',
+      '-n',
+      namespace,
+      '--out',
+      out,
+      '--kubeconfig',
+      kubeconfigPath(),
+    ]);
+    const secret = await readSecret(namespace, 'payments-client-billing');
+    expect(readFileSync(join(out, 'tls.crt'), 'utf8')).toBe(secretText(secret, 'tls.crt'));
+    expect(statSync(join(out, 'tls.key')).mode & 0o777).toBe(0o600);
+    const line = stdout.split('\n').find((l) => l.trim().startsWith('curl') && l.includes('--resolve'))!;
+    // The printed line targets a port-forward on 8443; aim it at the simulated pod's strict listener instead.
+    const args = line
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map((a) => a.replace(':8443', `:${PORTS.strict}`));
+    const { stdout: body } = await run('curl', ['-sS', '--max-time', '10', ...args]);
+    expect(JSON.parse(body).headers['x-client-verify']).toBe('SUCCESS');
+    await expect(
+      run(process.execPath, [
+        new URL('../../operator/cli.ts', import.meta.url).pathname,
+        'credentials',
+        'payments',
+        'nobody',
+        '-n',
+        namespace,
+        '--kubeconfig',
+        kubeconfigPath(),
+      ]),
+    ).rejects.toThrow(/Secret .*payments-client-nobody not found: is "nobody" listed in spec.clients/);
+  });
+});
+
+// In this file, not its own: it uses the same fixed sidecar admin port (15021) as the test above.
+describe("mtls-operator dev (the README's first command)", () => {
+  it('brings up the whole product and prints the mode table obtained with real requests', async () => {
+    const child = spawn(
+      process.execPath,
+      [new URL('../../operator/cli.ts', import.meta.url).pathname, 'dev', '--once', '--namespace', 'readme'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => child.on('exit', resolve));
+    expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' });
+    expect(stdout).toMatch(/standard :8443\s+accepted\s+accepted\s+accepted/);
+    expect(stdout).toMatch(/flexible :9443\s+accepted\s+accepted \(mTLS\)\s+refused/);
+    expect(stdout).toMatch(/strict :10443\s+refused\s+accepted \(mTLS\)\s+refused/);
+    expect(stdout).toContain('export KUBECONFIG=');
+    expect(stdout).toMatch(
+      /curl --cert \S+tls\.crt --key \S+tls\.key --cacert \S+ca\.crt --resolve payments-strict\.readme\.svc:10443:127\.0\.0\.1/,
+    );
+  }, 180_000);
 });

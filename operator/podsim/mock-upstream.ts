@@ -1,0 +1,35 @@
+import { createServer, type Server } from 'node:http';
+
+/**
+ * The built-in mock of `mtls-operator dev`: answers every request with what it saw, so a person can see
+ * the identity the sidecar forwarded (X-Client-Verify, X-Forwarded-Client-Cert).
+ */
+export function startEchoMock(port: number, host = '127.0.0.1'): Promise<Server> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          mock: 'payments-mock',
+          method: req.method,
+          path: req.url,
+          clientVerify: req.headers['x-client-verify'] ?? null,
+          clientCert: req.headers['x-forwarded-client-cert'] ?? null,
+        }) + '\n',
+      );
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new Error(
+              `port ${host}:${port} is in use; the sample mock needs it (stop what uses it, or pass --namespace with another example)`,
+            )
+          : err,
+      ),
+    );
+    server.listen(port, host, () => resolve(server));
+  });
+}
