@@ -182,7 +182,14 @@ export async function run(argv: string[]): Promise<number> {
     example.metadata = { ...example.metadata, namespace };
     const certificates = example.spec.certificates ?? {};
     if (flags.validity) Object.assign(certificates, { validity: flags.validity, renewBefore: '' });
-    if (flags['ca-validity']) certificates.caValidity = flags['ca-validity'];
+    if (flags['ca-validity']) {
+      certificates.caValidity = flags['ca-validity'];
+      // A leaf cannot outlive its CA: without --validity, leaves live a fifth of the CA.
+      if (!flags.validity) {
+        const leafSeconds = Math.max(10, Math.floor(parseDuration(flags['ca-validity']) / 5_000));
+        Object.assign(certificates, { validity: `${leafSeconds}s`, renewBefore: '' });
+      }
+    }
     example.spec.certificates = certificates;
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     await custom.createNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace, body: example });

@@ -269,6 +269,48 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
       .map((a) => a.replace(':8443', `:${PORTS.strict}`));
     const { stdout: body } = await run('curl', ['-sS', '--max-time', '10', ...args]);
     expect(JSON.parse(body).headers['x-client-verify']).toBe('SUCCESS');
+    // The README's Java recipe: a PKCS#12 keystore and a truststore from the same files.
+    await run('openssl', [
+      'pkcs12',
+      '-export',
+      '-in',
+      join(out, 'tls.crt'),
+      '-inkey',
+      join(out, 'tls.key'),
+      '-name',
+      'billing',
+      '-out',
+      join(out, 'client.p12'),
+      '-passout',
+      'pass:changeit',
+    ]);
+    const p12 = await run('openssl', [
+      'pkcs12',
+      '-in',
+      join(out, 'client.p12'),
+      '-passin',
+      'pass:changeit',
+      '-nokeys',
+      '-clcerts',
+    ]);
+    expect(p12.stdout).toContain('subject=CN = billing');
+    await run('keytool', [
+      '-importcert',
+      '-noprompt',
+      '-alias',
+      'mtls-ca',
+      '-file',
+      join(out, 'ca.crt'),
+      '-keystore',
+      join(out, 'truststore.p12'),
+      '-storetype',
+      'PKCS12',
+      '-storepass',
+      'changeit',
+    ]);
+    expect(
+      (await run('keytool', ['-list', '-keystore', join(out, 'truststore.p12'), '-storepass', 'changeit'])).stdout,
+    ).toContain('mtls-ca');
     await expect(
       run(process.execPath, [
         new URL('../../operator/cli.ts', import.meta.url).pathname,
