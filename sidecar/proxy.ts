@@ -1,7 +1,7 @@
 import type { Agent } from 'node:http';
 import { type IncomingHttpHeaders, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import { connect, type Socket } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../operator/log.ts';
@@ -27,6 +27,8 @@ const HOP_BY_HOP = new Set([
 const IDENTITY = new Set(['x-forwarded-client-cert', 'x-client-verify']);
 
 const identities = new WeakMap<Socket, ClientIdentity>();
+/** Connections that passed their listener's mode check; only these are ever forwarded. */
+const accepted = new WeakSet<Socket>();
 
 export interface ListenerServer {
   listener: Listener;
@@ -64,14 +66,17 @@ export function createListener(
     (req, res) => forward(req, res),
   );
   server.maxConnections = config.maxConnections;
+  const boundPort = () => (server.address() as AddressInfo | null)?.port ?? listener.port;
   server.keepAliveTimeout = config.idleTimeoutMs;
 
-  server.on('secureConnection', (socket: TLSSocket) => {
+  // Prepended, so it runs before the HTTP layer attaches its parser: a refused client's request (which a
+  // TLS 1.3 client sends right behind its Finished) must never be parsed, let alone forwarded.
+  server.prependListener('secureConnection', (socket: TLSSocket) => {
     const verdict = verifyClient(socket, mode, config.allowClients);
     if (!verdict.accept) {
       deps.metrics.handshakes.inc({ mode, result: verdict.reason });
       deps.refusals.refuse({
-        listener: listener.port,
+        listener: boundPort(),
         mode,
         reason: verdict.reason,
         peer: `${socket.remoteAddress}:${socket.remotePort}`,
@@ -83,6 +88,7 @@ export function createListener(
       return;
     }
     deps.metrics.handshakes.inc({ mode, result: 'success' });
+    accepted.add(socket);
     if (verdict.identity) identities.set(socket, verdict.identity);
   });
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -91,7 +97,7 @@ export function createListener(
       : 'protocol';
     deps.metrics.handshakes.inc({ mode, result: reason });
     deps.refusals.refuse({
-      listener: listener.port,
+      listener: boundPort(),
       mode,
       reason,
       peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
@@ -134,6 +140,7 @@ export function createListener(
   }
 
   function forward(req: IncomingMessage, res: ServerResponse): void {
+    if (!accepted.has(req.socket)) return void req.socket.destroy(); // defence in depth: never unverified
     const started = process.hrtime.bigint();
     let answered = false;
     const done = (code: number) => {
@@ -144,7 +151,7 @@ export function createListener(
       if (answered) return void res.destroy();
       answered = true;
       deps.log.warn(status === 502 ? 'upstream unavailable' : 'upstream timed out', {
-        listener: listener.port,
+        listener: boundPort(),
         mode,
         upstream: config.upstream,
         method: req.method,
@@ -195,6 +202,7 @@ export function createListener(
 
   /** WebSocket and other upgrades: a raw tunnel after the rewritten request head. */
   function tunnel(req: IncomingMessage, socket: TLSSocket, head: Buffer): void {
+    if (!accepted.has(socket)) return void socket.destroy();
     const upstream = connect(config.upstreamPort, config.upstreamHost);
     upstream.on('connect', () => {
       const headers = upstreamHeaders(req);
@@ -208,7 +216,7 @@ export function createListener(
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       deps.log.warn('upstream unavailable', {
-        listener: listener.port,
+        listener: boundPort(),
         mode,
         upstream: config.upstream,
         status: 502,

@@ -149,7 +149,8 @@ export async function issueServer(
 ): Promise<IssuedCertificate> {
   const dnsNames = [...new Set(opts.dnsNames)];
   const ipAddresses = [...new Set(opts.ipAddresses ?? [])];
-  if (dnsNames.length + ipAddresses.length === 0) throw new PkiError('a server certificate needs at least one name');
+  if (dnsNames.length + ipAddresses.length === 0)
+    throw new PkiError('a server certificate needs at least one DNS name or IP address');
   const cn =
     dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? ipAddresses[0] ?? 'mtls-operator server';
   return issueLeaf(opts, { subject: `CN=${cn}`, serverAuth: true, dnsNames, ipAddresses });

@@ -1,5 +1,4 @@
 import { execFile, spawn } from 'node:child_process';
-import type { Server } from 'node:http';
 import { promisify } from 'node:util';
 import { parseSidecarArgs } from '../../sidecar/flags.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
@@ -36,7 +35,7 @@ const MODES = ['standard', 'flexible', 'strict'] as const;
 
 describe('sidecar: the mode table with real TLS clients', () => {
   let pki: Pki;
-  let upstream: { server: Server; port: number };
+  let upstream: Awaited<ReturnType<typeof startMockUpstream>>;
   let sidecar: RunningSidecar;
   const port = (mode: (typeof MODES)[number]) => sidecar.ports[MODES.indexOf(mode)]!;
 
@@ -74,7 +73,8 @@ describe('sidecar: the mode table with real TLS clients', () => {
     for (const mode of MODES) {
       const expected = TABLE[kind][mode];
       it(`${mode}: ${kind} certificate -> ${expected}`, async () => {
-        const result = await httpsGet(port(mode), { ca: pki.ca.certPem, client: clientFor(kind) });
+        const path = expected === 'refused' ? `/must-not-arrive/${mode}/${kind}` : '/';
+        const result = await httpsGet(port(mode), { ca: pki.ca.certPem, client: clientFor(kind), path });
         if (expected === 'accepted') {
           expect(result.error).toBeUndefined();
           expect(result.status).toBe(200);
@@ -95,6 +95,11 @@ describe('sidecar: the mode table with real TLS clients', () => {
       });
     }
   }
+
+  it('never forwards a request of a refused client to the upstream', () => {
+    expect(upstream.requests.length).toBeGreaterThan(0);
+    expect(upstream.requests.map((r) => r.url).filter((url) => url?.startsWith('/must-not-arrive'))).toEqual([]);
+  });
 
   it('removes identity headers a client sends itself, and sets X-Forwarded-For/Proto', async () => {
     const spoof = {
