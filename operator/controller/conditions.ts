@@ -1,11 +1,6 @@
-export interface Condition {
-  type: string;
-  status: 'True' | 'False' | 'Unknown';
-  reason: string;
-  message: string;
-  lastTransitionTime: string;
-  observedGeneration?: number;
-}
+import type { Condition } from '../api/types.ts';
+
+export type { Condition };
 
 /**
  * Sets a condition the way meta.SetStatusCondition does: lastTransitionTime moves only when the status

@@ -254,20 +254,26 @@ export class EndpointReconciler {
       state.phase = undefined;
     if (!state.phase) Object.assign(state, { phaseSince: undefined, next: undefined, previous: undefined });
 
+    await this.writeCaState(run, state, existing);
+    run.ca = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec));
+    run.wakeAt.push(run.ca.renewalTime.getTime());
+    if (state.phaseSince) run.wakeAt.push(state.phaseSince.getTime() + this.deps.caPropagationDelayMs);
+    return state;
+  }
+
+  /** Writes the CA Secret for `state` (a no-op when it already holds exactly that). */
+  private async writeCaState(run: Run, state: CaState, existing?: V1Secret): Promise<void> {
+    const secretName = caSecretName(run.name);
     const content = caSecretContent(state);
     await this.applySecret(
       run,
-      existing,
+      existing ?? this.deps.view.secret(run.namespace, secretName),
       secretName,
       'Opaque',
       content.data,
       { [CERTIFICATE_LABEL]: 'ca' },
       content.annotations,
     );
-    run.ca = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec));
-    run.wakeAt.push(run.ca.renewalTime.getTime());
-    if (state.phaseSince) run.wakeAt.push(state.phaseSince.getTime() + this.deps.caPropagationDelayMs);
-    return state;
   }
 
   private caRenewBeforeMs(spec: ResolvedSpec): number {
@@ -312,18 +318,8 @@ export class EndpointReconciler {
     if (state.phase !== 'Retiring' || !state.phaseSince) return;
     const propagated = run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
     if (!propagated || run.leavesOnOldCa > 0) return;
-    const secretName = caSecretName(run.name);
     const retired = { ...state, previous: undefined, phase: undefined, phaseSince: undefined };
-    const content = caSecretContent(retired);
-    await this.applySecret(
-      run,
-      this.deps.view.secret(run.namespace, secretName),
-      secretName,
-      'Opaque',
-      content.data,
-      { [CERTIFICATE_LABEL]: 'ca' },
-      content.annotations,
-    );
+    await this.writeCaState(run, retired);
     Object.assign(state, retired);
     run.notes.push({
       type: 'Normal',
@@ -374,17 +370,7 @@ export class EndpointReconciler {
     }
     if (added.length > 0) {
       state.revoked = [...state.revoked, ...added];
-      const secretName = caSecretName(run.name);
-      const content = caSecretContent(state);
-      await this.applySecret(
-        run,
-        this.deps.view.secret(run.namespace, secretName),
-        secretName,
-        'Opaque',
-        content.data,
-        { [CERTIFICATE_LABEL]: 'ca' },
-        content.annotations,
-      );
+      await this.writeCaState(run, state);
     }
     for (const secret of stale) {
       await this.deps.writer.deleteSecret(run.namespace, secret.metadata!.name!, secret.metadata!.uid);
