@@ -5,6 +5,7 @@ export default {
   transform: { '^.+\\.ts$': '<rootDir>/test/support/strip-types-transform.js' },
   testMatch: ['<rootDir>/test/**/*.test.ts', '<rootDir>/operator/**/*.test.ts', '<rootDir>/sidecar/**/*.test.ts'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
+  setupFiles: ['<rootDir>/test/support/quiet-logs.ts'],
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
   testTimeout: 120_000,
   maxWorkers: 2,

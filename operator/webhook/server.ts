@@ -93,7 +93,7 @@ export class WebhookServer {
     try {
       const decision = decideInjection(pod, this.endpointsIn(namespace), this.settings);
       if (decision.action === 'deny') {
-        this.log.warn('refused a pod', { pod: `${namespace}/${podName}`, message: decision.message });
+        this.log.warn('refused a pod', { pod: `${namespace}/${podName}`, reason: decision.message });
         return respond({ allowed: false, status: { code: 403, reason: 'Forbidden', message: decision.message } });
       }
       if (decision.action === 'skip') {

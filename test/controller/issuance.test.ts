@@ -227,6 +227,29 @@ describe('controller: issuance against the real API server', () => {
     expect(events.items.map((e) => `${e.reason}: ${e.message}`).join('\n')).toMatch(
       /Repaired: Secret repair-client-app: the certificate PEM is truncated/,
     );
+
+    // A key that does not belong to the certificate (someone pasted another key) is repaired too.
+    const server = (await readSecret(namespace, 'repair-server'))!;
+    const otherKey = secretText(repaired, 'tls.key');
+    await core().replaceNamespacedSecret({
+      namespace,
+      name: 'repair-server',
+      body: { ...server, data: { ...server.data, 'tls.key': Buffer.from(otherKey).toString('base64') } },
+    });
+    await waitFor('the mismatched server key to be repaired', async () => {
+      const events = await core().listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=repair' });
+      return events.items.some(
+        (e) => e.reason === 'Repaired' && e.message?.includes('the private key does not match the certificate'),
+      );
+    });
+    const fixed = await waitFor('a matching pair', async () => {
+      const s = await readSecret(namespace, 'repair-server');
+      return secretText(s, 'tls.key') !== otherKey ? s : undefined;
+    });
+    const pair = pemFiles({ 'crt.pem': secretText(fixed, 'tls.crt'), 'key.pem': secretText(fixed, 'tls.key') });
+    const fromCert = await openssl(['x509', '-noout', '-pubkey', '-in', pair['crt.pem']!]);
+    const fromKey = await openssl(['pkey', '-pubout', '-in', pair['key.pem']!]);
+    expect(fromKey.trim()).toBe(fromCert.trim());
   });
 
   it('marks a spec it cannot act on Ready=False with a message that says what to change', async () => {

@@ -1,0 +1,5 @@
+import { setLogLevel } from '../../operator/log.ts';
+
+// In-process operator and sidecar code logs at warn during tests (MTLS_TEST_LOG_LEVEL=info to see all);
+// processes the tests spawn keep their own level.
+setLogLevel(process.env.MTLS_TEST_LOG_LEVEL ?? 'warn');
