@@ -7,6 +7,8 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
+const STALE_CACHE_RETRY_MS = 50;
+
 export type ReconcileFn = (key: string) => Promise<ReconcileResult>;
 
 /**
@@ -23,10 +25,12 @@ export function runWorkers(queue: WorkQueue, count: number, reconcile: Reconcile
         queue.forget(key);
         if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
       } catch (err) {
-        const retryInMs = queue.addRateLimited(key);
+        // 409/404 on a write: the cache was behind (often our own last write). Routine: retried soon, on
+        // fresh data, with a short backoff of its own; real failures back off from half a second.
+        const stale = isConflict(err) || isNotFound(err);
+        const retryInMs = queue.addRateLimited(key, stale ? STALE_CACHE_RETRY_MS : undefined);
         const fields = { key, error: errorMessage(err), retryInMs, failures: queue.failureCount(key) };
-        // 409/404 on a write: the cache was behind (often our own last write). Routine, retried on fresh data.
-        if (isConflict(err) || isNotFound(err)) log.debug('cache was stale; retrying', fields);
+        if (stale) log.debug('cache was stale; retrying', fields);
         else log.warn('reconcile failed; will retry', fields);
       } finally {
         queue.done(key);

@@ -62,11 +62,11 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
-  /** Re-adds after this key's next backoff delay (base * 2^failures, capped). */
-  addRateLimited(key: string): number {
+  /** Re-adds after this key's next backoff delay (base * 2^failures, capped); `baseMs` overrides the base. */
+  addRateLimited(key: string, baseMs = this.baseDelayMs): number {
     const failures = this.failures.get(key) ?? 0;
     this.failures.set(key, failures + 1);
-    const delay = Math.min(this.baseDelayMs * 2 ** failures, this.maxDelayMs);
+    const delay = Math.min(baseMs * 2 ** failures, this.maxDelayMs);
     this.addAfter(key, delay);
     return delay;
   }
