@@ -62,11 +62,13 @@ await new Promise<void>((resolve, reject) => {
 });
 await sleep(2_000);
 
+// The operator runs compiled, as in the image (no type stripping in its memory).
+await execFileAsync(process.execPath, [new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname, '-p', new URL('../tsconfig.build.json', import.meta.url).pathname]);
 const metricsPort = await freePort();
 const operator = spawn(
   process.execPath,
   [
-    new URL('../operator/cli.ts', import.meta.url).pathname,
+    new URL('../dist/operator/cli.js', import.meta.url).pathname,
     'controller',
     '--kubeconfig',
     plane.kubeconfigPath,
