@@ -133,7 +133,7 @@ export class LocalControlPlane {
       `--tls-private-key-file=${this.pki.apiserverKey}`,
       `--client-ca-file=${this.pki.caCert}`,
       '--authorization-mode=RBAC',
-      '--service-cluster-ip-range=10.0.0.0/24',
+      '--service-cluster-ip-range=10.0.0.0/16', // room for the Services of thousands of endpoints
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${this.pki.serviceAccountPub}`,
       `--service-account-signing-key-file=${this.pki.serviceAccountKey}`,
