@@ -836,30 +836,20 @@ export class EndpointReconciler {
     );
   }
 
+  /**
+   * A failed reconcile: an Event and Ready=False with the API server's own words (e.g. "failed to allocate
+   * a serviceIP: range is full"). Issued is left as it was: the failure may have nothing to do with the
+   * certificates, which the next successful pass reports again.
+   */
   private async reportFailure(ep: MtlsEndpoint, err: unknown): Promise<void> {
     const message = errorMessage(err);
     await this.deps.events.record(ep, 'Warning', 'ReconcileFailed', message);
     const now = this.deps.now();
+    const generation = ep.metadata?.generation;
     await this.writeStatus(ep, (conditions) =>
       setCondition(
-        setCondition(
-          conditions,
-          {
-            type: 'Ready',
-            status: 'False',
-            reason: 'ReconcileFailed',
-            message,
-            observedGeneration: ep.metadata?.generation,
-          },
-          now,
-        ),
-        {
-          type: 'Issued',
-          status: 'False',
-          reason: 'IssuanceFailed',
-          message,
-          observedGeneration: ep.metadata?.generation,
-        },
+        conditions,
+        { type: 'Ready', status: 'False', reason: 'ReconcileFailed', message, observedGeneration: generation },
         now,
       ),
     ).catch(() => undefined);
