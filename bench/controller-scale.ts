@@ -11,6 +11,9 @@ import * as k8s from '@kubernetes/client-node';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { KUBERNETES_VERSION } from '../operator/controlplane/binaries.ts';
+import { renderControllerSection, writeResultsSection } from './results-file.ts';
 import { freePort, LocalControlPlane } from '../operator/controlplane/local-control-plane.ts';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../operator/api/types.ts';
 
@@ -63,7 +66,11 @@ await new Promise<void>((resolve, reject) => {
 await sleep(2_000);
 
 // The operator runs compiled, as in the image (no type stripping in its memory).
-await execFileAsync(process.execPath, [new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname, '-p', new URL('../tsconfig.build.json', import.meta.url).pathname]);
+await execFileAsync(process.execPath, [
+  new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname,
+  '-p',
+  new URL('../tsconfig.build.json', import.meta.url).pathname,
+]);
 const metricsPort = await freePort();
 const operator = spawn(
   process.execPath,
@@ -205,4 +212,5 @@ try {
 }
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(new URL('./results/controller-scale.json', import.meta.url), JSON.stringify(results, null, 2));
+writeResultsSection('controller', renderControllerSection(results, KUBERNETES_VERSION, cpus().length));
 console.log(JSON.stringify(results, null, 2));
