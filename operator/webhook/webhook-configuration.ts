@@ -1,6 +1,7 @@
 import {
   AdmissionregistrationV1Api,
   type KubeConfig,
+  type V1LabelSelector,
   type V1MutatingWebhookConfiguration,
 } from '@kubernetes/client-node';
 import { INJECTION_NAMESPACE_LABEL } from '../api/types.ts';
@@ -17,6 +18,8 @@ export interface WebhookConfigurationOptions {
   url?: string;
   failurePolicy?: 'Ignore' | 'Fail';
   timeoutSeconds?: number;
+  /** Which namespaces' pods are sent to the webhook; default: those labelled for injection. */
+  namespaceSelector?: V1LabelSelector;
 }
 
 /**
@@ -65,7 +68,7 @@ export async function syncWebhookConfiguration(
         failurePolicy: options.failurePolicy ?? 'Ignore',
         timeoutSeconds: options.timeoutSeconds ?? 5,
         reinvocationPolicy: 'Never',
-        namespaceSelector: { matchLabels: { [INJECTION_NAMESPACE_LABEL]: 'enabled' } },
+        namespaceSelector: options.namespaceSelector ?? { matchLabels: { [INJECTION_NAMESPACE_LABEL]: 'enabled' } },
         rules: [
           { apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'], scope: 'Namespaced' },
         ],

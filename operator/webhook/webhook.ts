@@ -1,4 +1,4 @@
-import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig, type V1LabelSelector } from '@kubernetes/client-node';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../api/types.ts';
 import { ResilientInformer } from '../kube/informer.ts';
 import { errorMessage, logger } from '../log.ts';
@@ -14,6 +14,8 @@ export interface WebhookOptions {
   /** Outside a cluster: the URL the API server calls (e.g. https://127.0.0.1:9443/mutate-pods). */
   url?: string;
   configurationName: string;
+  /** With `url`: which namespaces the configuration selects (default: the injection label). */
+  namespaceSelector?: V1LabelSelector;
   /** Where the serving certificate lives, and the Service name it must be valid for in a cluster. */
   namespace: string;
   secretName: string;
@@ -85,7 +87,11 @@ export class Webhook {
     if (!this.options.isLeader()) return;
     await syncWebhookConfiguration(
       this.options.kubeConfig,
-      { name: this.options.configurationName, url: this.options.url },
+      {
+        name: this.options.configurationName,
+        url: this.options.url,
+        namespaceSelector: this.options.namespaceSelector,
+      },
       this.caPem,
     );
   }

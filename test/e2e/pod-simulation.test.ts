@@ -8,11 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
-import { EndpointController } from '../../operator/controller/manager.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
-import { OperatorMetrics } from '../../operator/metrics.ts';
 import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
-import { Webhook } from '../../operator/webhook/webhook.ts';
+import { startOperator } from '../support/operator.ts';
 import {
   createTestNamespace,
   deleteTestNamespace,
@@ -31,47 +28,20 @@ const UPSTREAM = 18080;
 
 describe('end to end: the injected pod spec, run as kubelet would, against real clients', () => {
   let namespace: string;
-  let webhook: Webhook;
-  let controller: EndpointController;
+  let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
   let upstream: { server: Server };
   let pod: SimulatedPod | undefined;
-  const configurationName = `mtls-operator-e2e-${Date.now()}`;
 
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('e2e', { 'mtls.operator.dev/injection': 'enabled' });
-    const port = await freePort();
-    webhook = new Webhook({
-      kubeConfig: kubeConfig(),
-      port,
-      host: '127.0.0.1',
-      url: `https://127.0.0.1:${port}/mutate-pods`,
-      configurationName,
-      namespace,
-      secretName: 'webhook-tls',
-      serviceName: 'unused',
-      settings: { image: 'registry.invalid/mtls-operator:e2e' },
-      isLeader: () => true,
-    });
-    await webhook.start();
-    controller = new EndpointController({
-      kubeConfig: kubeConfig(),
-      metrics: new OperatorMetrics(),
-      namespace,
-      resyncMs: 5_000,
-    });
-    await controller.start();
+    operator = await startOperator(namespace, { resyncMs: 5_000 });
     upstream = await startMockUpstream(UPSTREAM);
   });
   afterAll(async () => {
     await pod?.stop();
-    await controller?.stop();
-    await webhook?.stop();
+    await operator?.stop();
     upstream?.server.close();
-    await kubeConfig()
-      .makeApiClient(k8s.AdmissionregistrationV1Api)
-      .deleteMutatingWebhookConfiguration({ name: configurationName })
-      .catch(() => undefined);
     await deleteTestNamespace(namespace);
   });
 

@@ -1,13 +1,10 @@
 import * as k8s from '@kubernetes/client-node';
-import { EndpointController } from '../../operator/controller/manager.ts';
-import { OperatorMetrics } from '../../operator/metrics.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
-import { Webhook } from '../../operator/webhook/webhook.ts';
+import type { Webhook } from '../../operator/webhook/webhook.ts';
+import { startOperator } from '../support/operator.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, waitFor } from '../support/cluster.ts';
 import { condition, core, createEndpoint, getEndpoint, installCrd, waitReady } from '../support/endpoints.ts';
 
 const apps = () => kubeConfig().makeApiClient(k8s.AppsV1Api);
-const admission = () => kubeConfig().makeApiClient(k8s.AdmissionregistrationV1Api);
 
 function deployment(
   name: string,
@@ -39,35 +36,15 @@ async function podOf(namespace: string, app: string, deployment = 'payments'): P
 describe('webhook: sidecar injection against the real API server', () => {
   let injected: string;
   let plain: string;
+  let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
   let webhook: Webhook;
-  let controller: EndpointController;
-  const configurationName = `mtls-operator-test-${Date.now()}`;
 
   beforeAll(async () => {
     await installCrd();
     injected = await createTestNamespace('inject', { 'mtls.operator.dev/injection': 'enabled' });
     plain = await createTestNamespace('noinject');
-    const port = await freePort();
-    webhook = new Webhook({
-      kubeConfig: kubeConfig(),
-      port,
-      host: '127.0.0.1',
-      url: `https://127.0.0.1:${port}/mutate-pods`,
-      configurationName,
-      namespace: injected,
-      secretName: 'webhook-tls',
-      serviceName: 'unused',
-      settings: { image: 'registry.invalid/mtls-operator:test' },
-      isLeader: () => true,
-    });
-    await webhook.start();
-    controller = new EndpointController({
-      kubeConfig: kubeConfig(),
-      metrics: new OperatorMetrics(),
-      namespace: injected,
-      resyncMs: 2_000,
-    });
-    await controller.start();
+    operator = await startOperator(injected, { resyncMs: 2_000 });
+    webhook = operator.webhook;
     for (const namespace of [injected, plain]) {
       await createEndpoint(namespace, 'payments', {
         podSelector: { matchLabels: { app: 'payments-mock' } },
@@ -85,11 +62,7 @@ describe('webhook: sidecar injection against the real API server', () => {
   });
 
   afterAll(async () => {
-    await controller?.stop();
-    await webhook?.stop();
-    await admission()
-      .deleteMutatingWebhookConfiguration({ name: configurationName })
-      .catch(() => undefined);
+    await operator?.stop();
     await deleteTestNamespace(injected);
     await deleteTestNamespace(plain);
   });
