@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { inspectCertificate, parseCertificate, validateKeyPair, verifyIssuedBy } from '../pki/inspect.ts';
 import { renewalTime } from '../pki/issue.ts';
 import { x509 } from '../pki/x509.ts';
@@ -15,29 +16,51 @@ export interface CertInfo {
   renewalTime: Date;
 }
 
+/**
+ * Every reconcile looks at every certificate again (that is what level-triggered means), but a given PEM
+ * always parses, matches its key and verifies against a CA the same way. These answers are remembered by
+ * content digest, so a resync of 1,000 endpoints does not redo thousands of signature checks. Bounded: the
+ * memo is dropped when it grows past MEMO_LIMIT entries.
+ */
+const MEMO_LIMIT = 50_000;
+const memo = new Map<string, unknown>();
+
+function remembered<T>(kind: string, parts: string[], compute: () => T): T {
+  const hash = createHash('sha256').update(kind);
+  for (const part of parts) hash.update('\0').update(part);
+  const key = hash.digest('base64');
+  if (memo.has(key)) return memo.get(key) as T;
+  if (memo.size >= MEMO_LIMIT) memo.clear();
+  const value = compute();
+  memo.set(key, value);
+  return value;
+}
+
 export function certInfo(certPem: string, renewBeforeMs?: number): CertInfo {
-  const cert = parseCertificate(certPem);
-  return {
-    serialNumber: cert.serialNumber.toLowerCase(),
-    notBefore: cert.notBefore,
-    notAfter: cert.notAfter,
-    renewalTime: renewalTime(cert.notBefore, cert.notAfter, renewBeforeMs),
-  };
+  const parsed = remembered('parse', [certPem], () => {
+    const cert = parseCertificate(certPem);
+    return { serialNumber: cert.serialNumber.toLowerCase(), notBefore: cert.notBefore, notAfter: cert.notAfter };
+  });
+  return { ...parsed, renewalTime: renewalTime(parsed.notBefore, parsed.notAfter, renewBeforeMs) };
 }
 
 /** Why a certificate/key pair cannot be used as it is, or undefined if it can. Never echoes key material. */
 export async function pairProblem(pair: PemPair, now: Date, expect: { isCA: boolean }): Promise<string | undefined> {
-  const check = validateKeyPair(pair.certPem, pair.keyPem);
-  if (!check.ok) return check.reason;
-  const info = await inspectCertificate(pair.certPem);
-  if (expect.isCA !== info.isCA) return expect.isCA ? 'the certificate is not a CA' : 'the certificate is a CA';
-  if (now >= info.notAfter) return `the certificate expired at ${info.notAfter.toISOString()}`;
+  const facts = await remembered('pair', [pair.certPem, pair.keyPem], async () => {
+    const check = validateKeyPair(pair.certPem, pair.keyPem);
+    if (!check.ok) return { problem: check.reason };
+    const info = await inspectCertificate(pair.certPem);
+    return { isCA: info.isCA, notAfter: info.notAfter };
+  });
+  if ('problem' in facts) return facts.problem;
+  if (expect.isCA !== facts.isCA) return expect.isCA ? 'the certificate is not a CA' : 'the certificate is a CA';
+  if (now >= facts.notAfter) return `the certificate expired at ${facts.notAfter.toISOString()}`;
   return undefined;
 }
 
 /** True if `certPem` was signed by the CA in `caPem`. */
-export async function issuedBy(certPem: string, caPem: string): Promise<boolean> {
-  return (await verifyIssuedBy(certPem, caPem)).ok;
+export function issuedBy(certPem: string, caPem: string): Promise<boolean> {
+  return remembered('issued-by', [certPem, caPem], async () => (await verifyIssuedBy(certPem, caPem)).ok);
 }
 
 export async function subjectAltNames(certPem: string): Promise<string[]> {
