@@ -1,12 +1,12 @@
-import { Agent, createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { Server } from 'node:https';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errorMessage, logger } from '../operator/log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';
-import { createListener } from './proxy.ts';
+import { startSweeper } from './forward.ts';
+import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
-import { loadTlsMaterial, type TlsMaterial, watchTlsDir } from './tls-material.ts';
+import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 export interface RunningSidecar {
   /** Bound port of each listener, in --listen order (useful with port 0 in tests). */
@@ -29,12 +29,22 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
   const metrics = new SidecarMetrics();
   const refusals = new RefusalLog(log);
   let material: TlsMaterial = await loadTlsMaterial(config.tlsDir);
+  for (const warning of material.warnings) log.warn(warning);
   metrics.certificateExpiry.set(material.notAfter.getTime() / 1000);
-  const agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' });
 
-  const servers: Server[] = config.listen.map((listener) =>
-    createListener(listener, config, material, { log, refusals, metrics, agent }),
+  const listeners = config.listen.map((listener) =>
+    createListener(listener, config, material, { log, refusals, metrics }),
   );
+  const servers = listeners.map((l) => l.server);
+  const contexts = listeners.map((l) => l.forward);
+  // Deadlines (header, request, idle, upstream) are checked by one sweep, fine enough for the smallest one.
+  const smallest = Math.min(
+    config.headersTimeoutMs,
+    config.requestTimeoutMs,
+    config.idleTimeoutMs,
+    config.upstreamTimeoutMs,
+  );
+  const stopSweeper = startSweeper(contexts, Math.max(10, Math.min(1_000, Math.floor(smallest / 4))));
   const ports: number[] = [];
   for (const [i, server] of servers.entries()) {
     ports.push(
@@ -46,10 +56,15 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
   }
   let ready = true;
 
+  /** Digest of the files last looked at, good or not: a broken update is reported once, not every poll. */
+  let seen = material.digest;
   const reload = async (): Promise<boolean> => {
     let next: TlsMaterial;
     try {
-      next = await loadTlsMaterial(config.tlsDir);
+      const files = await readTlsFiles(config.tlsDir);
+      if (files.digest === seen) return false;
+      seen = files.digest;
+      next = await buildTlsMaterial(files);
     } catch (err) {
       metrics.reloads.inc({ result: 'failure' });
       log.error('TLS files changed but cannot be used; still serving the previous certificate', {
@@ -57,14 +72,8 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
       });
       return false;
     }
-    if (next.digest === material.digest) return false;
-    for (const [i, server] of servers.entries()) {
-      server.setSecureContext({
-        ...next.options,
-        requestCert: config.listen[i]!.mode !== 'standard',
-        rejectUnauthorized: false,
-      } as never);
-    }
+    for (const [i, server] of servers.entries()) server.setSecureContext(contextOptions(next, config.listen[i]!));
+    for (const warning of next.warnings) log.warn(warning);
     material = next;
     metrics.certificateExpiry.set(next.notAfter.getTime() / 1000);
     metrics.reloads.inc({ result: 'success' });
@@ -117,20 +126,15 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
     async stop(drainMs = 15_000) {
       ready = false;
       stopWatching();
-      await Promise.all(
-        servers.map(
-          (server) =>
-            new Promise<void>((resolve) => {
-              const force = setTimeout(() => server.closeAllConnections(), drainMs);
-              server.close(() => {
-                clearTimeout(force);
-                resolve();
-              });
-              server.closeIdleConnections();
-            }),
-        ),
-      );
-      agent.destroy();
+      // No new connections; idle keep-alive connections close now, busy ones after their response.
+      const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      for (const ctx of contexts) for (const conn of ctx.connections) conn.drain();
+      const force = setTimeout(() => {
+        for (const l of listeners) for (const socket of l.sockets) socket.destroy();
+      }, drainMs);
+      await Promise.all(closed);
+      clearTimeout(force);
+      stopSweeper();
       refusals.close();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       log.info('sidecar stopped');

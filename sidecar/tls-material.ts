@@ -3,6 +3,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { x509 } from '../operator/pki/x509.ts';
 
 /** What one reload of the TLS folder produced: the options every listener's context is built from. */
 export interface TlsMaterial {
@@ -11,29 +12,106 @@ export interface TlsMaterial {
   /** sha256 of the four files, to tell a real change from a touch. */
   digest: string;
   hasCrl: boolean;
+  /** Usable, but some clients will be refused because of it (a CA without a CRL, a CRL past nextUpdate). */
+  warnings: string[];
 }
 
 const FILES = ['tls.crt', 'tls.key', 'ca.crt', 'ca.crl'] as const;
 
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g;
+
+/** The PEM blocks of a file, with their labels. */
+function pemBlocks(text: string): { label: string; pem: string }[] {
+  return [...text.matchAll(PEM_BLOCK)].map((m) => ({ label: m[1]!, pem: m[0] + '\n' }));
+}
+
 /**
- * Reads tls.crt, tls.key, ca.crt and the optional ca.crl from a Secret-volume folder and validates them by
- * building a secure context once. Throws with a message that names the file that is wrong.
+ * The CRLs of `ca.crl`, one PEM string each. OpenSSL (through Node's `crl` option) reads only the first CRL
+ * of a string, so a bundle (one CRL per CA during a CA rollover) must be handed over as an array, or the
+ * clients of the second CA fail with UNABLE_TO_GET_CRL. Each CRL must be signed by a CA of `ca.crt`.
  */
-export async function loadTlsMaterial(dir: string): Promise<TlsMaterial> {
-  const read = async (name: string, optional = false) => {
+async function checkCrls(
+  crlText: string,
+  caText: string,
+  crlPath: string,
+  now: Date,
+): Promise<{ crls: string[]; warnings: string[] }> {
+  const blocks = pemBlocks(crlText);
+  const stray = crlText.replace(PEM_BLOCK, '').trim();
+  if (blocks.length === 0 || stray) throw new Error(`${crlPath}: not a PEM "X509 CRL" bundle`);
+  const cas = pemBlocks(caText)
+    .filter((b) => b.label === 'CERTIFICATE')
+    .map((b) => new x509.X509Certificate(b.pem));
+  const warnings: string[] = [];
+  const covered = new Set<x509.X509Certificate>();
+  for (const [i, block] of blocks.entries()) {
+    if (block.label !== 'X509 CRL') throw new Error(`${crlPath}: block ${i + 1} is "${block.label}", not "X509 CRL"`);
+    let crl: x509.X509Crl;
     try {
-      return await readFile(join(dir, name), 'utf8');
+      crl = new x509.X509Crl(block.pem);
     } catch (err) {
-      if (optional && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new Error(`${join(dir, name)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`${crlPath}: block ${i + 1} is not a CRL (${(err as Error).message})`);
     }
-  };
-  const [cert, key, ca, crl] = await Promise.all([
-    read('tls.crt'),
-    read('tls.key'),
-    read('ca.crt'),
-    read('ca.crl', true),
-  ]);
+    let signer: x509.X509Certificate | undefined;
+    for (const ca of cas) {
+      if (ca.subject !== crl.issuer) continue;
+      if (await crl.verify({ publicKey: ca }).catch(() => false)) {
+        signer = ca;
+        break;
+      }
+    }
+    if (!signer) throw new Error(`${crlPath}: the CRL of "${crl.issuer}" is not signed by a CA of ca.crt`);
+    covered.add(signer);
+    if (crl.nextUpdate && crl.nextUpdate < now) {
+      warnings.push(
+        `the CRL of "${crl.issuer}" expired at ${crl.nextUpdate.toISOString()}: its clients are refused until a fresh one arrives`,
+      );
+    }
+  }
+  for (const ca of cas) {
+    if (!covered.has(ca))
+      warnings.push(`ca.crt holds "${ca.subject}" but ca.crl has no CRL of it: its clients are refused`);
+  }
+  return { crls: blocks.map((b) => b.pem), warnings };
+}
+
+/** The four files as read, and a digest of them (missing files included), to tell a change from a touch. */
+export interface TlsFiles {
+  dir: string;
+  text: Partial<Record<(typeof FILES)[number], string>>;
+  /** Read errors by file (a missing ca.crl is not one: it is optional). */
+  errors: string[];
+  digest: string;
+}
+
+export async function readTlsFiles(dir: string): Promise<TlsFiles> {
+  const text: TlsFiles['text'] = {};
+  const errors: string[] = [];
+  await Promise.all(
+    FILES.map(async (name) => {
+      try {
+        text[name] = await readFile(join(dir, name), 'utf8');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (!(name === 'ca.crl' && code === 'ENOENT'))
+          errors.push(`${join(dir, name)}: ${code ?? (err as Error).message}`);
+      }
+    }),
+  );
+  const hash = createHash('sha256');
+  for (const name of FILES) hash.update(text[name] ?? '').update('\0');
+  for (const error of errors) hash.update(error);
+  return { dir, text, errors, digest: hash.digest('hex') };
+}
+
+/**
+ * Validates what was read from a Secret-volume folder by building a secure context once, after checking
+ * the CRLs against the CAs. Throws with a message that names the file that is wrong.
+ */
+export async function buildTlsMaterial(files: TlsFiles, now = new Date()): Promise<TlsMaterial> {
+  if (files.errors.length) throw new Error(files.errors.join('; '));
+  const { dir } = files;
+  const { 'tls.crt': cert, 'tls.key': key, 'ca.crt': ca, 'ca.crl': crl } = files.text;
   let notAfter: Date;
   try {
     notAfter = new Date(new X509Certificate(cert!).validTo);
@@ -41,11 +119,12 @@ export async function loadTlsMaterial(dir: string): Promise<TlsMaterial> {
     throw new Error(`${join(dir, 'tls.crt')} is not a PEM certificate`);
   }
   if (!/-----BEGIN CERTIFICATE-----/.test(ca!)) throw new Error(`${join(dir, 'ca.crt')} holds no PEM certificate`);
+  const checked = crl?.trim() ? await checkCrls(crl, ca!, join(dir, 'ca.crl'), now) : undefined;
   const options: SecureContextOptions = {
     cert,
     key,
     ca,
-    ...(crl && crl.trim() ? { crl } : {}),
+    ...(checked ? { crl: checked.crls } : {}),
     minVersion: 'TLSv1.2',
   };
   try {
@@ -55,9 +134,12 @@ export async function loadTlsMaterial(dir: string): Promise<TlsMaterial> {
     const file = /crl/i.test(message) ? 'ca.crl' : /key/i.test(message) ? 'tls.key' : 'tls.crt/tls.key/ca.crt';
     throw new Error(`${join(dir, file)}: ${message}`);
   }
-  const digest = createHash('sha256');
-  for (const part of [cert, key, ca, crl ?? '']) digest.update(part!).update('\0');
-  return { options, notAfter, digest: digest.digest('hex'), hasCrl: !!options.crl };
+  return { options, notAfter, digest: files.digest, hasCrl: !!checked, warnings: checked?.warnings ?? [] };
+}
+
+/** Reads and validates tls.crt, tls.key, ca.crt and the optional ca.crl of a Secret-volume folder. */
+export async function loadTlsMaterial(dir: string, now = new Date()): Promise<TlsMaterial> {
+  return buildTlsMaterial(await readTlsFiles(dir), now);
 }
 
 /**

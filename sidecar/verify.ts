@@ -89,8 +89,15 @@ export function verifyClient(socket: TLSSocket, mode: Mode, allowClients: readon
   };
 }
 
+/** Anything but printable ASCII is percent-encoded: a header value must never carry CR, LF or non-ASCII. */
+const printable = (text: string) =>
+  text.replace(/[^\x20-\x7e]/gu, (c) =>
+    [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+  );
+
 /** Envoy's x-forwarded-client-cert element for a verified client. */
 export function xfcc(identity: ClientIdentity): string {
-  const quoted = identity.subject.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
-  return `Hash=${identity.hash};Subject="${quoted}"${identity.uri ? `;URI=${identity.uri}` : ''}`;
+  const quoted = printable(identity.subject).replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+  const uri = identity.uri ? `;URI=${printable(identity.uri).replace(/[;,"]/g, encodeURIComponent)}` : '';
+  return `Hash=${identity.hash};Subject="${quoted}"${uri}`;
 }
