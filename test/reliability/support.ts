@@ -1,0 +1,163 @@
+import type { V1Secret } from '@kubernetes/client-node';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { parseCertificates } from '../../operator/pki/x509.ts';
+import { waitFor } from '../support/cluster.ts';
+import { openssl, pemFiles } from '../support/openssl.ts';
+
+export const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed with the same seed. */
+export function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    int: (min: number, max: number) => min + Math.floor(next() * (max - min + 1)),
+    pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!,
+  };
+}
+
+/** The seed of a run: REL_SEED if set (to replay a failure), else a fixed default. */
+export const SEED = Number(process.env.REL_SEED ?? 20_240_909);
+
+/**
+ * One summary line per reliability file ("reliability: faults injected 20 / survived 20"): written to the
+ * terminal and appended to reliability-summary.txt beside the test control plane, which the summary reporter
+ * prints again at the end of the run.
+ */
+export function reportSummary(line: string): void {
+  const text = `reliability: ${line}`;
+  process.stdout.write(`${text}\n`);
+  const stateFile = process.env.MTLS_TEST_CONTROL_PLANE_STATE;
+  if (stateFile) appendFileSync(join(dirname(stateFile), 'reliability-summary.txt'), `${text}\n`);
+}
+
+export interface OperatorProcess {
+  child: ChildProcess;
+  metricsPort: number;
+  output: string[];
+  exited: Promise<number | null>;
+}
+
+/** `mtls-operator controller` as a process, scoped to one namespace, without the webhook. */
+export async function spawnOperator(
+  kubeconfig: string,
+  namespace: string,
+  extra: string[] = [],
+  output: string[] = [],
+): Promise<OperatorProcess> {
+  const metricsPort = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'controller',
+      '--kubeconfig',
+      kubeconfig,
+      '--namespace',
+      namespace,
+      '--operator-namespace',
+      namespace,
+      '--no-webhook',
+      '--metrics-address',
+      '127.0.0.1',
+      '--metrics-port',
+      String(metricsPort),
+      ...extra,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, metricsPort, output, exited };
+}
+
+export async function waitHealthy(op: OperatorProcess): Promise<void> {
+  await waitFor(
+    'the operator to serve /healthz',
+    async () => (await fetch(`http://127.0.0.1:${op.metricsPort}/healthz`)).ok,
+  );
+}
+
+export const b64 = (secret: V1Secret | undefined, key: string): string | undefined => {
+  const value = secret?.data?.[key];
+  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+};
+
+export const serialOf = (pem: string) => parseCertificates(pem)[0]!.serialNumber.toLowerCase();
+
+/** `openssl verify -CAfile bundle cert`; resolves with an error text, or undefined when it verifies. */
+export async function verifyProblem(bundle: string, cert: string): Promise<string | undefined> {
+  const files = pemFiles({ 'bundle.pem': bundle, 'cert.pem': cert });
+  try {
+    const out = await openssl(['verify', '-CAfile', files['bundle.pem']!, files['cert.pem']!]);
+    return out.includes(': OK') ? undefined : out;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Whether the private key belongs to the certificate, by openssl's own reading of both. */
+export async function keyMatches(certPem: string, keyPem: string): Promise<boolean> {
+  const files = pemFiles({ 'c.pem': certPem, 'k.pem': keyPem });
+  try {
+    const fromCert = await openssl(['x509', '-in', files['c.pem']!, '-pubkey', '-noout']);
+    const fromKey = await openssl(['pkey', '-in', files['k.pem']!, '-pubout']);
+    return fromCert.trim() === fromKey.trim();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What a user would find wrong with an endpoint's Secrets: each leaf must verify against the bundle it ships
+ * with and against the server's bundle (what the sidecar trusts), and hold the key of its certificate.
+ */
+export async function secretProblems(secrets: V1Secret[], endpoint: string, clients: string[]): Promise<string[]> {
+  const problems: string[] = [];
+  const byName = new Map(secrets.map((s) => [s.metadata!.name!, s]));
+  const ca = byName.get(`${endpoint}-ca`);
+  const server = byName.get(`${endpoint}-server`);
+  const caCrt = b64(ca, 'ca.crt');
+  if (!caCrt || !b64(ca, 'ca.key')) return [`${endpoint}-ca is missing or incomplete`];
+  if (!(await keyMatches(caCrt.split(/(?<=-----END CERTIFICATE-----)/)[0]!, b64(ca, 'ca.key')!)))
+    problems.push(`${endpoint}-ca: key does not match`);
+  const serverBundle = b64(server, 'ca.crt');
+  const leaves: [string, V1Secret | undefined][] = [
+    [`${endpoint}-server`, server],
+    ...clients.map((c): [string, V1Secret | undefined] => [
+      `${endpoint}-client-${c}`,
+      byName.get(`${endpoint}-client-${c}`),
+    ]),
+  ];
+  for (const [name, secret] of leaves) {
+    const crt = b64(secret, 'tls.crt');
+    const key = b64(secret, 'tls.key');
+    const bundle = b64(secret, 'ca.crt');
+    if (!crt || !key || !bundle || !serverBundle) {
+      problems.push(`${name} is missing or incomplete`);
+      continue;
+    }
+    const own = await verifyProblem(bundle, crt);
+    if (own) problems.push(`${name}: does not verify against its own ca.crt: ${own}`);
+    const sidecar = await verifyProblem(serverBundle, crt);
+    if (sidecar) problems.push(`${name}: does not verify against the server bundle: ${sidecar}`);
+    if (!(await keyMatches(crt, key))) problems.push(`${name}: tls.key does not match tls.crt`);
+    if (secret !== server) {
+      const serverCert = await verifyProblem(bundle, b64(server, 'tls.crt') ?? '');
+      if (serverCert) problems.push(`${name}: its ca.crt does not verify the server certificate: ${serverCert}`);
+    }
+  }
+  return problems;
+}
