@@ -3,7 +3,10 @@
  * finds the body's framing, a response head parser that finds the response's framing, and a chunked-body
  * tracker that finds where a chunked body ends without copying it. Strict where a lenient reading could
  * make the sidecar and the upstream disagree about where a request ends (request smuggling): obs-fold,
- * whitespace before a colon, bare CR/LF, both Content-Length and Transfer-Encoding, bad chunk sizes.
+ * whitespace before a colon, bare CR/LF, both Content-Length and Transfer-Encoding, bad chunk sizes, sloppy
+ * trailers, whitespace other than SP/HTAB around a length or coding. The upstream connection belongs to one
+ * client connection, so a smuggled request would carry whatever identity headers the client wrote itself:
+ * those are stripped here (also in their underscore spelling), and h2c upgrades are refused.
  */
 
 /** A request the sidecar answers itself (400, 408, 431, 501, 505), with what was wrong for the log. */
@@ -55,13 +58,27 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // eslint-disable-next-line no-control-regex
 const BAD_BYTES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const DIGITS = /^\d{1,15}$/;
+/** Optional whitespace (RFC 9110 5.6.3) is SP and HTAB only; String.trim() would also drop U+00A0 (a latin1 0xA0). */
+const OWS_EDGES = /^[ \t]+|[ \t]+$/g;
+const ows = (value: string) => value.replace(OWS_EDGES, '');
+
+/**
+ * Header lines a request may carry (Apache's LimitRequestFields). The identity headers go after the client's
+ * own, and an upstream that keeps only the first N (Node's http keeps 1,000) would silently lose them.
+ */
+export const MAX_HEADER_LINES = 100;
 
 /** Headers only the sidecar sets: whatever a client sends under these names is dropped. */
 const STRIPPED = new Set(['x-forwarded-client-cert', 'x-client-verify', 'x-forwarded-proto', 'x-forwarded-for']);
 
+/** Whether a (lower-case) header name is an identity header, also in its underscore spelling (CGI maps _ to -). */
+function stripped(name: string): boolean {
+  return STRIPPED.has(name) || (name.includes('_') && STRIPPED.has(name.replaceAll('_', '-')));
+}
+
 function connectionTokens(value: string, into: Set<string>): void {
   for (const token of value.split(',')) {
-    const t = token.trim().toLowerCase();
+    const t = ows(token).toLowerCase();
     if (t) into.add(t);
   }
 }
@@ -76,10 +93,12 @@ export function parseRequestHead(head: string): RequestHead {
   const method = requestLine[1]!;
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not supported');
   const minor = requestLine[4] === '0' ? 0 : 1;
+  if (lines.length - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
   let length = -1;
-  let chunked = false;
-  let transferEncoding = false;
+  /** Transfer codings of all Transfer-Encoding lines, in order (several lines form one list). */
+  let codings: string[] | undefined;
   let upgradeHeader = false;
+  let hosts = 0;
   let forwardedFor = '';
   const connection = new Set<string>();
   let parts: string[] | undefined;
@@ -93,37 +112,39 @@ export function parseRequestHead(head: string): RequestHead {
     let keep = true;
     switch (name) {
       case 'content-length': {
-        const value = line.slice(colon + 1).trim();
+        const value = ows(line.slice(colon + 1));
         if (!DIGITS.test(value)) throw new HttpError(400, 'invalid Content-Length');
         const n = Number(value);
         if (length >= 0 && n !== length) throw new HttpError(400, 'conflicting Content-Length headers');
         length = n;
         break;
       }
-      case 'transfer-encoding': {
-        transferEncoding = true;
-        const codings = line
-          .slice(colon + 1)
-          .split(',')
-          .map((c) => c.trim().toLowerCase())
-          .filter(Boolean);
-        // chunked must be the final coding, exactly once.
-        if (chunked || codings.length === 0) throw new HttpError(400, 'invalid Transfer-Encoding');
-        chunked = codings[codings.length - 1] === 'chunked' && codings.indexOf('chunked') === codings.length - 1;
-        if (!chunked) throw new HttpError(400, 'Transfer-Encoding must end with chunked');
+      case 'transfer-encoding':
+        codings ??= [];
+        for (const coding of line.slice(colon + 1).split(',')) {
+          const c = ows(coding).toLowerCase();
+          if (c) codings.push(c);
+        }
         break;
-      }
       case 'connection':
         connectionTokens(line.slice(colon + 1), connection);
         break;
       case 'upgrade':
         upgradeHeader = true;
+        // h2c (RFC 7540 3.2, cleartext only): behind a tunnel the client would speak HTTP/2 to the upstream,
+        // past the identity-header rewrite. Over TLS it has no legitimate use.
+        for (const protocol of line.slice(colon + 1).split(',')) {
+          if (/^h2c(\/|$)/i.test(ows(protocol))) throw new HttpError(400, 'h2c upgrade is not supported');
+        }
+        break;
+      case 'host':
+        if (++hosts > 1) throw new HttpError(400, 'more than one Host header');
         break;
       default:
-        if (STRIPPED.has(name)) {
+        if (stripped(name)) {
           keep = false;
           if (name === 'x-forwarded-for') {
-            const value = line.slice(colon + 1).trim();
+            const value = ows(line.slice(colon + 1));
             if (value) forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value;
           }
         }
@@ -131,8 +152,16 @@ export function parseRequestHead(head: string): RequestHead {
     if (!keep && !parts) parts = lines.slice(0, i);
     else if (keep && parts) parts.push(line);
   }
-  if (transferEncoding && length >= 0) throw new HttpError(400, 'both Content-Length and Transfer-Encoding');
-  if (transferEncoding && minor === 0) throw new HttpError(400, 'Transfer-Encoding in an HTTP/1.0 request');
+  let chunked = false;
+  if (codings) {
+    if (length >= 0) throw new HttpError(400, 'both Content-Length and Transfer-Encoding');
+    if (minor === 0) throw new HttpError(400, 'Transfer-Encoding in an HTTP/1.0 request');
+    // chunked must be the final coding, exactly once (RFC 9112 6.1); anything else has no length we can trust.
+    if (codings.length === 0) throw new HttpError(400, 'invalid Transfer-Encoding');
+    chunked = codings.indexOf('chunked') === codings.length - 1;
+    if (!chunked) throw new HttpError(400, 'Transfer-Encoding must end with chunked');
+  }
+  if (hosts === 0 && minor === 1) throw new HttpError(400, 'no Host header in an HTTP/1.1 request');
   const keepAlive = minor === 1 ? !connection.has('close') : connection.has('keep-alive');
   return {
     method,
@@ -168,14 +197,14 @@ export function parseResponseHead(head: string, requestMethod: string): Response
     if (n !== 14 && n !== 17 && n !== 10) continue;
     const name = line.slice(0, colon).toLowerCase();
     if (name === 'content-length') {
-      const value = line.slice(colon + 1).trim();
+      const value = ows(line.slice(colon + 1));
       if (!DIGITS.test(value)) throw new Error('invalid Content-Length in the response');
       if (length >= 0 && Number(value) !== length) throw new Error('conflicting Content-Length in the response');
       length = Number(value);
     } else if (name === 'transfer-encoding') {
       transferEncoding = true;
       const codings = line.slice(colon + 1).split(',');
-      chunked = codings[codings.length - 1]!.trim().toLowerCase() === 'chunked';
+      chunked = ows(codings[codings.length - 1]!).toLowerCase() === 'chunked';
     } else if (name === 'connection') {
       connectionTokens(line.slice(colon + 1), connection);
     }
@@ -200,10 +229,16 @@ const DATA = 3;
 const DATA_CR = 4;
 const DATA_LF = 5;
 const TRAILER_START = 6;
-const TRAILER_LINE = 7;
-const TRAILER_LF = 8;
-const END_LF = 9;
-const DONE = 10;
+const TRAILER_NAME = 7;
+const TRAILER_VALUE = 8;
+const TRAILER_LF = 9;
+const END_LF = 10;
+const DONE = 11;
+
+/** tchar (RFC 9110 5.6.2) by byte: the characters of a field name. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+  TCHAR[c.charCodeAt(0)] = 1;
 
 const MAX_SIZE_DIGITS = 12;
 const MAX_LINE = 4096;
@@ -267,15 +302,25 @@ export class ChunkedBody {
           if (c !== 10) throw new HttpError(400, 'chunk data must end with CRLF');
           this.state = SIZE;
           break;
+        // Trailer fields are held to the same syntax as header fields (name ":" value, no obs-fold, no
+        // control characters): an upstream reading a sloppy trailer section differently would end the body
+        // somewhere else.
         case TRAILER_START:
           if (c === 13) this.state = END_LF;
           else if (c === 10) throw new HttpError(400, 'bare LF in trailers');
-          else this.state = TRAILER_LINE;
+          else if (TCHAR[c]) this.state = TRAILER_NAME;
+          else throw new HttpError(400, 'invalid trailer field name (or obs-fold)');
           if (++this.trailers > MAX_TRAILERS) throw new HttpError(400, 'trailers too large');
           break;
-        case TRAILER_LINE:
+        case TRAILER_NAME:
+          if (c === 58) this.state = TRAILER_VALUE;
+          else if (!TCHAR[c]) throw new HttpError(400, 'invalid trailer field name');
+          if (++this.trailers > MAX_TRAILERS) throw new HttpError(400, 'trailers too large');
+          break;
+        case TRAILER_VALUE:
           if (c === 13) this.state = TRAILER_LF;
-          else if (c === 10 || ++this.trailers > MAX_TRAILERS) throw new HttpError(400, 'invalid trailer');
+          else if ((c < 32 && c !== 9) || c === 127) throw new HttpError(400, 'invalid trailer (control character)');
+          if (++this.trailers > MAX_TRAILERS) throw new HttpError(400, 'trailers too large');
           break;
         case TRAILER_LF:
           if (c !== 10) throw new HttpError(400, 'trailer line must end with CRLF');
@@ -311,6 +356,8 @@ const REASONS: Record<number, string> = {
 
 /** A complete response the sidecar writes itself; it always closes the connection after it. */
 export function errorResponse(status: number, body: string): string {
+  // Messages may quote client bytes: escape all but printable ASCII so the length holds in any encoding.
+  body = body.replace(/[^\x20-\x7e\n]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return (
     `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: text/plain\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
