@@ -95,6 +95,13 @@ const PAUSE_BACKPRESSURE = 1;
 const PAUSE_PENDING = 2;
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+
+/**
+ * Every upstream socket reads into this one buffer (net's `onread`): the default path allocates a fresh
+ * 64 KiB buffer per read, which cost ~3 µs of a ~35 µs request. Safe to share because the callback runs
+ * synchronously and whatever outlives it (bytes for the client, a partial response head) is copied.
+ */
+const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const CLOSE_GRACE_MS = 5_000;
 
 export class ProxyConnection {
@@ -348,14 +355,22 @@ export class ProxyConnection {
   private ensureUpstream(): Socket {
     if (this.upstream) return this.upstream;
     const { upstreamHost, upstreamPort } = this.ctx.settings;
-    const upstream = connect({ host: upstreamHost, port: upstreamPort, noDelay: true });
+    const upstream: Socket = connect({
+      host: upstreamHost,
+      port: upstreamPort,
+      noDelay: true,
+      onread: {
+        buffer: UPSTREAM_READ_BUFFER,
+        callback: (bytes: number, buf: Uint8Array) => {
+          if (upstream === this.upstream) this.onUpstreamData(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          return true; // keep reading (pausing is done with pause()/resume())
+        },
+      },
+    });
     this.upstream = upstream;
     this.upstreamReused = false;
     this.upstreamError = '';
     this.upstreamClosesAfter = false;
-    upstream.on('data', (chunk: Buffer) => {
-      if (upstream === this.upstream) this.onUpstreamData(chunk);
-    });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (upstream === this.upstream) this.upstreamError = err.code ?? err.message;
     });
@@ -381,7 +396,7 @@ export class ProxyConnection {
       const end = buf.indexOf(CRLFCRLF, at);
       if (end < 0) {
         if (buf.length - at > MAX_RESPONSE_HEAD) return this.fail(502, 'response head too large');
-        this.resHead = at ? buf.subarray(at) : buf;
+        this.resHead = Buffer.from(buf.subarray(at)); // a copy: `buf` may be the shared read buffer
         return;
       }
       let head;
@@ -452,10 +467,11 @@ export class ProxyConnection {
     if (this.res !== RES_NONE && this.res !== RES_DONE) this.closeAfter = true;
   }
 
+  /** Writes upstream bytes to the client. `buf` may be the shared read buffer: what is written is a copy. */
   private toClient(buf: Buffer): void {
     if (this.req === REQ_CLOSED) return;
     const upstream = this.upstream;
-    if (!this.client.write(buf) && upstream && !upstream.isPaused()) {
+    if (!this.client.write(Buffer.from(buf)) && upstream && !upstream.isPaused()) {
       upstream.pause();
       this.client.once('drain', () => upstream.resume());
     }

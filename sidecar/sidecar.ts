@@ -92,7 +92,7 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
     config.admin.slice(0, config.admin.lastIndexOf(':')),
     config.admin.slice(config.admin.lastIndexOf(':') + 1),
   ];
-  const admin: HttpServer = createHttpServer(async (req, res) => {
+  const admin: HttpServer = createHttpServer((req, res) => {
     if (req.url === '/healthz') return void res.end('ok\n');
     if (req.url === '/readyz') {
       res.statusCode = ready ? 200 : 503;
@@ -100,7 +100,7 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
     }
     if (req.url === '/metrics') {
       res.setHeader('content-type', metrics.registry.contentType);
-      return void res.end(await metrics.registry.metrics());
+      return void res.end(metrics.registry.metricsText());
     }
     res.statusCode = 404;
     res.end('not found\n');

@@ -3,7 +3,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import { x509 } from '../operator/pki/x509.ts';
+import { type CrlFacts, readCrl, signedBy } from './crl-check.ts';
 
 /** What one reload of the TLS folder produced: the options every listener's context is built from. */
 export interface TlsMaterial {
@@ -30,47 +30,42 @@ function pemBlocks(text: string): { label: string; pem: string }[] {
  * of a string, so a bundle (one CRL per CA during a CA rollover) must be handed over as an array, or the
  * clients of the second CA fail with UNABLE_TO_GET_CRL. Each CRL must be signed by a CA of `ca.crt`.
  */
-async function checkCrls(
+function checkCrls(
   crlText: string,
   caText: string,
   crlPath: string,
   now: Date,
-): Promise<{ crls: string[]; warnings: string[] }> {
+): { crls: string[]; warnings: string[] } {
   const blocks = pemBlocks(crlText);
   const stray = crlText.replace(PEM_BLOCK, '').trim();
   if (blocks.length === 0 || stray) throw new Error(`${crlPath}: not a PEM "X509 CRL" bundle`);
   const cas = pemBlocks(caText)
     .filter((b) => b.label === 'CERTIFICATE')
-    .map((b) => new x509.X509Certificate(b.pem));
+    .map((b) => new X509Certificate(b.pem));
   const warnings: string[] = [];
-  const covered = new Set<x509.X509Certificate>();
+  const covered = new Set<X509Certificate>();
   for (const [i, block] of blocks.entries()) {
     if (block.label !== 'X509 CRL') throw new Error(`${crlPath}: block ${i + 1} is "${block.label}", not "X509 CRL"`);
-    let crl: x509.X509Crl;
+    let crl: CrlFacts;
     try {
-      crl = new x509.X509Crl(block.pem);
+      crl = readCrl(Buffer.from(block.pem.replace(/-----[A-Z0-9 ]+-----/g, ''), 'base64'));
     } catch (err) {
       throw new Error(`${crlPath}: block ${i + 1} is not a CRL (${(err as Error).message})`);
     }
-    let signer: x509.X509Certificate | undefined;
-    for (const ca of cas) {
-      if (ca.subject !== crl.issuer) continue;
-      if (await crl.verify({ publicKey: ca }).catch(() => false)) {
-        signer = ca;
-        break;
-      }
-    }
-    if (!signer) throw new Error(`${crlPath}: the CRL of "${crl.issuer}" is not signed by a CA of ca.crt`);
+    const signer = cas.find((ca) => signedBy(crl, ca));
+    if (!signer) throw new Error(`${crlPath}: CRL ${i + 1} is not signed by any CA of ca.crt`);
     covered.add(signer);
     if (crl.nextUpdate && crl.nextUpdate < now) {
       warnings.push(
-        `the CRL of "${crl.issuer}" expired at ${crl.nextUpdate.toISOString()}: its clients are refused until a fresh one arrives`,
+        `the CRL of "${signer.subject.replace(/\n/g, ', ')}" expired at ${crl.nextUpdate.toISOString()}: its clients are refused until a fresh one arrives`,
       );
     }
   }
   for (const ca of cas) {
     if (!covered.has(ca))
-      warnings.push(`ca.crt holds "${ca.subject}" but ca.crl has no CRL of it: its clients are refused`);
+      warnings.push(
+        `ca.crt holds "${ca.subject.replace(/\n/g, ', ')}" but ca.crl has no CRL of it: its clients are refused`,
+      );
   }
   return { crls: blocks.map((b) => b.pem), warnings };
 }
@@ -119,7 +114,7 @@ export async function buildTlsMaterial(files: TlsFiles, now = new Date()): Promi
     throw new Error(`${join(dir, 'tls.crt')} is not a PEM certificate`);
   }
   if (!/-----BEGIN CERTIFICATE-----/.test(ca!)) throw new Error(`${join(dir, 'ca.crt')} holds no PEM certificate`);
-  const checked = crl?.trim() ? await checkCrls(crl, ca!, join(dir, 'ca.crl'), now) : undefined;
+  const checked = crl?.trim() ? checkCrls(crl, ca!, join(dir, 'ca.crl'), now) : undefined;
   const options: SecureContextOptions = {
     cert,
     key,

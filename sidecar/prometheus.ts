@@ -1,0 +1,237 @@
+/**
+ * A small Prometheus text-format registry for the sidecar. Every request touches a counter and a histogram,
+ * so a labelled series is a plain object found once (`labels()`) and bumped with a number add; prom-client
+ * costs the sidecar ~8 MiB of resident memory and a label lookup per call, which a per-request hot path and
+ * an 80 MiB budget cannot afford. Series can be exported and summed, so worker processes report through one
+ * admin port.
+ */
+
+export type Labels = Record<string, string>;
+
+/** One metric's series as plain data (what a worker sends to the primary). */
+export interface MetricSnapshot {
+  name: string;
+  series: { labels: Labels; value: number; buckets?: number[]; sum?: number }[];
+}
+
+interface Metric {
+  readonly name: string;
+  render(out: string[]): void;
+  snapshot(): MetricSnapshot;
+  merge(snapshot: MetricSnapshot): void;
+  reset(): void;
+}
+
+const escapeValue = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+const labelText = (labels: Labels, extra = ''): string => {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeValue(v)}"`);
+  if (extra) parts.push(extra);
+  return parts.length ? `{${parts.join(',')}}` : '';
+};
+const keyOf = (labels: Labels) => JSON.stringify(labels);
+const number = (n: number) => (Number.isFinite(n) ? String(n) : n > 0 ? '+Inf' : n < 0 ? '-Inf' : 'NaN');
+
+export class CounterSeries {
+  value = 0;
+  inc(by = 1): void {
+    this.value += by;
+  }
+}
+
+export class Counter<L extends string = string> implements Metric {
+  readonly name: string;
+  private readonly help: string;
+  private readonly series = new Map<string, { labels: Labels; child: CounterSeries }>();
+
+  constructor(registry: Registry, name: string, help: string) {
+    this.name = name;
+    this.help = help;
+    registry.add(this);
+  }
+
+  labels(labels: Record<L, string>): CounterSeries {
+    const key = keyOf(labels);
+    let entry = this.series.get(key);
+    if (!entry) this.series.set(key, (entry = { labels: { ...labels }, child: new CounterSeries() }));
+    return entry.child;
+  }
+
+  inc(labels: Record<L, string>, by = 1): void {
+    this.labels(labels).inc(by);
+  }
+
+  /** The value of one series (0 when it was never touched). */
+  get(labels: Record<L, string>): number {
+    return this.series.get(keyOf(labels))?.child.value ?? 0;
+  }
+
+  render(out: string[]): void {
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
+    for (const { labels, child } of this.series.values()) out.push(`${this.name}${labelText(labels)} ${child.value}`);
+  }
+
+  snapshot(): MetricSnapshot {
+    return {
+      name: this.name,
+      series: [...this.series.values()].map(({ labels, child }) => ({ labels, value: child.value })),
+    };
+  }
+
+  merge(snapshot: MetricSnapshot): void {
+    for (const s of snapshot.series) this.labels(s.labels as Record<L, string>).inc(s.value);
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+}
+
+export class Gauge implements Metric {
+  readonly name: string;
+  private readonly help: string;
+  value = Number.NaN;
+
+  constructor(registry: Registry, name: string, help: string) {
+    this.name = name;
+    this.help = help;
+    registry.add(this);
+  }
+
+  set(value: number): void {
+    this.value = value;
+  }
+
+  render(out: string[]): void {
+    if (Number.isNaN(this.value)) return;
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${number(this.value)}`);
+  }
+
+  snapshot(): MetricSnapshot {
+    return { name: this.name, series: [{ labels: {}, value: this.value }] };
+  }
+
+  /** Workers serve the same files: the earliest expiry any of them holds is the one that matters. */
+  merge(snapshot: MetricSnapshot): void {
+    const value = snapshot.series[0]?.value ?? Number.NaN;
+    if (!Number.isNaN(value) && !(value >= this.value)) this.value = value;
+  }
+
+  reset(): void {
+    this.value = Number.NaN;
+  }
+}
+
+export class HistogramSeries {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  private readonly bounds: readonly number[];
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = new Array<number>(bounds.length).fill(0);
+  }
+
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    const bounds = this.bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= bounds[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+export class Histogram<L extends string = string> implements Metric {
+  readonly name: string;
+  private readonly help: string;
+  private readonly bounds: readonly number[];
+  private readonly series = new Map<string, { labels: Labels; child: HistogramSeries }>();
+
+  constructor(registry: Registry, name: string, help: string, bounds: readonly number[]) {
+    this.name = name;
+    this.help = help;
+    this.bounds = [...bounds].sort((a, b) => a - b);
+    registry.add(this);
+  }
+
+  labels(labels: Record<L, string>): HistogramSeries {
+    const key = keyOf(labels);
+    let entry = this.series.get(key);
+    if (!entry) this.series.set(key, (entry = { labels: { ...labels }, child: new HistogramSeries(this.bounds) }));
+    return entry.child;
+  }
+
+  render(out: string[]): void {
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`);
+    for (const { labels, child } of this.series.values()) {
+      let cumulative = 0;
+      for (const [i, bound] of this.bounds.entries()) {
+        cumulative += child.counts[i]!;
+        out.push(`${this.name}_bucket${labelText(labels, `le="${bound}"`)} ${cumulative}`);
+      }
+      out.push(
+        `${this.name}_bucket${labelText(labels, 'le="+Inf"')} ${child.count}`,
+        `${this.name}_sum${labelText(labels)} ${child.sum}`,
+        `${this.name}_count${labelText(labels)} ${child.count}`,
+      );
+    }
+  }
+
+  snapshot(): MetricSnapshot {
+    return {
+      name: this.name,
+      series: [...this.series.values()].map(({ labels, child }) => ({
+        labels,
+        value: child.count,
+        buckets: [...child.counts],
+        sum: child.sum,
+      })),
+    };
+  }
+
+  merge(snapshot: MetricSnapshot): void {
+    for (const s of snapshot.series) {
+      const child = this.labels(s.labels as Record<L, string>);
+      child.count += s.value;
+      child.sum += s.sum ?? 0;
+      for (const [i, n] of (s.buckets ?? []).entries()) if (i < child.counts.length) child.counts[i]! += n;
+    }
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+}
+
+export class Registry {
+  readonly contentType = 'text/plain; version=0.0.4; charset=utf-8';
+  private readonly metrics: Metric[] = [];
+
+  add(metric: Metric): void {
+    this.metrics.push(metric);
+  }
+
+  metricsText(): string {
+    const out: string[] = [];
+    for (const metric of this.metrics) metric.render(out);
+    return out.join('\n') + '\n';
+  }
+
+  snapshot(): MetricSnapshot[] {
+    return this.metrics.map((m) => m.snapshot());
+  }
+
+  /** Adds other registries' series (same metric names) into this one. */
+  merge(snapshots: readonly MetricSnapshot[]): void {
+    const byName = new Map(this.metrics.map((m) => [m.name, m]));
+    for (const snapshot of snapshots) byName.get(snapshot.name)?.merge(snapshot);
+  }
+
+  reset(): void {
+    for (const metric of this.metrics) metric.reset();
+  }
+}
