@@ -17,6 +17,7 @@ export const SIDECAR_DEFAULTS = {
   maxHeaderBytes: 16 * 1024,
   maxConnections: 10_000,
   drainTimeoutMs: 15_000,
+  workers: 1,
 } as const;
 
 export const SIDECAR_FLAGS = {
@@ -86,6 +87,12 @@ export const SIDECAR_FLAGS = {
     help: 'open client connections per listener',
     default: String(SIDECAR_DEFAULTS.maxConnections),
   },
+  workers: {
+    type: 'string',
+    value: 'N',
+    help: 'processes serving the listeners on shared ports (SO_REUSEPORT, one per core); /metrics sums them',
+    default: String(SIDECAR_DEFAULTS.workers),
+  },
 } as const satisfies FlagSpecs;
 
 export interface Listener {
@@ -106,6 +113,7 @@ export interface SidecarConfig {
   upstreamTimeoutMs?: number;
   maxHeaderBytes?: number;
   maxConnections?: number;
+  workers?: number;
 }
 
 export type ResolvedSidecarConfig = Required<SidecarConfig> & { upstreamHost: string; upstreamPort: number };
@@ -176,6 +184,7 @@ export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfi
       upstreamTimeoutMs: positive('upstream-timeout', flags['upstream-timeout']),
       maxHeaderBytes: positive('max-header-bytes', flags['max-header-bytes']),
       maxConnections: positive('max-connections', flags['max-connections']),
+      workers: positive('workers', flags.workers),
     },
   };
 }
@@ -195,6 +204,7 @@ export function renderSidecarArgs(config: SidecarConfig): string[] {
     ['upstreamTimeoutMs', 'upstream-timeout', SIDECAR_DEFAULTS.upstreamTimeoutMs],
     ['maxHeaderBytes', 'max-header-bytes', SIDECAR_DEFAULTS.maxHeaderBytes],
     ['maxConnections', 'max-connections', SIDECAR_DEFAULTS.maxConnections],
+    ['workers', 'workers', SIDECAR_DEFAULTS.workers],
   ];
   for (const [key, flag, fallback] of numeric) {
     const value = config[key] as number | undefined;

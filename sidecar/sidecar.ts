@@ -4,13 +4,24 @@ import { errorMessage, logger } from '../operator/log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { startSweeper } from './forward.ts';
+import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
+export interface SidecarOptions {
+  /** Share the listening ports with sibling processes (SO_REUSEPORT; --workers). */
+  reusePort?: boolean;
+  /** Serve the admin port (default true; the other processes of a --workers group do not). */
+  admin?: boolean;
+  /** The metrics of sibling processes, summed into /metrics with this process's own. */
+  siblingMetrics?: () => Promise<MetricSnapshot[][]>;
+}
+
 export interface RunningSidecar {
   /** Bound port of each listener, in --listen order (useful with port 0 in tests). */
   ports: number[];
+  /** 0 when this process serves no admin port. */
   adminPort: number;
   metrics: SidecarMetrics;
   /** Re-reads the TLS folder now; resolves true if a new certificate set went into service. */
@@ -24,7 +35,10 @@ export interface RunningSidecar {
  * A reload builds the new material once and swaps it into every listener with setSecureContext: open
  * connections keep the context they were made with; a broken update is refused and the old one stays.
  */
-export async function startSidecar(config: ResolvedSidecarConfig): Promise<RunningSidecar> {
+export async function startSidecar(
+  config: ResolvedSidecarConfig,
+  options: SidecarOptions = {},
+): Promise<RunningSidecar> {
   const log = logger('sidecar');
   const metrics = new SidecarMetrics();
   const refusals = new RefusalLog(log);
@@ -50,7 +64,9 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
     ports.push(
       await new Promise<number>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(config.listen[i]!.port, '0.0.0.0', () => resolve((server.address() as AddressInfo).port));
+        server.listen({ port: config.listen[i]!.port, host: '0.0.0.0', reusePort: options.reusePort }, () =>
+          resolve((server.address() as AddressInfo).port),
+        );
       }),
     );
   }
@@ -92,29 +108,44 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
     config.admin.slice(0, config.admin.lastIndexOf(':')),
     config.admin.slice(config.admin.lastIndexOf(':') + 1),
   ];
-  const admin: HttpServer = createHttpServer((req, res) => {
-    if (req.url === '/healthz') return void res.end('ok\n');
-    if (req.url === '/readyz') {
-      res.statusCode = ready ? 200 : 503;
-      return void res.end(ready ? 'ok\n' : 'draining\n');
-    }
-    if (req.url === '/metrics') {
-      res.setHeader('content-type', metrics.registry.contentType);
-      return void res.end(metrics.registry.metricsText());
-    }
-    res.statusCode = 404;
-    res.end('not found\n');
-  });
-  const adminPort = await new Promise<number>((resolve, reject) => {
-    admin.once('error', reject);
-    admin.listen(Number(adminPortText), adminHost.replace(/^\[|\]$/g, ''), () =>
-      resolve((admin.address() as AddressInfo).port),
-    );
-  });
+  const metricsText = async (): Promise<string> => {
+    if (!options.siblingMetrics) return metrics.registry.metricsText();
+    const sum = new SidecarMetrics();
+    sum.registry.merge(metrics.registry.snapshot());
+    for (const snapshot of await options.siblingMetrics()) sum.registry.merge(snapshot);
+    return sum.registry.metricsText();
+  };
+  const admin: HttpServer | undefined =
+    options.admin === false
+      ? undefined
+      : createHttpServer((req, res) => {
+          if (req.url === '/healthz') return void res.end('ok\n');
+          if (req.url === '/readyz') {
+            res.statusCode = ready ? 200 : 503;
+            return void res.end(ready ? 'ok\n' : 'draining\n');
+          }
+          if (req.url === '/metrics') {
+            void metricsText().then((text) => {
+              res.setHeader('content-type', metrics.registry.contentType);
+              res.end(text);
+            });
+            return;
+          }
+          res.statusCode = 404;
+          res.end('not found\n');
+        });
+  const adminPort = !admin
+    ? 0
+    : await new Promise<number>((resolve, reject) => {
+        admin.once('error', reject);
+        admin.listen(Number(adminPortText), adminHost.replace(/^\[|\]$/g, ''), () =>
+          resolve((admin.address() as AddressInfo).port),
+        );
+      });
   log.info('sidecar serving', {
     listeners: config.listen.map((l, i) => `${l.mode}=${ports[i]}`),
     upstream: config.upstream,
-    admin: `${adminHost}:${adminPort}`,
+    admin: admin ? `${adminHost}:${adminPort}` : 'none (served by the first worker)',
     notAfter: material.notAfter.toISOString(),
   });
 
@@ -136,7 +167,7 @@ export async function startSidecar(config: ResolvedSidecarConfig): Promise<Runni
       clearTimeout(force);
       stopSweeper();
       refusals.close();
-      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      if (admin) await new Promise<void>((resolve) => admin.close(() => resolve()));
       log.info('sidecar stopped');
     },
   };
