@@ -90,6 +90,10 @@ export function createListener(
     success.inc();
     // A client may half-close after its request (openssl s_client, scripts) and still get the answer.
     socket.allowHalfOpen = true;
+    // After the handshake Node does not destroy a TLS socket on a fatal TLS error (bad record MAC, a plaintext
+    // record, an unexpected message): it only emits 'error', and the connection stayed open until its idle
+    // timeout. Nothing can be read from it any more; close it now ('close' cleans up the forwarding state).
+    socket.on('error', () => socket.destroy());
     const identity = verdict.identity
       ? `x-client-verify: SUCCESS\r\nx-forwarded-client-cert: ${xfcc(verdict.identity)}\r\nx-forwarded-proto: https\r\n`
       : 'x-client-verify: NONE\r\nx-forwarded-proto: https\r\n';
@@ -109,6 +113,10 @@ export function createListener(
         (raw && peers.get(raw)) ?? (socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown'),
       detail: err.code ?? err.message,
     });
+    // With a tlsClientError listener Node leaves the connection to it: the handshake timeout and OpenSSL's
+    // own errors (a garbled or SSLv2 hello, ...) would otherwise keep the TCP connection open until the client
+    // leaves, so a handshake flood or a byte-a-second ClientHello pinned connections up to --max-connections.
+    socket.destroy();
   });
   return { server, forward, sockets };
 }
