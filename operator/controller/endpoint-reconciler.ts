@@ -88,6 +88,8 @@ interface Run {
   degraded: { reason: string; message: string }[];
   injectedPods: number;
   leavesOnOldCa: number;
+  /** Client certificates replaced at a renewal or re-issue but still valid: their holders may present them. */
+  replacedClientCerts: Omit<RevokedEntry, 'client' | 'revokedAt'>[];
 }
 
 type SecretData = Record<string, string>;
@@ -167,6 +169,7 @@ export class EndpointReconciler {
       degraded: [],
       injectedPods: 0,
       leavesOnOldCa: 0,
+      replacedClientCerts: [],
     };
     const ca = await this.ensureCa(run);
     await this.revokeRemovedClients(run, ca);
@@ -313,11 +316,28 @@ export class EndpointReconciler {
     }
   }
 
-  /** Drops the old CA from the bundles once every leaf is signed by the new one and has had time to spread. */
+  /**
+   * Drops the old CA from the bundles once every leaf is signed by the new one and has had time to spread,
+   * and once every client certificate the old CA signed has expired: a replaced client certificate that was
+   * not revoked is still a valid credential of this endpoint (DESIGN.md's mode table), and a client that has
+   * not re-read its Secret yet presents it. (Leaves never outlive their CA, so this ends by the old CA's expiry.)
+   */
   private async retireOldCa(run: Run, state: CaState): Promise<void> {
     if (state.phase !== 'Retiring' || !state.phaseSince) return;
     const propagated = run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
     if (!propagated || run.leavesOnOldCa > 0) return;
+    const oldCa = state.previous && certInfo(state.previous.certPem).serialNumber;
+    const revoked = new Set(state.revoked.map((entry) => entry.serial));
+    const lastHeld = Math.max(
+      0,
+      ...run.replacedClientCerts
+        .filter((held) => held.caSerial === oldCa && !revoked.has(held.serial))
+        .map((held) => Date.parse(held.notAfter)),
+    );
+    if (lastHeld > run.now.getTime()) {
+      run.wakeAt.push(lastHeld);
+      return;
+    }
     const retired = { ...state, previous: undefined, phase: undefined, phaseSince: undefined };
     await this.writeCaState(run, retired);
     Object.assign(state, retired);
@@ -526,6 +546,11 @@ export class EndpointReconciler {
         : { [CERTIFICATE_LABEL]: 'client', [CLIENT_LABEL]: what.client };
     const annotations: Record<string, string> = { [ISSUANCE_HASH_ANNOTATION]: hash };
     if (previousSerials) annotations[PREVIOUS_SERIALS_ANNOTATION] = previousSerials;
+    if (what.kind === 'client') {
+      run.replacedClientCerts.push(
+        ...parsePreviousSerials(previousSerials).filter((entry) => new Date(entry.notAfter) > run.now),
+      );
+    }
     await this.applySecret(run, existing, secretName, 'kubernetes.io/tls', data, labels, annotations);
 
     const info = certInfo(certPem!, spec.renewBeforeMs);
@@ -767,7 +792,7 @@ export class EndpointReconciler {
               'CARollover',
               'True',
               'OldCARetiring',
-              'Certificates are signed by the new CA; the old CA stays trusted until they have propagated',
+              'Certificates are signed by the new CA; the old CA stays trusted until they have propagated and the client certificates it signed have expired',
             )
           : condition('CARollover', 'False', 'NoRollover', `The CA renews at ${iso(run.ca!.renewalTime)}`),
       degraded
