@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { inspectCertificate, parseCertificate, validateKeyPair, verifyIssuedBy } from '../pki/inspect.ts';
-import { renewalTime } from '../pki/issue.ts';
+import { BACKDATE_MS, renewalTime } from '../pki/issue.ts';
 import { x509 } from '../pki/x509.ts';
 import type { PemPair } from './ca-state.ts';
 
@@ -41,7 +41,11 @@ export function certInfo(certPem: string, renewBeforeMs?: number): CertInfo {
     const cert = parseCertificate(certPem);
     return { serialNumber: cert.serialNumber.toLowerCase(), notBefore: cert.notBefore, notAfter: cert.notAfter };
   });
-  return { ...parsed, renewalTime: renewalTime(parsed.notBefore, parsed.notAfter, renewBeforeMs) };
+  // The lifetime counts from issue, not from the backdated notBefore: with the default renewBefore (a third of
+  // the lifetime) a leaf of validity v is due at issue + 2v/3. Counting the minute of backdating made every
+  // certificate shorter-lived than 30s due at once, so the controller re-issued it in a hot loop.
+  const issuedAt = new Date(Math.min(parsed.notBefore.getTime() + BACKDATE_MS, parsed.notAfter.getTime()));
+  return { ...parsed, renewalTime: renewalTime(issuedAt, parsed.notAfter, renewBeforeMs) };
 }
 
 /** Why a certificate/key pair cannot be used as it is, or undefined if it can. Never echoes key material. */
