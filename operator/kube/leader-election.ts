@@ -1,6 +1,14 @@
-import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import { CoordinationV1Api, type KubeConfig, type V1Lease, type V1LeaseSpec, Watch } from '@kubernetes/client-node';
 import { errorMessage, logger } from '../log.ts';
 import { isConflict, isNotFound } from './errors.ts';
+
+/** client-go's defaults, which `mtls-operator controller` uses: a standby takes over once the holder has not
+ * renewed for a lease duration; a leader renews every retry period and steps down after the renew deadline. */
+export const LEADER_ELECTION_DEFAULTS = {
+  leaseDurationMs: 15_000,
+  renewDeadlineMs: 10_000,
+  retryPeriodMs: 2_000,
+} as const;
 
 export interface LeaderElectionOptions {
   namespace: string;
@@ -16,6 +24,12 @@ export interface LeaderElectionOptions {
  * is free or its holder has not renewed it for a lease duration; renew every retry period; give up
  * leadership if renewal has not succeeded within the renew deadline. Every write carries the
  * resourceVersion it read, so two candidates can never both win the same round.
+ *
+ * Unlike client-go, a standby also watches the Lease: it notes each renewal when it happens (not up to a
+ * retry period later, at its next poll) and tries again the moment the lease it saw would expire (not at the
+ * next retry tick), and at once when the leader releases it. A SIGKILLed leader is so replaced a lease
+ * duration after its last renewal, instead of up to a lease duration plus two retry periods. The polls stay:
+ * the watch only makes them better informed, and a broken watch leaves client-go's behaviour.
  */
 export class LeaderElector {
   private readonly api: CoordinationV1Api;
@@ -27,20 +41,26 @@ export class LeaderElector {
   private leading = false;
   private timer: NodeJS.Timeout | undefined;
   /** When we last saw the observed lease change (by our clock: holders' clocks are not trusted). */
-  private observed: { holder: string; renewTime: string; at: number } | undefined;
+  private observed: { holder: string; renewTime: string; at: number; durationMs: number } | undefined;
+  private readonly kc: KubeConfig;
+  private watchAbort: AbortController | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private watching = false;
+  private campaigning = false;
 
   private readonly options: LeaderElectionOptions;
 
   constructor(kc: KubeConfig, options: LeaderElectionOptions) {
     this.options = options;
+    this.kc = kc;
     this.api = kc.makeApiClient(CoordinationV1Api);
     this.log = logger('leader-election').child({
       lease: `${options.namespace}/${options.name}`,
       identity: options.identity,
     });
-    this.leaseDurationMs = options.leaseDurationMs ?? 15_000;
-    this.renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
-    this.retryPeriodMs = options.retryPeriodMs ?? 2_000;
+    this.leaseDurationMs = options.leaseDurationMs ?? LEADER_ELECTION_DEFAULTS.leaseDurationMs;
+    this.renewDeadlineMs = options.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs;
+    this.retryPeriodMs = options.retryPeriodMs ?? LEADER_ELECTION_DEFAULTS.retryPeriodMs;
   }
 
   get isLeader(): boolean {
@@ -52,7 +72,11 @@ export class LeaderElector {
    * is lost; like controller-runtime, callers should then exit so a fresh process campaigns again.
    */
   async run(callbacks: { onStartedLeading: () => void; onStoppedLeading: () => void }): Promise<void> {
-    while (!this.stopped && !(await this.tryAcquireOrRenew())) await this.sleep(this.retryPeriodMs);
+    this.campaigning = true;
+    this.watchLease();
+    while (!this.stopped && !(await this.tryAcquireOrRenew())) await this.sleep(this.campaignDelayMs());
+    this.campaigning = false;
+    this.stopWatching();
     if (this.stopped) return;
     this.leading = true;
     this.log.info('became leader');
@@ -76,12 +100,73 @@ export class LeaderElector {
 
   private wake: (() => void) | undefined;
 
-  /** A sleep that `stop()` cuts short. */
+  /** A sleep that `stop()` (or, for a standby, a released lease) cuts short. */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      this.wake = resolve;
-      this.timer = setTimeout(resolve, ms);
+      const done = () => {
+        clearTimeout(this.timer);
+        this.wake = undefined;
+        resolve();
+      };
+      this.wake = done;
+      this.timer = setTimeout(done, ms);
     });
+  }
+
+  /** A standby's next attempt: when the lease it saw expires, if that is sooner than a retry period. */
+  private campaignDelayMs(): number {
+    const seen = this.observed;
+    if (!seen || seen.holder === '' || seen.holder === this.options.identity) return this.retryPeriodMs;
+    const untilExpiry = seen.at + seen.durationMs - Date.now();
+    // Already expired: the attempt just made failed (a conflict, an API error), so wait a retry period.
+    return untilExpiry > 0 ? Math.min(this.retryPeriodMs, untilExpiry + 1) : this.retryPeriodMs;
+  }
+
+  /** Notes a lease as seen now, if its holder or renewal changed since it was last seen. */
+  private observe(spec: V1LeaseSpec): void {
+    const holder = spec.holderIdentity ?? '';
+    const renewTime = spec.renewTime ? new Date(spec.renewTime).toISOString() : '';
+    if (!this.observed || this.observed.holder !== holder || this.observed.renewTime !== renewTime) {
+      const durationMs = (spec.leaseDurationSeconds ?? this.leaseDurationMs / 1000) * 1000;
+      this.observed = { holder, renewTime, at: Date.now(), durationMs };
+    }
+  }
+
+  /** While campaigning: every change of the Lease as it happens; reconnects after a retry period. */
+  private watchLease(): void {
+    if (this.stopped || !this.campaigning || this.watching) return;
+    this.watching = true;
+    const { namespace, name } = this.options;
+    const again = () => {
+      this.watching = false;
+      this.watchAbort = undefined;
+      if (!this.stopped && this.campaigning) this.watchTimer = setTimeout(() => this.watchLease(), this.retryPeriodMs);
+    };
+    new Watch(this.kc)
+      .watch(
+        `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`,
+        { fieldSelector: `metadata.name=${name}` },
+        (phase: string, lease: V1Lease) => {
+          if (phase !== 'ADDED' && phase !== 'MODIFIED') return;
+          this.observe(lease.spec ?? {});
+          if (this.observed?.holder === '') this.wake?.(); // released: campaign now
+        },
+        () => again(),
+      )
+      .then(
+        (abort) => {
+          if (this.watching) this.watchAbort = abort;
+          else abort.abort();
+        },
+        () => again(),
+      );
+  }
+
+  private stopWatching(): void {
+    this.watching = false;
+    clearTimeout(this.watchTimer);
+    this.watchAbort?.abort();
+    this.watchAbort = undefined;
   }
 
   private desiredLease(transitions: number, acquireTime?: Date): V1Lease['spec'] {
@@ -119,13 +204,9 @@ export class LeaderElector {
     }
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';
-    const renewTime = spec.renewTime ? new Date(spec.renewTime).toISOString() : '';
-    if (!this.observed || this.observed.holder !== holder || this.observed.renewTime !== renewTime) {
-      this.observed = { holder, renewTime, at: Date.now() };
-    }
-    const durationMs = (spec.leaseDurationSeconds ?? this.leaseDurationMs / 1000) * 1000;
+    this.observe(spec);
     const heldByOther = holder !== '' && holder !== identity;
-    if (heldByOther && Date.now() - this.observed.at < durationMs) return false;
+    if (heldByOther && Date.now() - this.observed!.at < this.observed!.durationMs) return false;
 
     const transitions = (spec.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
     const acquireTime = holder === identity && spec.acquireTime ? new Date(spec.acquireTime) : undefined;
@@ -146,6 +227,7 @@ export class LeaderElector {
   /** Stops campaigning; a leader releases the lease so a standby can take over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopWatching();
     clearTimeout(this.timer);
     this.wake?.();
     if (!this.leading) return;
