@@ -12,7 +12,8 @@ const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
 export interface SimulatedPod {
   /** The sidecar's argv as injected (before the one substitution of mount paths). */
   injectedArgs: string[];
-  /** What was actually run: the injected args with each Secret mount path replaced by its local folder. */
+  /** What was actually run: the injected args with each Secret mount path replaced by its local folder (and
+   * each port of `portMap` by its host port). */
   args: string[];
   volumes: Record<string, string>;
   child: ChildProcess;
@@ -27,12 +28,16 @@ export interface SimulatedPod {
  * the sidecar mounts is materialised under `workDir` in kubelet's layout (`..data` symlink swap) and kept in
  * sync with the Secret, and the sidecar starts with exactly the injected args, the image's entrypoint being
  * this package's `mtls-operator`. The one substitution is each mount path -> its local folder.
+ *
+ * A real pod has a network namespace of its own, so two pods may both listen on, say, the sidecar's fixed
+ * admin port 15021; simulated pods share the host's. `portMap` ({containerPort: hostPort}) stands in for
+ * that: a `HOST:PORT` or `MODE=PORT` argument whose port is in the map is given the host port instead.
  */
 export async function runInjectedPod(
   kc: KubeConfig,
   pod: V1Pod,
   workDir: string,
-  options: { syncEveryMs?: number; env?: NodeJS.ProcessEnv } = {},
+  options: { syncEveryMs?: number; env?: NodeJS.ProcessEnv; portMap?: Record<number, number> } = {},
 ): Promise<SimulatedPod> {
   const log = logger('pod-simulation');
   const core = kc.makeApiClient(CoreV1Api);
@@ -56,6 +61,12 @@ export async function runInjectedPod(
     secretOf[mount.name] = { secretName: volume.secret.secretName, mode: volume.secret.defaultMode ?? 0o644 };
     args = args.map((arg) => (arg === mount.mountPath ? dir : arg.replace(`${mount.mountPath}/`, `${dir}/`)));
   }
+  const portMap = options.portMap ?? {};
+  args = args.map((arg) =>
+    arg.replace(/^(.*[:=])(\d+)$/, (whole, prefix: string, port: string) =>
+      portMap[Number(port)] === undefined ? whole : `${prefix}${portMap[Number(port)]}`,
+    ),
+  );
   const syncVolumes = async (): Promise<number> => {
     let changed = 0;
     for (const [name, { secretName, mode }] of Object.entries(secretOf)) {
