@@ -138,7 +138,7 @@ export class EndpointReconciler {
     const now = this.deps.now();
     let spec: ResolvedSpec;
     try {
-      spec = resolveSpec(ep);
+      spec = resolveSpec(ep, { caPropagationDelayMs: this.deps.caPropagationDelayMs });
     } catch (err) {
       if (!(err instanceof SpecError)) throw err;
       await this.writeStatus(ep, (conditions) =>

@@ -1,7 +1,7 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { MtlsEndpoint } from '../api/types.ts';
 import { applyDefaults, DEFAULT_TRUST_DOMAIN } from '../api/defaults.ts';
-import { parseDuration } from '../api/duration.ts';
+import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
@@ -23,7 +23,19 @@ export class SpecError extends Error {}
 
 const MIN_VALIDITY_MS = 10_000;
 
-export function resolveSpec(ep: MtlsEndpoint): ResolvedSpec {
+/**
+ * How much longer than the propagation delay a CA must live: a rollover starts when `caRenewBefore` is left
+ * (at most half the CA's life), the new CA propagates for one delay, then the old one must stay trusted for
+ * another while the re-issued leaves spread. Two delays within half the life: four delays in all.
+ */
+export const MIN_CA_VALIDITY_PROPAGATION_DELAYS = 4;
+
+export interface ResolveOptions {
+  /** The operator's --ca-propagation-delay; when given, a CA too short-lived for a rollover is refused. */
+  caPropagationDelayMs?: number;
+}
+
+export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): ResolvedSpec {
   const spec = applyDefaults(ep.spec);
   const duration = (field: string, value: string): number => {
     try {
@@ -48,6 +60,17 @@ export function resolveSpec(ep: MtlsEndpoint): ResolvedSpec {
   if (caValidityMs <= validityMs) {
     throw new SpecError(
       `spec.certificates.caValidity (${spec.certificates.caValidity}) must be longer than spec.certificates.validity (${spec.certificates.validity}), or leaves would be cut short by their CA`,
+    );
+  }
+  const delay = options.caPropagationDelayMs;
+  if (delay !== undefined && delay > 0 && caValidityMs < MIN_CA_VALIDITY_PROPAGATION_DELAYS * delay) {
+    // Issuing anyway would replace the CA abruptly when it expires (every client's ca.crt stops working), over
+    // and over: the rollover that keeps clients working cannot fit in its life.
+    throw new SpecError(
+      `spec.certificates.caValidity (${spec.certificates.caValidity}) is too short for a CA rollover: the operator ` +
+        `trusts a new CA for ${formatDuration(delay)} (--ca-propagation-delay) before it signs, and the old one as long ` +
+        `after, so a CA must live at least ${formatDuration(MIN_CA_VALIDITY_PROPAGATION_DELAYS * delay)}; ` +
+        `set a longer caValidity (or run the operator with a shorter --ca-propagation-delay)`,
     );
   }
   for (const [field, port] of [
