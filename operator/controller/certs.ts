@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto';
-import { inspectCertificate, parseCertificate, validateKeyPair, verifyIssuedBy } from '../pki/inspect.ts';
+import {
+  inspectCertificate,
+  parseCertificate,
+  parseCertificateBundle,
+  validateKeyPair,
+  verifyIssuedBy,
+} from '../pki/inspect.ts';
 import { BACKDATE_MS, renewalTime } from '../pki/issue.ts';
 import { x509 } from '../pki/x509.ts';
 import type { PemPair } from './ca-state.ts';
@@ -60,6 +66,46 @@ export async function pairProblem(pair: PemPair, now: Date, expect: { isCA: bool
   if (expect.isCA !== facts.isCA) return expect.isCA ? 'the certificate is not a CA' : 'the certificate is a CA';
   if (now >= facts.notAfter) return `the certificate expired at ${facts.notAfter.toISOString()}`;
   return undefined;
+}
+
+/** What a leaf Secret must hold: the server certificate, or the certificate of this one client. */
+export type LeafIdentity = { kind: 'server' } | { kind: 'client'; client: string; spiffeId: string };
+
+/**
+ * Why a valid leaf of this endpoint is still not the certificate this Secret must hold (another client's
+ * certificate, a client certificate in the server Secret...), or undefined. Names and purposes only, never keys.
+ */
+export async function identityProblem(certPem: string, want: LeafIdentity): Promise<string | undefined> {
+  const facts = await remembered('identity', [certPem], async () => {
+    const info = await inspectCertificate(certPem);
+    return { subject: info.subject, uris: info.uris, ekus: info.extendedKeyUsages };
+  });
+  const serverAuth = facts.ekus.includes('serverAuth');
+  const clientAuth = facts.ekus.includes('clientAuth');
+  const held = [facts.subject || 'no subject', ...facts.uris].join(', ');
+  if (want.kind === 'server') {
+    return serverAuth && !clientAuth ? undefined : `the certificate is not a server certificate (it is ${held})`;
+  }
+  const right =
+    facts.subject === `CN=${want.client}` && facts.uris.includes(want.spiffeId) && clientAuth && !serverAuth;
+  return right ? undefined : `the certificate is not client ${want.client}'s (it is ${held})`;
+}
+
+/** Why a leaf Secret's `ca.crt` is not a trust bundle holding the endpoint's signing CA, or undefined. */
+export function bundleProblem(bundlePem: string | undefined, caPem: string): string | undefined {
+  if (!bundlePem) return 'ca.crt was missing';
+  return remembered('bundle', [bundlePem, caPem], () => {
+    let bundle: x509.X509Certificate[];
+    try {
+      bundle = parseCertificateBundle(bundlePem);
+    } catch (err) {
+      return `ca.crt is not a trust bundle (${(err as Error).message})`;
+    }
+    const ca = Buffer.from(parseCertificate(caPem).rawData);
+    return bundle.some((cert) => Buffer.from(cert.rawData).equals(ca))
+      ? undefined
+      : "ca.crt did not hold the endpoint's CA";
+  });
 }
 
 /** True if `certPem` was signed by the CA in `caPem`. */

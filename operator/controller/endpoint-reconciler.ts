@@ -32,7 +32,16 @@ import {
 } from './ca-state.ts';
 import { issueCRL } from '../pki/crl-issuer.ts';
 import { clientSpiffeId, issueCA, issueClient, issueServer } from '../pki/issue.ts';
-import { type CertInfo, certInfo, issuedBy, pairProblem, parseCrls } from './certs.ts';
+import {
+  bundleProblem,
+  type CertInfo,
+  certInfo,
+  identityProblem,
+  issuedBy,
+  type LeafIdentity,
+  pairProblem,
+  parseCrls,
+} from './certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
 import { type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
@@ -435,9 +444,16 @@ export class EndpointReconciler {
   /** One CRL per trusted CA, re-signed only when its list changes or a third of its validity is left. */
   private async ensureCrl(run: Run, state: CaState): Promise<string> {
     const live = state.revoked.filter((entry) => new Date(entry.notAfter) > run.now);
-    const existing = safeParseCrls(
-      unb64(this.deps.view.secret(run.namespace, serverSecretName(run.name)), 'ca.crl') ?? '',
-    );
+    const server = this.deps.view.secret(run.namespace, serverSecretName(run.name));
+    const published = unb64(server, 'ca.crl');
+    const existing = safeParseCrls(published ?? '');
+    if (server && run.ep.status?.server && existing.length === 0) {
+      run.notes.push({
+        type: 'Warning',
+        reason: 'Repaired',
+        message: `Secret ${server.metadata?.name}: ${published ? 'ca.crl held no readable CRL' : 'ca.crl was missing'}; signed the CRL again`,
+      });
+    }
     const parts: string[] = [];
     for (const ca of trustedCas(state)) {
       const caCert = certInfo(ca.certPem);
@@ -501,7 +517,9 @@ export class EndpointReconciler {
     let keyPem = unb64(existing, 'tls.key');
     const issuedBefore =
       what.kind === 'server' ? !!run.ep.status?.server : !!run.ep.status?.clients?.some((c) => c.name === what.client);
-    const why = await this.leafProblem(run, state, existing, hash, { secretName, issuedBefore });
+    const identity: LeafIdentity =
+      what.kind === 'server' ? { kind: 'server' } : { kind: 'client', client: what.client, spiffeId };
+    const why = await this.leafProblem(run, state, existing, hash, { secretName, issuedBefore, identity });
     let previousSerials = existing?.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION];
     if (why) {
       const pair =
@@ -535,8 +553,17 @@ export class EndpointReconciler {
         reason: why.reason,
         message: `${why.message}: issued ${subject} into Secret ${secretName}`,
       });
-    } else if (!(await issuedBy(certPem!, state.current.certPem))) {
-      run.leavesOnOldCa++;
+    } else {
+      if (!(await issuedBy(certPem!, state.current.certPem))) run.leavesOnOldCa++;
+      // A re-issue rewrites the bundle anyway; otherwise a bundle without the signing CA was edited by hand.
+      const bundle = bundleProblem(unb64(existing, 'ca.crt'), state.current.certPem);
+      if (bundle) {
+        run.notes.push({
+          type: 'Warning',
+          reason: 'Repaired',
+          message: `Secret ${secretName}: ${bundle}; restored the trust bundle`,
+        });
+      }
     }
     const data: SecretData = { 'tls.crt': b64(certPem!), 'tls.key': b64(keyPem!), 'ca.crt': b64(trustBundle(state)) };
     if (what.kind === 'server') data['ca.crl'] = b64(what.crl);
@@ -565,7 +592,7 @@ export class EndpointReconciler {
     state: CaState,
     secret: V1Secret | undefined,
     hash: string,
-    what: { secretName: string; issuedBefore: boolean },
+    what: { secretName: string; issuedBefore: boolean; identity: LeafIdentity },
   ): Promise<(Note & { keepOld: boolean }) | undefined> {
     const repair = (message: string) => ({ type: 'Warning' as const, reason: 'Repaired', message, keepOld: false });
     if (!secret && what.issuedBefore) return repair(`Secret ${what.secretName} was deleted`);
@@ -578,6 +605,8 @@ export class EndpointReconciler {
     if (problem) return repair(`Secret ${name}: ${problem}`);
     if (!(await this.signerOf(certPem, state)))
       return repair(`Secret ${name} held a certificate not signed by this endpoint's CA`);
+    const stranger = await identityProblem(certPem, what.identity);
+    if (stranger) return repair(`Secret ${name}: ${stranger}`);
     if (!(await issuedBy(certPem, state.current.certPem)) && state.phase !== 'Propagating') {
       return { type: 'Normal', reason: 'Reissued', message: 'CA rollover', keepOld: true };
     }
@@ -715,6 +744,11 @@ export class EndpointReconciler {
     const labels = { ...this.ownedLabels(run), ...extraLabels };
     const owner = ownerReference(run.ep as never);
     if (existing && existing.type !== type) {
+      run.notes.push({
+        type: 'Warning',
+        reason: 'Repaired',
+        message: `Secret ${name} had type ${existing.type ?? '(none)'} instead of ${type}; created it again`,
+      });
       await this.deps.writer.deleteSecret(
         run.namespace,
         name,
