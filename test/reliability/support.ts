@@ -161,3 +161,50 @@ export async function secretProblems(secrets: V1Secret[], endpoint: string, clie
   }
   return problems;
 }
+
+/** openssl's reading of a certificate's subject (RFC 2253) and subjectAltName extension text. */
+export async function certNames(certPem: string): Promise<{ subject: string; sans: string }> {
+  const files = pemFiles({ 'c.pem': certPem });
+  const subject = await openssl(['x509', '-in', files['c.pem']!, '-noout', '-subject', '-nameopt', 'RFC2253']);
+  const sans = await openssl(['x509', '-in', files['c.pem']!, '-noout', '-ext', 'subjectAltName']).catch(() => '');
+  return { subject: subject.trim().replace(/^subject=\s*/, ''), sans };
+}
+
+/**
+ * What a leaked private key would look like in text: each base64 line (40 characters or more) of its PEM
+ * body, and 64-character slices of the base64 of the whole PEM (the form a Secret's `data` holds it in). A key
+ * is then found whether it leaked as PEM, as its body re-wrapped on one line, or inside a dumped Secret.
+ */
+export function keyNeedles(keyPem: string): string[] {
+  const body = keyPem
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line.length >= 40 && !line.startsWith('-----'));
+  const data = Buffer.from(keyPem).toString('base64');
+  const slices: string[] = [];
+  // From the second slice: the first encodes the PEM header and the algorithm's fixed prefix, common to all keys.
+  for (let i = 64; i + 64 <= data.length; i += 64) slices.push(data.slice(i, i + 64));
+  return [...body, ...slices];
+}
+
+/**
+ * Where key material of `keyPems`, or the words PRIVATE KEY, occur in `haystack`; empty if nowhere. The one
+ * exception is operator/pki's description of a truncated key, "(no END PRIVATE KEY line)", which names the
+ * missing PEM line and carries no key material.
+ */
+export function findKeyMaterial(haystack: string, keyPems: Iterable<string>): string[] {
+  const found: string[] = [];
+  for (const match of haystack.matchAll(/PRIVATE KEY/g)) {
+    const at = match.index;
+    if (at >= 8 && haystack.slice(at - 8, at + 17) === '(no END PRIVATE KEY line)') continue;
+    found.push(`"PRIVATE KEY" at offset ${at}: ${haystack.slice(Math.max(0, at - 80), at + 40)}`);
+    if (found.length >= 20) break;
+  }
+  for (const pem of keyPems) {
+    for (const needle of keyNeedles(pem)) {
+      const at = haystack.indexOf(needle);
+      if (at >= 0) found.push(`key material ${needle.slice(0, 12)}... at offset ${at}`);
+    }
+  }
+  return found;
+}
