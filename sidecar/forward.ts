@@ -95,6 +95,8 @@ const PAUSE_BACKPRESSURE = 1;
 const PAUSE_PENDING = 2;
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+/** Methods a proxy may send again after the upstream dropped the connection under them (RFC 9110 9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /**
  * Every upstream socket reads into this one buffer (net's `onread`): the default path allocates a fresh
@@ -143,6 +145,8 @@ export class ProxyConnection {
 
   deadline = 0;
   private deadlineKind = DL_NONE;
+  /** Set while the client is not taking what is written to it: it must drain by then, or it is cut off. */
+  writeDeadline = 0;
 
   constructor(client: TLSSocket, ctx: ForwardContext, identity: string) {
     this.client = client;
@@ -170,6 +174,10 @@ export class ProxyConnection {
 
   /** Called by the sweeper once the deadline has passed. */
   expire(): void {
+    if (this.writeDeadline !== 0 && this.writeDeadline <= Date.now()) {
+      this.ctx.settings.log.warn('client stopped reading; connection closed', this.logFields(0));
+      return this.destroy();
+    }
     const kind = this.deadlineKind;
     this.clearDeadline();
     switch (kind) {
@@ -254,7 +262,9 @@ export class ProxyConnection {
     const rest = end + 4 < buf.length ? buf.subarray(end + 4) : null;
     const upstream = this.ensureUpstream();
     if (head.body === BODY_NONE) {
-      this.sentHead = out;
+      // Kept for one retry on a fresh upstream connection, for idempotent methods only: a POST the upstream
+      // dropped the connection under may already have taken effect.
+      this.sentHead = IDEMPOTENT.has(head.method) ? out : '';
       upstream.write(out, 'latin1');
       this.requestSent();
       if (rest) this.onClientData(rest);
@@ -473,7 +483,13 @@ export class ProxyConnection {
     const upstream = this.upstream;
     if (!this.client.write(Buffer.from(buf)) && upstream && !upstream.isPaused()) {
       upstream.pause();
-      this.client.once('drain', () => upstream.resume());
+      // Nothing else times out while a response is relayed: a client that stops reading would hold this
+      // connection, and the upstream connection behind it, forever.
+      if (this.writeDeadline === 0) this.writeDeadline = Date.now() + this.ctx.settings.idleTimeoutMs;
+      this.client.once('drain', () => {
+        this.writeDeadline = 0;
+        upstream.resume();
+      });
     }
   }
 
@@ -493,6 +509,8 @@ export class ProxyConnection {
 
   private completeCycle(): void {
     this.res = RES_NONE;
+    // Nothing of the next response has reached the client: a refusal of the next request gets its answer.
+    this.resStarted = false;
     if (!this.keepAlive || this.closeAfter) return this.closeClient();
     this.req = REQ_IDLE;
     this.setDeadline(this.ctx.settings.idleTimeoutMs, DL_IDLE);
@@ -644,7 +662,8 @@ export function startSweeper(contexts: readonly ForwardContext[], intervalMs: nu
     const now = Date.now();
     for (const ctx of contexts) {
       for (const conn of ctx.connections) {
-        if (conn.deadline !== 0 && conn.deadline <= now) conn.expire();
+        if ((conn.deadline !== 0 && conn.deadline <= now) || (conn.writeDeadline !== 0 && conn.writeDeadline <= now))
+          conn.expire();
       }
     }
   }, intervalMs);

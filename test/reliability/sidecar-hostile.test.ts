@@ -1325,18 +1325,15 @@ describe('reliability: the sidecar under hostile clients', () => {
     ];
     const answers = await flood('strict', 9, mixed);
     expect(answers.slice(0, 50).map((a) => a.status)).toEqual(Array(50).fill(200));
-    // 400 is the answer; a silent close is tolerated here, see the KNOWN BUG test below.
-    expect([[], [400]]).toContainEqual(answers.slice(50).map((a) => a.status));
+    // 400 is the answer to the malformed request; nothing behind it is read.
+    expect(answers.slice(50).map((a) => a.status)).toEqual([400]);
     expect([...relay.seen]).toEqual([]);
     summary.floods++;
     await alive();
   }, 120_000);
 
-  // KNOWN BUG (sidecar/forward.ts, not fixed here: another engineer is reworking that file). `resStarted` stays
-  // true after a response completes, so when the NEXT request on a keep-alive connection is refused (400, 408,
-  // 431, 505), reject() destroys the connection instead of writing the error response: the client sees a silent
-  // close. Safe (nothing is forwarded) but wrong: HTTP clients retry a silently closed idempotent request, and
-  // the 431/408 the client should see is lost. Proposed patch in the issue 9 report. Fails until it lands.
+  // Regression: a refused request after a completed one on the same keep-alive connection once got a silent
+  // close instead of its 4xx (the "response started" flag outlived the response).
   it('answers a refused request on a kept-alive connection with its 4xx, not a silent close', async () => {
     const socket = await openTls('standard');
     const first = new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
@@ -1372,11 +1369,8 @@ describe('reliability: the sidecar under hostile clients', () => {
     await alive();
   }, 60_000);
 
-  // KNOWN BUG (sidecar/forward.ts, not fixed here: that file is being reworked for performance by another
-  // engineer). Once a response has started, no deadline applies to the connection: a client that stops
-  // reading holds its TLS connection, and the upstream connection behind it, forever (a slow-read attack
-  // pins up to --max-connections of each). Expected: cut off once nothing has moved for the idle timeout.
-  // The proposed patch is in the issue 9 report. This test fails until it lands.
+  // Regression: once a response had started, no deadline applied; a client that stopped reading held its TLS
+  // connection and the upstream connection behind it forever (a slow-read attack).
   it('cuts off a client that stops reading a response (nothing moved for the idle timeout)', async () => {
     const socket = await openTls('strict');
     summary.floodConnections++;
@@ -1652,12 +1646,8 @@ describe('reliability: the sidecar under hostile clients', () => {
       expect(arrivals.get('GET /idempotent')).toBe(2);
     }, 30_000);
 
-    // KNOWN BUG (sidecar/forward.ts, not fixed here: another engineer is reworking that file). The retry covers
-    // every request without a body, POST and PATCH included: the upstream may well have acted on the request
-    // before its connection dropped (a restart, a crash after the commit), and the retry runs it a second time
-    // while the client sees one 200. RFC 9110 9.2.2 allows automatic retries of idempotent methods only (nginx's
-    // proxy_next_upstream does not retry POST/LOCK/PATCH either). Expected: 502, one arrival. Proposed patch in
-    // the issue 9 report. Fails until it lands.
+    // RFC 9110 9.2.2: only idempotent requests are retried automatically (nginx's proxy_next_upstream does not
+    // retry POST/LOCK/PATCH either): the upstream may have acted before its connection dropped.
     it('does not run a non-idempotent request twice when the upstream drops the connection under it', async () => {
       const status = await secondOnReusedConnection(
         'POST /charge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
