@@ -36,9 +36,11 @@ export interface RequestHead {
   keepAlive: boolean;
   /** Connection: upgrade with an Upgrade header (WebSocket). */
   upgrade: boolean;
-  /** Request line and headers to forward (no trailing CRLF): the client's identity headers removed. */
-  kept: string;
-  /** The client's own X-Forwarded-For values (removed from `kept`), comma-joined, or ''. */
+  /** Offset of the CR that ends the request line. */
+  lineEnd: number;
+  /** Byte ranges [from, to) of the client's identity-header lines (each with its CRLF), to leave out. */
+  drops: number[];
+  /** The client's own X-Forwarded-For values (dropped), comma-joined, or ''. */
   forwardedFor: string;
 }
 
@@ -52,105 +54,207 @@ export interface ResponseHead {
 
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 
-const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e\x80-\xff]+) HTTP\/(\d)\.(\d)$/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Control characters other than HTAB, and CR or LF that are not part of a CRLF. */
-// eslint-disable-next-line no-control-regex
-const BAD_BYTES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
-const DIGITS = /^\d{1,15}$/;
-/** Optional whitespace (RFC 9110 5.6.3) is SP and HTAB only; String.trim() would also drop U+00A0 (a latin1 0xA0). */
-const OWS_EDGES = /^[ \t]+|[ \t]+$/g;
-const ows = (value: string) => value.replace(OWS_EDGES, '');
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+const COLON = 58;
+const COMMA = 44;
+
+/** tchar (RFC 9110 5.6.2) by byte: the characters of a method, a field name, a token. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+  TCHAR[c.charCodeAt(0)] = 1;
 
 /**
- * Header lines a request may carry (Apache's LimitRequestFields). The identity headers go after the client's
- * own, and an upstream that keeps only the first N (Node's http keeps 1,000) would silently lose them.
+ * Header lines a request may carry (Apache's LimitRequestFields): an upstream that keeps only the first N
+ * headers (Node's http keeps 1,000) must never be handed more than it reads.
  */
 export const MAX_HEADER_LINES = 100;
 
-/** Headers only the sidecar sets: whatever a client sends under these names is dropped. */
-const STRIPPED = new Set(['x-forwarded-client-cert', 'x-client-verify', 'x-forwarded-proto', 'x-forwarded-for']);
-
-/** Whether a (lower-case) header name is an identity header, also in its underscore spelling (CGI maps _ to -). */
-function stripped(name: string): boolean {
-  return STRIPPED.has(name) || (name.includes('_') && STRIPPED.has(name.replaceAll('_', '-')));
-}
-
-function connectionTokens(value: string, into: Set<string>): void {
-  for (const token of value.split(',')) {
-    const t = ows(token).toLowerCase();
-    if (t) into.add(t);
+/** Whether buf[from, to) is `lower` (ASCII letters and '-'), ignoring case; `loose` also takes '_' for '-'. */
+function nameIs(buf: Buffer, from: number, to: number, lower: string, loose = false): boolean {
+  if (to - from !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const b = buf[from + i]!;
+    const c = lower.charCodeAt(i);
+    // `| 0x20` folds A-Z onto a-z; '-' (0x2d) already has the bit, and no other tchar folds onto a letter or '-'.
+    if ((b | 0x20) !== c && !(loose && c === 45 && b === 95)) return false;
   }
+  return true;
 }
 
-/** Parses a request head (`head` without the blank line that ends it). Throws HttpError. */
-export function parseRequestHead(head: string): RequestHead {
-  if (BAD_BYTES.test(head)) throw new HttpError(400, 'control character or bare CR/LF in the request head');
-  const lines = head.split('\r\n');
-  const requestLine = REQUEST_LINE.exec(lines[0]!);
-  if (!requestLine) throw new HttpError(400, 'malformed request line');
-  if (requestLine[3] !== '1') throw new HttpError(505, `HTTP/${requestLine[3]}.${requestLine[4]} is not supported`);
-  const method = requestLine[1]!;
+/** Whether buf holds exactly `text` (ASCII) at `at`; "HTTP" is case-sensitive (RFC 9112 2.3). */
+function startsWith(buf: Buffer, at: number, text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (buf[at + i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Headers only the sidecar sets: whatever a client sends under these names is dropped (also spelled with
+ * underscores: CGI, WSGI and PHP upstreams map '_' and '-' to the same variable). */
+const IDENTITY_HEADERS = ['x-forwarded-client-cert', 'x-client-verify', 'x-forwarded-proto', 'x-forwarded-for'];
+const isIdentityHeader = (buf: Buffer, from: number, to: number) =>
+  IDENTITY_HEADERS.some((name) => nameIs(buf, from, to, name, true));
+
+/** [from, to) with SP/HTAB trimmed at both ends (RFC 9110 5.6.3: optional whitespace is only those two). */
+function trimOws(buf: Buffer, from: number, to: number): [number, number] {
+  while (from < to && (buf[from] === SP || buf[from] === HTAB)) from++;
+  while (to > from && (buf[to - 1] === SP || buf[to - 1] === HTAB)) to--;
+  return [from, to];
+}
+
+/** A Content-Length value: 1 to 15 digits, nothing else. -1 if it is not one. */
+function contentLength(buf: Buffer, from: number, to: number): number {
+  [from, to] = trimOws(buf, from, to);
+  if (to === from || to - from > 15) return -1;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = buf[i]! - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+const TOKEN_CLOSE = 1;
+const TOKEN_KEEP_ALIVE = 2;
+const TOKEN_UPGRADE = 4;
+const TOKEN_IDENTITY = 8;
+
+/** The Connection tokens of buf[from, to) that matter here, as a bit set. */
+function connectionTokens(buf: Buffer, from: number, to: number): number {
+  let bits = 0;
+  while (from < to) {
+    let comma = buf.indexOf(COMMA, from);
+    if (comma < 0 || comma > to) comma = to;
+    const [a, b] = trimOws(buf, from, comma);
+    if (nameIs(buf, a, b, 'close')) bits |= TOKEN_CLOSE;
+    else if (nameIs(buf, a, b, 'keep-alive')) bits |= TOKEN_KEEP_ALIVE;
+    else if (nameIs(buf, a, b, 'upgrade')) bits |= TOKEN_UPGRADE;
+    else if (isIdentityHeader(buf, a, b)) bits |= TOKEN_IDENTITY;
+    from = comma + 1;
+  }
+  return bits;
+}
+
+/** The comma-separated list of buf[from, to), OWS-trimmed, lower-cased, empty elements left out. */
+function lowerList(buf: Buffer, from: number, to: number): string[] {
+  const out: string[] = [];
+  for (const part of buf.toString('latin1', from, to).split(',')) {
+    const item = part.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase();
+    if (item) out.push(item);
+  }
+  return out;
+}
+
+/**
+ * Parses a request head: buf[start, end), where `end` is the offset of the blank line's CRLFCRLF. Works on
+ * the bytes (no string per line): this runs for every request. Throws HttpError.
+ */
+export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): RequestHead {
+  // One pass for the bytes no head may hold, counting lines: control characters other than HTAB, and CR or
+  // LF that are not part of a CRLF.
+  let lines = 1;
+  let lineEnd = -1;
+  for (let i = start; i < end; i++) {
+    const b = buf[i]!;
+    if (b >= 0x20 && b !== 0x7f) continue;
+    if (b === CR && i + 1 < end && buf[i + 1] === LF) {
+      if (lineEnd < 0) lineEnd = i;
+      lines++;
+      i++;
+    } else if (b !== HTAB) {
+      throw new HttpError(400, 'control character or bare CR/LF in the request head');
+    }
+  }
+  if (lineEnd < 0) lineEnd = end;
+
+  // method SP request-target SP HTTP/d.d
+  let i = start;
+  while (i < lineEnd && TCHAR[buf[i]!]) i++;
+  if (i === start || buf[i] !== SP) throw new HttpError(400, 'malformed request line');
+  const method = buf.toString('latin1', start, i);
+  const targetStart = ++i;
+  while (i < lineEnd && buf[i]! > SP && buf[i] !== 0x7f) i++;
+  if (i === targetStart || buf[i] !== SP) throw new HttpError(400, 'malformed request line');
+  const target = buf.toString('latin1', targetStart, i);
+  const v = i + 1;
+  const major = buf[v + 5]! - 48;
+  const minorDigit = buf[v + 7]! - 48;
+  if (
+    lineEnd - v !== 8 ||
+    !startsWith(buf, v, 'HTTP/') ||
+    major < 0 ||
+    major > 9 ||
+    buf[v + 6] !== 0x2e ||
+    minorDigit < 0 ||
+    minorDigit > 9
+  ) {
+    throw new HttpError(400, 'malformed request line');
+  }
+  if (major !== 1) throw new HttpError(505, `HTTP/${major}.${minorDigit} is not supported`);
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not supported');
-  const minor = requestLine[4] === '0' ? 0 : 1;
-  if (lines.length - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
+  const minor = minorDigit === 0 ? 0 : 1;
+  if (lines - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
+
   let length = -1;
   /** Transfer codings of all Transfer-Encoding lines, in order (several lines form one list). */
   let codings: string[] | undefined;
   let upgradeHeader = false;
   let hosts = 0;
   let forwardedFor = '';
-  const connection = new Set<string>();
-  let parts: string[] | undefined;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new HttpError(400, 'malformed header line');
-    const rawName = line.slice(0, colon);
-    if (!TOKEN.test(rawName)) throw new HttpError(400, `malformed header name "${rawName.slice(0, 40)}"`);
-    const name = rawName.toLowerCase();
-    let keep = true;
-    switch (name) {
-      case 'content-length': {
-        const value = ows(line.slice(colon + 1));
-        if (!DIGITS.test(value)) throw new HttpError(400, 'invalid Content-Length');
-        const n = Number(value);
-        if (length >= 0 && n !== length) throw new HttpError(400, 'conflicting Content-Length headers');
-        length = n;
-        break;
-      }
-      case 'transfer-encoding':
-        codings ??= [];
-        for (const coding of line.slice(colon + 1).split(',')) {
-          const c = ows(coding).toLowerCase();
-          if (c) codings.push(c);
-        }
-        break;
-      case 'connection':
-        connectionTokens(line.slice(colon + 1), connection);
-        break;
-      case 'upgrade':
-        upgradeHeader = true;
-        // h2c (RFC 7540 3.2, cleartext only): behind a tunnel the client would speak HTTP/2 to the upstream,
-        // past the identity-header rewrite. Over TLS it has no legitimate use.
-        for (const protocol of line.slice(colon + 1).split(',')) {
-          if (/^h2c(\/|$)/i.test(ows(protocol))) throw new HttpError(400, 'h2c upgrade is not supported');
-        }
-        break;
-      case 'host':
-        if (++hosts > 1) throw new HttpError(400, 'more than one Host header');
-        break;
-      default:
-        if (stripped(name)) {
-          keep = false;
-          if (name === 'x-forwarded-for') {
-            const value = ows(line.slice(colon + 1));
-            if (value) forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value;
-          }
-        }
+  let connection = 0;
+  const drops: number[] = [];
+  for (let ls = lineEnd + 2; ls < end + 2;) {
+    let le = buf.indexOf(CR, ls);
+    if (le < 0 || le > end) le = end;
+    let n = ls;
+    while (n < le && TCHAR[buf[n]!]) n++;
+    if (n === ls || buf[n] !== COLON) {
+      const colon = buf.indexOf(COLON, ls);
+      if (colon <= ls || colon >= le) throw new HttpError(400, 'malformed header line');
+      throw new HttpError(400, `malformed header name "${buf.toString('latin1', ls, Math.min(colon, ls + 40))}"`);
     }
-    if (!keep && !parts) parts = lines.slice(0, i);
-    else if (keep && parts) parts.push(line);
+    const vs = n + 1;
+    switch (n - ls) {
+      case 14:
+        if (nameIs(buf, ls, n, 'content-length')) {
+          const value = contentLength(buf, vs, le);
+          if (value < 0) throw new HttpError(400, 'invalid Content-Length');
+          if (length >= 0 && value !== length) throw new HttpError(400, 'conflicting Content-Length headers');
+          length = value;
+        }
+        break;
+      case 17:
+        if (nameIs(buf, ls, n, 'transfer-encoding')) (codings ??= []).push(...lowerList(buf, vs, le));
+        break;
+      case 10:
+        if (nameIs(buf, ls, n, 'connection')) connection |= connectionTokens(buf, vs, le);
+        break;
+      case 7:
+        if (nameIs(buf, ls, n, 'upgrade')) {
+          upgradeHeader = true;
+          // h2c (RFC 7540 3.2, cleartext only): behind a tunnel the client would speak HTTP/2 to the upstream,
+          // past the identity-header rewrite. Over TLS it has no legitimate use.
+          if (lowerList(buf, vs, le).some((p) => /^h2c(\/|$)/.test(p)))
+            throw new HttpError(400, 'h2c upgrade is not supported');
+        }
+        break;
+      case 4:
+        if (nameIs(buf, ls, n, 'host') && ++hosts > 1) throw new HttpError(400, 'more than one Host header');
+        break;
+    }
+    if ((n - ls === 15 || n - ls === 17 || n - ls === 23) && isIdentityHeader(buf, ls, n)) {
+      drops.push(ls, le + 2);
+      if (nameIs(buf, ls, n, 'x-forwarded-for', true)) {
+        const [a, b] = trimOws(buf, vs, le);
+        if (b > a) {
+          const value = buf.toString('latin1', a, b);
+          forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value;
+        }
+      }
+    }
+    ls = le + 2;
   }
   let chunked = false;
   if (codings) {
@@ -162,54 +266,86 @@ export function parseRequestHead(head: string): RequestHead {
     if (!chunked) throw new HttpError(400, 'Transfer-Encoding must end with chunked');
   }
   if (hosts === 0 && minor === 1) throw new HttpError(400, 'no Host header in an HTTP/1.1 request');
-  const keepAlive = minor === 1 ? !connection.has('close') : connection.has('keep-alive');
+  // An upstream that is itself a proxy would remove the headers Connection names: the identity headers
+  // must reach the service behind it.
+  if (connection & TOKEN_IDENTITY) throw new HttpError(400, 'Connection names an identity header');
   return {
     method,
-    target: requestLine[2]!,
+    target,
     minor,
     body: chunked ? BODY_CHUNKED : length > 0 ? BODY_LENGTH : BODY_NONE,
     length: Math.max(length, 0),
-    keepAlive,
-    upgrade: upgradeHeader && connection.has('upgrade'),
-    kept: parts ? parts.join('\r\n') : head,
+    keepAlive: minor === 1 ? !(connection & TOKEN_CLOSE) : !!(connection & TOKEN_KEEP_ALIVE),
+    upgrade: upgradeHeader && !!(connection & TOKEN_UPGRADE),
+    lineEnd,
+    drops,
     forwardedFor,
   };
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/;
+/** A request head as text (without the blank line that ends it), and what would be forwarded of it. */
+export function parseRequestHead(head: string): RequestHead & { kept: string } {
+  const buf = Buffer.from(`${head}\r\n\r\n`, 'latin1');
+  const parsed = parseRequestHeadBytes(buf, 0, buf.length - 4);
+  let kept = '';
+  let from = 0;
+  for (let i = 0; i < parsed.drops.length; i += 2) {
+    kept += buf.toString('latin1', from, parsed.drops[i]);
+    from = parsed.drops[i + 1]!;
+  }
+  kept = (kept + buf.toString('latin1', from)).replace(/(\r\n)+$/, '');
+  return { ...parsed, kept };
+}
 
-/** Parses a response head to find its framing (RFC 9112 6.3). Throws Error on a malformed head. */
-export function parseResponseHead(head: string, requestMethod: string): ResponseHead {
-  const lines = head.split('\r\n');
-  const statusLine = STATUS_LINE.exec(lines[0]!);
-  if (!statusLine) throw new Error(`malformed status line "${lines[0]!.slice(0, 60)}"`);
-  const status = Number(statusLine[2]);
+/** Parses a response head, buf[start, end) with `end` at its CRLFCRLF, to find its framing (RFC 9112 6.3). */
+export function parseResponseHeadBytes(buf: Buffer, start: number, end: number, requestMethod: string): ResponseHead {
+  let lineEnd = buf.indexOf(CR, start);
+  if (lineEnd < 0 || lineEnd > end) lineEnd = end;
+  // HTTP/1.x SP 3DIGIT [SP reason]
+  const minorDigit = buf[start + 7]! - 48;
+  const statusOk =
+    lineEnd - start >= 12 &&
+    startsWith(buf, start, 'HTTP/1.') &&
+    (minorDigit === 0 || minorDigit === 1) &&
+    buf[start + 8] === SP &&
+    (lineEnd - start === 12 || buf[start + 12] === SP);
+  let status = 0;
+  for (let i = start + 9; statusOk && i < start + 12; i++) {
+    const d = buf[i]! - 48;
+    if (d < 0 || d > 9) {
+      status = -1;
+      break;
+    }
+    status = status * 10 + d;
+  }
+  if (!statusOk || status < 0)
+    throw new Error(`malformed status line "${buf.toString('latin1', start, Math.min(lineEnd, start + 60))}"`);
   let length = -1;
   let chunked = false;
   let transferEncoding = false;
-  const connection = new Set<string>();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new Error('malformed response header line');
-    // Only three names matter; compare lengths first to avoid lowercasing every name.
-    const n = colon;
-    if (n !== 14 && n !== 17 && n !== 10) continue;
-    const name = line.slice(0, colon).toLowerCase();
-    if (name === 'content-length') {
-      const value = ows(line.slice(colon + 1));
-      if (!DIGITS.test(value)) throw new Error('invalid Content-Length in the response');
-      if (length >= 0 && Number(value) !== length) throw new Error('conflicting Content-Length in the response');
-      length = Number(value);
-    } else if (name === 'transfer-encoding') {
+  let connection = 0;
+  for (let ls = lineEnd + 2; ls < end + 2;) {
+    let le = buf.indexOf(CR, ls);
+    if (le < 0 || le > end) le = end;
+    const colon = buf.indexOf(COLON, ls);
+    if (colon <= ls || colon >= le) throw new Error('malformed response header line');
+    // Only three names matter; their lengths are checked before anything else.
+    const n = colon - ls;
+    if (n === 14 && nameIs(buf, ls, colon, 'content-length')) {
+      const value = contentLength(buf, colon + 1, le);
+      if (value < 0) throw new Error('invalid Content-Length in the response');
+      if (length >= 0 && value !== length) throw new Error('conflicting Content-Length in the response');
+      length = value;
+    } else if (n === 17 && nameIs(buf, ls, colon, 'transfer-encoding')) {
       transferEncoding = true;
-      const codings = line.slice(colon + 1).split(',');
-      chunked = ows(codings[codings.length - 1]!).toLowerCase() === 'chunked';
-    } else if (name === 'connection') {
-      connectionTokens(line.slice(colon + 1), connection);
+      const codings = buf.toString('latin1', colon + 1, le).split(',');
+      chunked = codings[codings.length - 1]!.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase() === 'chunked';
+    } else if (n === 10 && nameIs(buf, ls, colon, 'connection')) {
+      connection |= connectionTokens(buf, colon + 1, le);
     }
+    ls = le + 2;
   }
-  const close = statusLine[1] === '0' ? !connection.has('keep-alive') : connection.has('close');
+  const close = minorDigit === 0 ? !(connection & TOKEN_KEEP_ALIVE) : !!(connection & TOKEN_CLOSE);
   if (requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304) {
     return { status, body: BODY_NONE, length: 0, close };
   }
@@ -220,6 +356,12 @@ export function parseResponseHead(head: string, requestMethod: string): Response
   }
   if (length >= 0) return { status, body: length > 0 ? BODY_LENGTH : BODY_NONE, length, close };
   return { status, body: BODY_UNTIL_CLOSE, length: 0, close: true };
+}
+
+/** A response head as text (without the blank line that ends it). */
+export function parseResponseHead(head: string, requestMethod: string): ResponseHead {
+  const buf = Buffer.from(`${head}\r\n\r\n`, 'latin1');
+  return parseResponseHeadBytes(buf, 0, buf.length - 4, requestMethod);
 }
 
 const SIZE = 0;
@@ -234,11 +376,6 @@ const TRAILER_VALUE = 8;
 const TRAILER_LF = 9;
 const END_LF = 10;
 const DONE = 11;
-
-/** tchar (RFC 9110 5.6.2) by byte: the characters of a field name. */
-const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-  TCHAR[c.charCodeAt(0)] = 1;
 
 const MAX_SIZE_DIGITS = 12;
 const MAX_LINE = 4096;

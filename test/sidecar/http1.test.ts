@@ -250,6 +250,12 @@ describe('parseRequestHead: identity headers', () => {
     expect(parseRequestHead(text).kept).toBe(text);
   });
 
+  it('refuses a Connection header that names an identity header (a proxying upstream would drop it)', () => {
+    expectRefused(GET('Connection: keep-alive, X-Client-Verify'), 400, /identity header/);
+    expectRefused(GET('Connection: x_forwarded_client_cert'), 400, /identity header/);
+    expect(parseRequestHead(GET('Connection: keep-alive, X-Other')).keepAlive).toBe(true);
+  });
+
   it('keeps the order of the remaining headers when identity headers sit between them', () => {
     const h = parseRequestHead(GET('A: 1', spoofed[0]!, 'B: 2', spoofed[1]!, 'C: 3'));
     expect(h.kept).toBe(GET('A: 1', 'B: 2', 'C: 3'));
