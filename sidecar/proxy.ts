@@ -16,7 +16,9 @@ export interface TlsListener {
 }
 
 /** Peer address of each raw connection, kept so a handshake that dies early can still be logged with it. */
-const peers = new WeakMap<object, string>();
+// A property, not a WeakMap: thousands of short-lived connections as WeakMap keys make every scavenge slow.
+const PEER = Symbol('peer');
+type WithPeer = { [PEER]?: string };
 
 /** The options of a listener's secure context (also used by the reload's setSecureContext). */
 export function contextOptions(tls: TlsMaterial, listener: Listener): TlsMaterial['options'] {
@@ -67,7 +69,7 @@ export function createListener(
   const refused = (reason: RefusalReason) => deps.metrics.handshakes.labels({ mode, result: reason }).inc();
 
   server.on('connection', (raw: Socket) => {
-    peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
+    (raw as WithPeer)[PEER] = `${raw.remoteAddress}:${raw.remotePort}`;
     sockets.add(raw);
     raw.on('close', () => sockets.delete(raw));
   });
@@ -110,7 +112,7 @@ export function createListener(
       mode,
       reason,
       peer:
-        (raw && peers.get(raw)) ?? (socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown'),
+        (raw as WithPeer | undefined)?.[PEER] ?? (socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown'),
       detail: err.code ?? err.message,
     });
     // With a tlsClientError listener Node leaves the connection to it: the handshake timeout and OpenSSL's
