@@ -25,6 +25,7 @@ import { promisify } from 'node:util';
 import { freePort } from '../operator/controlplane/local-control-plane.ts';
 import { issueCA, issueClient, issueServer } from '../operator/pki/issue.ts';
 import type { KeyAlgorithm } from '../operator/pki/x509.ts';
+import { SIDECAR_NODE_OPTIONS } from '../sidecar/flags.ts';
 import { writeSecretVolume } from '../sidecar/secret-volume.ts';
 import { writeResultsSection } from './results-file.ts';
 
@@ -67,9 +68,11 @@ async function childPids(pid: number): Promise<number[]> {
 }
 
 /** Starts a command on the given CPUs (a taskset list: "0", "1" or "0,1"). */
-function startPinned(cpus: string, command: string, args: string[]): ChildProcess {
-  return spawn('taskset', ['-c', cpus, command, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+function startPinned(cpus: string, command: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
+  return spawn('taskset', ['-c', cpus, command, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
 }
+/** Node processes run with the options the injector gives the sidecar container. */
+const NODE_ENV = { ...process.env, NODE_OPTIONS: SIDECAR_NODE_OPTIONS };
 
 async function waitPort(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
@@ -212,20 +215,25 @@ backend be
 async function startSidecarProcess(m: Materials, upstream: number, workers: number, cpus: string): Promise<Proxy> {
   const port = await freePort();
   const admin = await freePort();
-  const child = startPinned(cpus, join(ROOT, 'node_modules/.bin/node'), [
-    join(ROOT, 'dist/operator/cli.js'),
-    'sidecar',
-    '--listen',
-    `strict=${port}`,
-    '--upstream',
-    `127.0.0.1:${upstream}`,
-    '--tls-dir',
-    m.files.tlsDir,
-    '--admin',
-    `127.0.0.1:${admin}`,
-    '--workers',
-    String(workers),
-  ]);
+  const child = startPinned(
+    cpus,
+    join(ROOT, 'node_modules/.bin/node'),
+    [
+      join(ROOT, 'dist/operator/cli.js'),
+      'sidecar',
+      '--listen',
+      `strict=${port}`,
+      '--upstream',
+      `127.0.0.1:${upstream}`,
+      '--tls-dir',
+      m.files.tlsDir,
+      '--admin',
+      `127.0.0.1:${admin}`,
+      '--workers',
+      String(workers),
+    ],
+    NODE_ENV,
+  );
   await waitPort(admin);
   await waitTls(port);
   if (workers > 1) await sleep(1_000); // the forked workers bind after the first process
@@ -237,14 +245,12 @@ async function startNodeRelay(dir: string, m: Materials, upstream: number, cpus:
   // Run as plain JavaScript, as the sidecar is: Node's TypeScript stripping alone takes ~15 MiB.
   const script = join(dir, 'node-tls-relay.mjs');
   writeFileSync(script, stripTypeScriptTypes(readFileSync(join(ROOT, 'bench/node-tls-relay.ts'), 'utf8')));
-  const child = startPinned(cpus, join(ROOT, 'node_modules/.bin/node'), [
-    script,
-    String(port),
-    String(upstream),
-    m.files.cert,
-    m.files.key,
-    m.files.ca,
-  ]);
+  const child = startPinned(
+    cpus,
+    join(ROOT, 'node_modules/.bin/node'),
+    [script, String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
+    NODE_ENV,
+  );
   await waitTls(port);
   return { name: 'node-relay', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }

@@ -83,9 +83,11 @@ export async function runInjectedPod(
   await syncVolumes();
 
   const output: string[] = [];
+  // The container's own env, as kubelet sets it (values only: no valueFrom here).
+  const containerEnv = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? '']));
   const child = spawn(process.execPath, [CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: options.env ?? process.env,
+    env: { ...(options.env ?? process.env), ...containerEnv },
   });
   child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
   child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));

@@ -11,7 +11,8 @@ import {
   SIDECAR_VOLUME,
 } from '../api/injection.ts';
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
-import { renderSidecarArgs } from '../../sidecar/flags.ts';
+import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
+import { DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 
 /** Secret volume files are root-owned; mode 0440 plus group 0 lets the non-root sidecar (and nobody else
@@ -62,7 +63,10 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     image: settings.image,
     imagePullPolicy: settings.imagePullPolicy ?? 'IfNotPresent',
     args: ['sidecar', ...args],
-    env: settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : undefined,
+    env: [
+      { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
+      ...(settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : []),
+    ],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
       { name: 'mtls-admin', containerPort: SIDECAR_ADMIN_PORT, protocol: 'TCP' },
@@ -74,7 +78,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     ],
     readinessProbe: probe('/readyz'),
     livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 5 },
-    resources: settings.resources ?? { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+    resources: settings.resources ?? DEFAULT_SIDECAR_RESOURCES,
     securityContext: {
       runAsNonRoot: true,
       runAsUser: 65532,

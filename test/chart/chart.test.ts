@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
+import { DEFAULT_SIDECAR_RESOURCES } from '../../operator/defaults.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import {
   createTestNamespace,
@@ -63,6 +64,11 @@ describe('Helm chart and plain manifests', () => {
     const objects = await render('mtls-operator', 'mtls-system');
     const crd = find<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition');
     expect(crd).toEqual(k8s.loadYaml(readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8')));
+    // The sidecar's resources: the chart's default is the injector's own.
+    const values = k8s.loadYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as {
+      sidecar: { resources: unknown };
+    };
+    expect(values.sidecar.resources).toEqual(DEFAULT_SIDECAR_RESOURCES);
     const deployment = find<k8s.V1Deployment>(objects, 'Deployment');
     expect(deployment.spec?.replicas).toBe(2);
     const container = deployment.spec!.template.spec!.containers[0]!;

@@ -1,5 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import type { Webhook } from '../../operator/webhook/webhook.ts';
+import { SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
+import { DEFAULT_SIDECAR_RESOURCES } from '../../operator/defaults.ts';
 import { startOperator } from '../support/operator.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, waitFor } from '../support/cluster.ts';
 import { condition, core, createEndpoint, getEndpoint, installCrd, waitReady } from '../support/endpoints.ts';
@@ -97,7 +99,9 @@ describe('webhook: sidecar injection against the real API server', () => {
     ]);
     expect(sidecar!.readinessProbe?.httpGet?.path).toBe('/readyz');
     expect(sidecar!.livenessProbe?.httpGet?.path).toBe('/healthz');
-    expect(sidecar!.resources?.requests).toEqual({ cpu: '10m', memory: '32Mi' });
+    expect(sidecar!.resources).toEqual(DEFAULT_SIDECAR_RESOURCES);
+    // The runtime options the sidecar was measured with (a small young generation: bench/RESULTS.md).
+    expect(sidecar!.env).toContainEqual({ name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS });
     expect(sidecar!.securityContext).toMatchObject({
       runAsNonRoot: true,
       readOnlyRootFilesystem: true,
