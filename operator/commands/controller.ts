@@ -1,4 +1,4 @@
-import { KubeConfig } from '@kubernetes/client-node';
+import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -102,9 +102,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const log = logger('operator');
-  const kc = new KubeConfig();
-  if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
-  else kc.loadFromDefault();
+  const kc = loadKubeConfig(flags.kubeconfig);
 
   const metrics = new OperatorMetrics();
   const controller = new EndpointController({

@@ -1,4 +1,5 @@
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { clientSecretName, serviceName } from '../api/types.ts';
@@ -71,9 +72,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const [endpoint, client] = positionals;
   if (!endpoint || !client || positionals.length > 2) throw new UsageError('expected two arguments: ENDPOINT CLIENT');
-  const kc = new KubeConfig();
-  if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
-  else kc.loadFromDefault();
+  const kc = loadKubeConfig(flags.kubeconfig);
   const namespace = flags.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
   const creds = await writeCredentials(kc, namespace, endpoint, client, flags.out);
   const url = `https://${serviceName(endpoint, 'strict')}.${namespace}.svc/`;

@@ -1,4 +1,5 @@
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { request as httpRequest } from 'node:http';
@@ -85,9 +86,7 @@ export class LocalControlPlane {
   }
 
   kubeConfig(): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromFile(this.kubeconfigPath);
-    return kc;
+    return loadKubeConfig(this.kubeconfigPath);
   }
 
   private progress(line: string): void {

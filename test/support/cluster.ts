@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { loadKubeConfig } from '../../operator/kube/kubeconfig.ts';
 
 /** What global setup hands the test workers, through a file named by MTLS_TEST_CONTROL_PLANE_STATE. */
 export interface ControlPlaneState {
@@ -22,9 +23,7 @@ export function kubeconfigPath(): string {
 }
 
 export function kubeConfig(): k8s.KubeConfig {
-  const kc = new k8s.KubeConfig();
-  kc.loadFromFile(kubeconfigPath());
-  return kc;
+  return loadKubeConfig(kubeconfigPath());
 }
 
 const execFileAsync = promisify(execFile);
