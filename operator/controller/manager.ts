@@ -9,6 +9,7 @@ import {
 import {
   ENDPOINT_LABEL,
   ENDPOINT_RESOURCE,
+  INJECT_ANNOTATION,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
@@ -35,6 +36,18 @@ export interface ControllerOptions {
 }
 
 const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+
+/**
+ * Every pod of the cluster is watched (an endpoint must see the selected pods that run without the sidecar),
+ * so only what the controller reads of a pod is kept: names, labels, the opt-out annotation, deletion,
+ * phase and container names. A pod's spec and status are most of its size.
+ */
+export function trimPod(pod: V1Pod): void {
+  const optOut = pod.metadata?.annotations?.[INJECT_ANNOTATION];
+  if (pod.metadata) pod.metadata.annotations = optOut === undefined ? undefined : { [INJECT_ANNOTATION]: optOut };
+  if (pod.spec) pod.spec = { containers: pod.spec.containers.map((c) => ({ name: c.name })) };
+  if (pod.status) pod.status = { phase: pod.status.phase };
+}
 
 /**
  * Wires informers (MtlsEndpoints, and the Secrets and Services the operator owns) to a rate-limited work
@@ -93,7 +106,7 @@ export class EndpointController {
       kc,
       `/api/v1${scope}/pods`,
       () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()),
-      { name: 'pods' },
+      { name: 'pods', transform: trimPod },
     );
     this.writer = new KubeWriter(kc);
     const view: ClusterView = {

@@ -26,7 +26,13 @@ export class ResilientInformer<T extends KubernetesObject> {
     kc: KubeConfig,
     path: string,
     list: ListPromise<T>,
-    options: { labelSelector?: string; staleAfterMs?: number; name?: string } = {},
+    options: {
+      labelSelector?: string;
+      staleAfterMs?: number;
+      name?: string;
+      /** Trims an object before it is cached (as controller-runtime's cache transforms do); runs first. */
+      transform?: (obj: T) => void;
+    } = {},
   ) {
     const listAndMarkSynced: ListPromise<T> = async () => {
       const result = await list();
@@ -36,6 +42,14 @@ export class ResilientInformer<T extends KubernetesObject> {
     };
     this.inner = makeInformer(kc, path, listAndMarkSynced, options.labelSelector);
     this.log = logger('informer').child({ resource: options.name ?? path });
+    // The cache keeps the very object its callbacks receive, so trimming it here trims what is cached.
+    // managedFields are never read by the operator and are a good part of every object.
+    const trim = (obj: T) => {
+      if (obj.metadata) delete obj.metadata.managedFields;
+      options.transform?.(obj);
+    };
+    this.inner.on('add', trim);
+    this.inner.on('update', trim);
     const touch = () => {
       this.lastActivity = Date.now();
     };
