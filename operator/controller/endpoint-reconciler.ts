@@ -189,12 +189,13 @@ export class EndpointReconciler {
     await this.ensureServices(run);
     this.reportPods(run);
     for (const note of run.notes) {
-      await this.deps.events.record(ep, note.type, note.reason, note.message);
       this.log[note.type === 'Warning' ? 'warn' : 'info'](note.message, {
         endpoint: `${namespace}/${name}`,
         reason: note.reason,
       });
     }
+    // Recorded side by side (one round trip, not one per note), and before the status that reports them.
+    await Promise.all(run.notes.map((note) => this.deps.events.record(ep, note.type, note.reason, note.message)));
     await this.writeRunStatus(run, ca);
     this.recordMetrics(run);
     this.deps.metrics.reconciles.inc({ result: 'success' });

@@ -5,7 +5,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { errorMessage, logger, redactPrivateKeys } from '../log.ts';
 
 export type EventType = 'Normal' | 'Warning';
@@ -30,7 +30,10 @@ export class EventRecorder {
   async record(obj: KubernetesObject, type: EventType, reason: string, message: string): Promise<void> {
     const namespace = obj.metadata?.namespace ?? 'default';
     const safeMessage = redactPrivateKeys(message).slice(0, 1024);
-    const key = `${namespace}/${obj.metadata?.name}/${obj.metadata?.uid}/${type}/${reason}/${safeMessage}`;
+    // A digest, not the text: up to 10,000 keys of up to a kilobyte each were megabytes of the operator's memory.
+    const key = createHash('sha256')
+      .update(`${namespace}/${obj.metadata?.name}/${obj.metadata?.uid}/${type}/${reason}/${safeMessage}`)
+      .digest('base64');
     const now = new Date();
     const previous = this.recent.get(key);
     try {
