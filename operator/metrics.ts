@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The operator's Prometheus metrics (names are public: DESIGN.md), on a registry of its own. */
 export class OperatorMetrics {
@@ -33,6 +33,11 @@ export class OperatorMetrics {
     labelNames: ['certificate'] as const,
     registers: [this.registry],
   });
+
+  /** Also the process's own (process_*, nodejs_*: memory, CPU, event-loop lag, GC), which a user expects. */
+  constructor({ processMetrics = false } = {}) {
+    if (processMetrics) collectDefaultMetrics({ register: this.registry });
+  }
 
   private readonly seriesByEndpoint = new Map<string, Map<string, CertificateLabels>>();
 

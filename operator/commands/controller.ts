@@ -104,7 +104,7 @@ export async function run(argv: string[]): Promise<number> {
   const log = logger('operator');
   const kc = loadKubeConfig(flags.kubeconfig);
 
-  const metrics = new OperatorMetrics();
+  const metrics = new OperatorMetrics({ processMetrics: true });
   const controller = new EndpointController({
     kubeConfig: kc,
     metrics,
