@@ -16,6 +16,7 @@ import { KUBERNETES_VERSION } from '../operator/controlplane/binaries.ts';
 import { renderControllerSection, writeResultsSection } from './results-file.ts';
 import { freePort, LocalControlPlane } from '../operator/controlplane/local-control-plane.ts';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../operator/api/types.ts';
+import { operatorEnv } from '../operator/defaults.ts';
 
 const sizes = (process.env.MTLS_BENCH_SIZES ?? '1,100,1000').split(',').map(Number);
 const execFileAsync = promisify(execFile);
@@ -28,24 +29,32 @@ const custom = kc.makeApiClient(k8s.CustomObjectsApi);
 const core = kc.makeApiClient(k8s.CoreV1Api);
 const results: Record<string, unknown> = { kubernetes: plane.binaries, node: process.version };
 
-async function apiWrites(): Promise<number> {
-  // The API server's own counters: every mutating request, by anyone (the bench's own creates are subtracted).
+/**
+ * The API server's own counters. `writes`: mutating requests on Secrets, Services and MtlsEndpoint status
+ * (events and leases left out; the bench's own creates are subtracted by the caller). `requests`: every request
+ * the operator makes, reads and events included: all but the bench's own on mtlsendpoints (creates, patches,
+ * the readiness polls) and the control plane's own traffic (leases, auth reviews).
+ */
+async function apiCounts(): Promise<{ writes: number; requests: number }> {
   const { stdout: text } = await execFileAsync(
     plane.binaries.kubectl,
     ['--kubeconfig', plane.kubeconfigPath, 'get', '--raw', '/metrics'],
     { maxBuffer: 64 << 20 },
   );
-  let total = 0;
+  let writes = 0;
+  let requests = 0;
   for (const line of text.split('\n')) {
     const m = line.match(/^apiserver_request_total\{([^}]*)\} (\d+)/);
-    if (
-      m &&
-      /verb="(POST|PUT|PATCH|DELETE)"/.test(m[1]!) &&
-      !/resource="(leases|events|tokenreviews|subjectaccessreviews|selfsubjectaccessreviews)"/.test(m[1]!)
-    )
-      total += Number(m[2]);
+    if (!m) continue;
+    const labels = m[1]!;
+    const n = Number(m[2]);
+    if (/resource="(leases|tokenreviews|subjectaccessreviews|selfsubjectaccessreviews|namespaces)"/.test(labels))
+      continue;
+    const benchOwn = /resource="mtlsendpoints"/.test(labels) && /subresource=""/.test(labels);
+    if (!benchOwn) requests += n;
+    if (/verb="(POST|PUT|PATCH|DELETE)"/.test(labels) && !/resource="events"/.test(labels)) writes += n;
   }
-  return total;
+  return { writes, requests };
 }
 
 await new Promise<void>((resolve, reject) => {
@@ -90,7 +99,8 @@ const operator = spawn(
     '--workers',
     '4',
   ],
-  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MTLS_LOG_LEVEL: 'warn' } },
+  // As the chart runs it: a heap sized for the container (operator/defaults.ts).
+  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...operatorEnv(), MTLS_LOG_LEVEL: 'warn' } },
 );
 const rssMiB = () => Number(readFileSync(`/proc/${operator.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024;
 
@@ -145,7 +155,7 @@ try {
   for (const n of sizes) {
     const namespace = `bench-${n}`;
     await core.createNamespace({ body: { metadata: { name: namespace } } });
-    const writesBefore = await apiWrites();
+    const before = await apiCounts();
     const started = Date.now();
     for (let i = 0; i < n; i += 25) {
       await Promise.all(
@@ -159,16 +169,17 @@ try {
     while ((ready = await readyCount(namespace)) < n && Date.now() < deadline) await sleep(250);
     const allReadyMs = Date.now() - started;
     await sleep(3_000);
-    const creationWrites = (await apiWrites()) - writesBefore - n;
-    const steadyBefore = await apiWrites();
+    const created = await apiCounts();
     await sleep(65_000); // two resyncs of 30 s
-    const steadyWrites = (await apiWrites()) - steadyBefore;
+    const steady = await apiCounts();
     scale.push({
       endpoints: n,
       ready,
       allReadyMs,
-      writesPerEndpointAtCreation: +(creationWrites / n).toFixed(2),
-      writesInTwoResyncs: steadyWrites,
+      writesPerEndpointAtCreation: +((created.writes - before.writes - n) / n).toFixed(2),
+      requestsPerEndpointAtCreation: +((created.requests - before.requests) / n).toFixed(2),
+      writesInTwoResyncs: steady.writes - created.writes,
+      requestsInTwoResyncs: steady.requests - created.requests,
       rssMiB: +rssMiB().toFixed(1),
     });
     process.stderr.write(`[bench] ${JSON.stringify(scale.at(-1))}\n`);
@@ -178,7 +189,7 @@ try {
   // 3. mass rotation: shorten validity of every endpoint of the largest N (a spec change re-issues each leaf)
   const n = Math.max(...sizes);
   const namespace = `bench-${n}`;
-  const before = await apiWrites();
+  const before = await apiCounts();
   const started = Date.now();
   for (let i = 0; i < n; i += 25) {
     await Promise.all(
@@ -199,10 +210,12 @@ try {
   while ((await readyCount(namespace)) < n && Date.now() < deadline) await sleep(250);
   const reissueMs = Date.now() - started;
   await sleep(3_000);
+  const after = await apiCounts();
   results.massRotation = {
     endpoints: n,
     reissueAllLeavesMs: reissueMs,
-    writesPerEndpoint: +(((await apiWrites()) - before - n) / n).toFixed(2),
+    writesPerEndpoint: +((after.writes - before.writes - n) / n).toFixed(2),
+    requestsPerEndpoint: +((after.requests - before.requests) / n).toFixed(2),
     rssMiB: +rssMiB().toFixed(1),
   };
   process.stderr.write(`[bench] ${JSON.stringify(results.massRotation)}\n`);

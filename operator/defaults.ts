@@ -28,3 +28,15 @@ export const DEFAULT_SIDECAR_RESOURCES = {
   requests: { cpu: '50m', memory: '96Mi' },
   limits: { memory: '256Mi' },
 };
+
+/** The operator's V8 heap cap by default (chart value controller.heapMiB): ample for ~2,000 endpoints. */
+export const OPERATOR_HEAP_MIB = 128;
+
+/**
+ * How the operator process runs (the chart sets these; bench:controller runs it the same way). Without a cap
+ * V8 sizes its heap from the machine, not the container, and lets garbage pile up: 437 MiB RSS at 1,000
+ * endpoints against ~205 MiB with it. A 1 MiB young generation and two malloc arenas trim another ~25 MiB.
+ */
+export function operatorEnv(heapMiB = OPERATOR_HEAP_MIB): Record<string, string> {
+  return { NODE_OPTIONS: `--max-old-space-size=${heapMiB} --max-semi-space-size=1`, MALLOC_ARENA_MAX: '2' };
+}

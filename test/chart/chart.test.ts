@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
-import { DEFAULT_SIDECAR_RESOURCES } from '../../operator/defaults.ts';
+import { DEFAULT_SIDECAR_RESOURCES, OPERATOR_HEAP_MIB, operatorEnv } from '../../operator/defaults.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import {
   createTestNamespace,
@@ -37,6 +37,7 @@ const render = async (release: string, namespace: string, values: string[] = [])
     await helm(['template', release, CHART, '--namespace', namespace, '--include-crds', ...values]),
   ) as k8s.KubernetesObject[];
 
+const deploymentOf = (objects: k8s.KubernetesObject[]) => find<k8s.V1Deployment>(objects, 'Deployment');
 const find = <T>(objects: k8s.KubernetesObject[], kind: string) => objects.find((o) => o.kind === kind) as T;
 
 describe('Helm chart and plain manifests', () => {
@@ -69,6 +70,11 @@ describe('Helm chart and plain manifests', () => {
       sidecar: { resources: unknown };
     };
     expect(values.sidecar.resources).toEqual(DEFAULT_SIDECAR_RESOURCES);
+    // The operator runs as bench:controller measured it.
+    const env = Object.fromEntries(
+      (deploymentOf(objects).spec!.template.spec!.containers[0]!.env ?? []).map((e) => [e.name, e.value]),
+    );
+    expect(env).toMatchObject(operatorEnv(OPERATOR_HEAP_MIB));
     const deployment = find<k8s.V1Deployment>(objects, 'Deployment');
     expect(deployment.spec?.replicas).toBe(2);
     const container = deployment.spec!.template.spec!.containers[0]!;
