@@ -102,7 +102,8 @@ export class LocalControlPlane {
     if (this.options.controllerManager !== false) await this.startControllerManager();
   }
 
-  private async startEtcd(): Promise<void> {
+  /** Starts (or restarts, with the same ports and data) etcd and waits until it is healthy. */
+  async startEtcd(): Promise<void> {
     this.progress(`starting etcd on 127.0.0.1:${this.etcdPort}`);
     const client = `http://127.0.0.1:${this.etcdPort}`;
     const peer = `http://127.0.0.1:${this.etcdPeerPort}`;
@@ -147,6 +148,10 @@ export class LocalControlPlane {
 
   async stopApiServer(): Promise<void> {
     await this.apiserver.stop();
+  }
+
+  async stopEtcd(): Promise<void> {
+    await this.etcd.stop();
   }
 
   private async startControllerManager(): Promise<void> {

@@ -22,7 +22,7 @@ import {
 
 const MANAGED = 'app.kubernetes.io/managed-by=mtls-operator';
 const { group, version, plural } = ENDPOINT_RESOURCE;
-const summary = { kills: 0, restarts: 0, survived: 0, edits: 0, conflictsRetried: 0 };
+const summary = { kills: 0, restarts: 0, etcdRestarts: 0, survived: 0, edits: 0, conflictsRetried: 0 };
 
 /** What a user checks after the storm: Ready and current, the status naming what the Secrets hold, valid Secrets. */
 async function endpointProblems(kc: k8s.KubeConfig, namespace: string, name: string): Promise<string[]> {
@@ -73,7 +73,7 @@ describe('reliability: operator faults', () => {
     await deleteTestNamespace(namespace);
     reportSummary(
       `operator-faults: faults injected ${summary.kills + summary.restarts} / survived ${summary.survived}` +
-        ` (${summary.kills} SIGKILLs, ${summary.restarts} API server restarts);` +
+        ` (${summary.kills} SIGKILLs, ${summary.restarts} API server restarts, ${summary.etcdRestarts} of them with etcd);` +
         ` concurrent user writes ${summary.edits}, controller 409s retried ${summary.conflictsRetried}, converged`,
     );
   });
@@ -137,7 +137,7 @@ describe('reliability: operator faults', () => {
 
     const started = Date.now();
     const crashed: string[] = [];
-    while (summary.kills < 16 && Date.now() - started < 55_000) {
+    while (summary.kills < 20 && Date.now() - started < 75_000) {
       const op = await spawnOperator(kubeconfigPath(), namespace, args, output);
       live.push(op);
       const killAfterMs = rnd.int(300, 3_500);
@@ -266,7 +266,7 @@ describe('reliability: operator faults', () => {
     }
   }, 90_000);
 
-  it('the API server restarts under a running controller: it re-lists, re-watches and converges', async () => {
+  it('the API server (and etcd) restart under a running controller: it re-lists, re-watches and converges', async () => {
     const plane = await LocalControlPlane.start({ controllerManager: false });
     let controller: EndpointController | undefined;
     try {
@@ -306,11 +306,16 @@ describe('reliability: operator faults', () => {
       await converged(kc, ns, ['before']);
       const caBefore = b64(await core.readNamespacedSecret({ namespace: ns, name: 'before-ca' }), 'ca.crt');
 
-      for (let restart = 0; restart < 2; restart++) {
+      for (let restart = 0; restart < 3; restart++) {
+        // The second outage outlasts the client's first reconnect attempts; the third takes etcd down too.
+        const withEtcd = restart === 2;
         await plane.stopApiServer();
-        await sleep(2_000 + restart * 3_000); // the second outage outlasts the client's first reconnect attempts
+        if (withEtcd) await plane.stopEtcd();
+        await sleep(2_000 + restart * 3_000);
+        if (withEtcd) await plane.startEtcd();
         await plane.startApiServer();
         summary.restarts++;
+        if (withEtcd) summary.etcdRestarts++;
         const name = `after-${restart}`;
         await create(name, ['one']);
         await converged(kc, ns, [name], 45_000);
