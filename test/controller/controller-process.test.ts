@@ -1,6 +1,4 @@
 import * as k8s from '@kubernetes/client-node';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import {
   createTestNamespace,
   deleteTestNamespace,
@@ -10,47 +8,16 @@ import {
   waitFor,
 } from '../support/cluster.ts';
 import { createEndpoint, installCrd, readSecret, waitReady } from '../support/endpoints.ts';
+import { type OperatorProcess, spawnOperator, waitHealthy } from '../support/operator.ts';
 
-const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
-
-interface Operator {
-  child: ChildProcess;
-  metricsPort: number;
-  output: string[];
+/** A controller process with leader election, as the chart runs it (two replicas). */
+async function startOperator(namespace: string): Promise<OperatorProcess> {
+  const op = await spawnOperator(kubeconfigPath(), namespace);
+  await waitHealthy(op);
+  return op;
 }
 
-async function startOperator(namespace: string): Promise<Operator> {
-  const metricsPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'controller',
-      '--kubeconfig',
-      kubeconfigPath(),
-      '--namespace',
-      namespace,
-      '--metrics-address',
-      '127.0.0.1',
-      '--metrics-port',
-      String(metricsPort),
-      '--operator-namespace',
-      namespace,
-      '--no-webhook',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const output: string[] = [];
-  child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
-  child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
-  await waitFor(
-    'the operator to serve /healthz',
-    async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).ok,
-  );
-  return { child, metricsPort, output };
-}
-
-const metricsOf = async (op: Operator) => (await fetch(`http://127.0.0.1:${op.metricsPort}/metrics`)).text();
+const metricsOf = async (op: OperatorProcess) => (await fetch(`http://127.0.0.1:${op.metricsPort}/metrics`)).text();
 const leaseHolder = async (namespace: string) =>
   (
     await kubeConfig()
@@ -60,7 +27,7 @@ const leaseHolder = async (namespace: string) =>
 
 describe('mtls-operator controller: two processes, one leader', () => {
   let namespace: string;
-  const operators: Operator[] = [];
+  const operators: OperatorProcess[] = [];
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('ctrl-proc');

@@ -15,15 +15,13 @@ import {
   SIDECAR_VOLUME,
 } from '../../operator/api/injection.ts';
 import { type MtlsEndpoint } from '../../operator/api/types.ts';
-import { EndpointController } from '../../operator/controller/manager.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { LEADER_ELECTION_DEFAULTS } from '../../operator/kube/leader-election.ts';
-import { OperatorMetrics } from '../../operator/metrics.ts';
 import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
-import { Webhook } from '../../operator/webhook/webhook.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
 import { condition, createEndpoint, getEndpoint, installCrd } from '../support/endpoints.ts';
+import { startOperator } from '../support/operator.ts';
 import { startMockUpstream } from '../support/tls-fixtures.ts';
 import {
   b64,
@@ -167,47 +165,6 @@ function send(
   });
 }
 
-// ---- the operator in-process: a namespace-scoped webhook and a controller with a short propagation delay -----
-
-async function startOperatorWithDelay(namespace: string, caPropagationDelayMs: number) {
-  const port = await freePort();
-  const configurationName = `mtls-operator-test-${namespace}`;
-  const webhook = new Webhook({
-    kubeConfig: kubeConfig(),
-    port,
-    host: '127.0.0.1',
-    url: `https://127.0.0.1:${port}/mutate-pods`,
-    configurationName,
-    namespaceSelector: {
-      matchLabels: { 'kubernetes.io/metadata.name': namespace, 'mtls.operator.dev/injection': 'enabled' },
-    },
-    namespace,
-    secretName: 'webhook-tls',
-    serviceName: 'unused',
-    settings: { image: 'registry.invalid/mtls-operator:test' },
-    isLeader: () => true,
-  });
-  await webhook.start();
-  const controller = new EndpointController({
-    kubeConfig: kubeConfig(),
-    metrics: new OperatorMetrics(),
-    namespace,
-    resyncMs: 5_000,
-    caPropagationDelayMs,
-  });
-  await controller.start();
-  return {
-    async stop() {
-      await controller.stop();
-      await webhook.stop();
-      await kubeConfig()
-        .makeApiClient(k8s.AdmissionregistrationV1Api)
-        .deleteMutatingWebhookConfiguration({ name: configurationName })
-        .catch(() => undefined);
-    },
-  };
-}
-
 /** Each value a Secret held, in order, with when it was first seen: from a poller, so nothing is inferred. */
 type History = Map<string, { serial: string; notAfter: number; seenAt: number; pem: string }[]>;
 
@@ -233,7 +190,7 @@ describe('reliability: traffic through rotation, CA rollover and the injected po
   const UPSTREAM = 21080;
   const PROPAGATION_MS = 4_000;
   let namespace: string;
-  let operator: Awaited<ReturnType<typeof startOperatorWithDelay>> | undefined;
+  let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
   let upstream: { server: Server; port: number } | undefined;
   let pod: SimulatedPod | undefined;
   const hostPorts: Record<number, number> = {};
@@ -244,7 +201,7 @@ describe('reliability: traffic through rotation, CA rollover and the injected po
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('rel-traffic', { 'mtls.operator.dev/injection': 'enabled' });
-    operator = await startOperatorWithDelay(namespace, PROPAGATION_MS);
+    operator = await startOperator(namespace, { resyncMs: 5_000, caPropagationDelayMs: PROPAGATION_MS });
     upstream = await startMockUpstream(0);
     for (const port of [...Object.values(CONTAINER_PORTS), SIDECAR_ADMIN_PORT]) hostPorts[port] = await freePort();
     hostPorts[UPSTREAM] = upstream.port;

@@ -1,10 +1,7 @@
 import type { V1Secret } from '@kubernetes/client-node';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { parseCertificates } from '../../operator/pki/x509.ts';
-import { waitFor } from '../support/cluster.ts';
 import { openssl, pemFiles } from '../support/openssl.ts';
 
 export const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
@@ -42,53 +39,7 @@ export function reportSummary(line: string): void {
   if (stateFile) appendFileSync(join(dirname(stateFile), 'reliability-summary.txt'), `${text}\n`);
 }
 
-export interface OperatorProcess {
-  child: ChildProcess;
-  metricsPort: number;
-  output: string[];
-  exited: Promise<number | null>;
-}
-
-/** `mtls-operator controller` as a process, scoped to one namespace, without the webhook. */
-export async function spawnOperator(
-  kubeconfig: string,
-  namespace: string,
-  extra: string[] = [],
-  output: string[] = [],
-): Promise<OperatorProcess> {
-  const metricsPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'controller',
-      '--kubeconfig',
-      kubeconfig,
-      '--namespace',
-      namespace,
-      '--operator-namespace',
-      namespace,
-      '--no-webhook',
-      '--metrics-address',
-      '127.0.0.1',
-      '--metrics-port',
-      String(metricsPort),
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
-  child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, metricsPort, output, exited };
-}
-
-export async function waitHealthy(op: OperatorProcess): Promise<void> {
-  await waitFor(
-    'the operator to serve /healthz',
-    async () => (await fetch(`http://127.0.0.1:${op.metricsPort}/healthz`)).ok,
-  );
-}
+export { type OperatorProcess, spawnOperator, waitHealthy } from '../support/operator.ts';
 
 export const b64 = (secret: V1Secret | undefined, key: string): string | undefined => {
   const value = secret?.data?.[key];

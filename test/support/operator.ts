@@ -1,15 +1,19 @@
 import * as k8s from '@kubernetes/client-node';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { EndpointController } from '../../operator/controller/manager.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { Webhook } from '../../operator/webhook/webhook.ts';
-import { kubeConfig } from './cluster.ts';
+import { kubeConfig, waitFor } from './cluster.ts';
 
 /**
  * The operator in-process for one test namespace: a controller scoped to it and a loopback webhook that
  * owns its own MutatingWebhookConfiguration (a unique name per suite; `stop` removes it).
  */
-export async function startOperator(namespace: string, { resyncMs = 2_000 } = {}) {
+export async function startOperator(
+  namespace: string,
+  { resyncMs = 2_000, caPropagationDelayMs }: { resyncMs?: number; caPropagationDelayMs?: number } = {},
+) {
   const port = await freePort();
   const configurationName = `mtls-operator-test-${namespace}`;
   const webhook = new Webhook({
@@ -34,6 +38,7 @@ export async function startOperator(namespace: string, { resyncMs = 2_000 } = {}
     metrics: new OperatorMetrics(),
     namespace,
     resyncMs,
+    caPropagationDelayMs,
   });
   await controller.start();
   return {
@@ -48,4 +53,54 @@ export async function startOperator(namespace: string, { resyncMs = 2_000 } = {}
         .catch(() => undefined);
     },
   };
+}
+
+const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
+
+export interface OperatorProcess {
+  child: ChildProcess;
+  metricsPort: number;
+  output: string[];
+  exited: Promise<number | null>;
+}
+
+/** `mtls-operator controller` as a process, scoped to one namespace, without the webhook. */
+export async function spawnOperator(
+  kubeconfig: string,
+  namespace: string,
+  extra: string[] = [],
+  output: string[] = [],
+): Promise<OperatorProcess> {
+  const metricsPort = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'controller',
+      '--kubeconfig',
+      kubeconfig,
+      '--namespace',
+      namespace,
+      '--operator-namespace',
+      namespace,
+      '--no-webhook',
+      '--metrics-address',
+      '127.0.0.1',
+      '--metrics-port',
+      String(metricsPort),
+      ...extra,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, metricsPort, output, exited };
+}
+
+export async function waitHealthy(op: OperatorProcess): Promise<void> {
+  await waitFor(
+    'the operator to serve /healthz',
+    async () => (await fetch(`http://127.0.0.1:${op.metricsPort}/healthz`)).ok,
+  );
 }
