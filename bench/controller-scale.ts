@@ -8,7 +8,7 @@
  * Run: npm run bench:controller   (writes bench/results/controller-scale.json and prints a table)
  */
 import * as k8s from '@kubernetes/client-node';
-import { execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -80,29 +80,44 @@ await execFileAsync(process.execPath, [
   '-p',
   new URL('../tsconfig.build.json', import.meta.url).pathname,
 ]);
-const metricsPort = await freePort();
-const operator = spawn(
-  process.execPath,
-  [
-    new URL('../dist/operator/cli.js', import.meta.url).pathname,
-    'controller',
-    '--kubeconfig',
-    plane.kubeconfigPath,
-    '--no-webhook',
-    '--no-leader-elect',
-    '--metrics-address',
-    '127.0.0.1',
-    '--metrics-port',
-    String(metricsPort),
-    '--resync',
-    '30s',
-    '--workers',
-    '4',
-  ],
-  // As the chart runs it: a heap sized for the container (operator/defaults.ts).
-  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...operatorEnv(), MTLS_LOG_LEVEL: 'warn' } },
-);
-const rssMiB = () => Number(readFileSync(`/proc/${operator.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024;
+/**
+ * One operator process per phase, scoped to that phase's namespace, so each RSS figure is that of an operator
+ * holding exactly the endpoints of the phase (cluster-wide, the caches would hold every earlier phase's too).
+ */
+async function startOperator(namespace: string): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      new URL('../dist/operator/cli.js', import.meta.url).pathname,
+      'controller',
+      '--kubeconfig',
+      plane.kubeconfigPath,
+      '--namespace',
+      namespace,
+      '--no-webhook',
+      '--no-leader-elect',
+      '--metrics-address',
+      '127.0.0.1',
+      '--metrics-port',
+      String(await freePort()),
+      '--resync',
+      '30s',
+      '--workers',
+      '4',
+    ],
+    // As the chart runs it: a heap sized for the container (operator/defaults.ts).
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...operatorEnv(), MTLS_LOG_LEVEL: 'warn' } },
+  );
+  await sleep(2_000); // caches synced (empty namespace)
+  return child;
+}
+async function stopOperator(child: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(10_000)]);
+}
+let operator: ChildProcess | undefined;
+const rssMiB = () => Number(readFileSync(`/proc/${operator!.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024;
 
 async function readyCount(namespace: string): Promise<number> {
   const list = (await custom.listNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace })) as {
@@ -129,6 +144,7 @@ const body = (name: string, validity = '8760h') => ({
 try {
   // 1. apply -> Ready, one at a time, median of 20
   await core.createNamespace({ body: { metadata: { name: 'bench-single' } } });
+  operator = await startOperator('bench-single');
   const single: number[] = [];
   for (let i = 0; i < 20; i++) {
     const started = Date.now();
@@ -155,6 +171,8 @@ try {
   for (const n of sizes) {
     const namespace = `bench-${n}`;
     await core.createNamespace({ body: { metadata: { name: namespace } } });
+    await stopOperator(operator!);
+    operator = await startOperator(namespace);
     const before = await apiCounts();
     const started = Date.now();
     for (let i = 0; i < n; i += 25) {
@@ -220,7 +238,7 @@ try {
   };
   process.stderr.write(`[bench] ${JSON.stringify(results.massRotation)}\n`);
 } finally {
-  operator.kill('SIGTERM');
+  if (operator) await stopOperator(operator);
   await plane.stop();
 }
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });

@@ -29,7 +29,7 @@ export function renderControllerSection(results: Record<string, unknown>, kubern
   return [
     '## Controller at scale (`npm run bench:controller`)',
     '',
-    `Against the local control plane (Kubernetes ${kubernetes}) on ${cores} cores, sharing them with it; the operator runs compiled, as its own process, with 4 workers and the chart's memory settings (operator/defaults.ts operatorEnv: ${JSON.stringify(operatorEnv())}).`,
+    `Against the local control plane (Kubernetes ${kubernetes}) on ${cores} cores, sharing them with it; the operator runs compiled, as its own process (a fresh one per row, scoped to that row's namespace), with 4 workers and the chart's memory settings (operator/defaults.ts operatorEnv: ${JSON.stringify(operatorEnv())}).`,
     '',
     `Create -> Ready, one endpoint at a time: median ${single.median} ms of 20 (min ${single.min}, max ${single.max}).`,
     '',
