@@ -112,7 +112,8 @@ export function createListener(
       mode,
       reason,
       peer:
-        (raw as WithPeer | undefined)?.[PEER] ?? (socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown'),
+        (raw as WithPeer | undefined)?.[PEER] ??
+        (socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown'),
       detail: err.code ?? err.message,
     });
     // With a tlsClientError listener Node leaves the connection to it: the handshake timeout and OpenSSL's
