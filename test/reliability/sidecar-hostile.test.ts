@@ -22,6 +22,7 @@ import { issueServer } from '../../operator/pki/issue.ts';
 import { waitFor } from '../support/cluster.ts';
 import { pemFiles } from '../support/openssl.ts';
 import { makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
+import { SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
 import { CLI, prng, reportSummary, SEED, sleep } from './support.ts';
 
 /**
@@ -167,7 +168,11 @@ async function startSidecarProcess(dir: string, upstreamPort: number, modes: rea
     ...['--request-timeout', String(TIMEOUTS.request), '--idle-timeout', String(TIMEOUTS.idle)],
     ...['--upstream-timeout', String(TIMEOUTS.upstream)],
   );
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // With the Node options the injector gives the sidecar container, so memory is measured as deployed.
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
+  });
   const proc: SidecarProcess = {
     child,
     pid: child.pid!,
