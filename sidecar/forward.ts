@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../operator/log.ts';
-import type { Mode } from './flags.ts';
+import type { Mode, ResolvedSidecarConfig } from './flags.ts';
 import {
   BODY_CHUNKED,
   BODY_LENGTH,
@@ -27,22 +27,25 @@ import type { RefusalLog } from './refusal-log.ts';
  * HTTP machinery (`http.request` per request reaches a fraction of the throughput).
  */
 
-export interface ForwardSettings {
+/** What the forwarding path needs of the sidecar's config, plus the listener it serves and its outlets. */
+export type ForwardSettings = Pick<
+  ResolvedSidecarConfig,
+  | 'upstreamHost'
+  | 'upstreamPort'
+  | 'upstream'
+  | 'headersTimeoutMs'
+  | 'requestTimeoutMs'
+  | 'idleTimeoutMs'
+  | 'upstreamTimeoutMs'
+  | 'maxHeaderBytes'
+> & {
   mode: Mode;
   /** The listener's bound port, for log lines. */
   listener: () => number;
-  upstreamHost: string;
-  upstreamPort: number;
-  upstream: string;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  idleTimeoutMs: number;
-  upstreamTimeoutMs: number;
-  maxHeaderBytes: number;
   log: Logger;
   refusals: RefusalLog;
   metrics: SidecarMetrics;
-}
+};
 
 /** Per-listener values computed once (label children of the metrics, so a request does no label lookup). */
 export class ForwardContext {
@@ -50,7 +53,7 @@ export class ForwardContext {
   readonly connections = new Set<ProxyConnection>();
   private readonly codes = new Map<number, { inc(): void }>();
   readonly duration: { observe(value: number): void };
-  /** Responses larger than this are not searched for their head end twice; also the pending-bytes cap. */
+  /** Pipelined bytes held while a response is in flight, at most (then the client is paused). */
   readonly maxPending: number;
 
   constructor(settings: ForwardSettings) {

@@ -19,7 +19,6 @@ interface Metric {
   render(out: string[]): void;
   snapshot(): MetricSnapshot;
   merge(snapshot: MetricSnapshot): void;
-  reset(): void;
 }
 
 const escapeValue = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
@@ -60,11 +59,6 @@ export class Counter<L extends string = string> implements Metric {
     this.labels(labels).inc(by);
   }
 
-  /** The value of one series (0 when it was never touched). */
-  get(labels: Record<L, string>): number {
-    return this.series.get(keyOf(labels))?.child.value ?? 0;
-  }
-
   render(out: string[]): void {
     out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
     for (const { labels, child } of this.series.values()) out.push(`${this.name}${labelText(labels)} ${child.value}`);
@@ -79,10 +73,6 @@ export class Counter<L extends string = string> implements Metric {
 
   merge(snapshot: MetricSnapshot): void {
     for (const s of snapshot.series) this.labels(s.labels as Record<L, string>).inc(s.value);
-  }
-
-  reset(): void {
-    this.series.clear();
   }
 }
 
@@ -114,10 +104,6 @@ export class Gauge implements Metric {
   merge(snapshot: MetricSnapshot): void {
     const value = snapshot.series[0]?.value ?? Number.NaN;
     if (!Number.isNaN(value) && !(value >= this.value)) this.value = value;
-  }
-
-  reset(): void {
-    this.value = Number.NaN;
   }
 }
 
@@ -201,10 +187,6 @@ export class Histogram<L extends string = string> implements Metric {
       for (const [i, n] of (s.buckets ?? []).entries()) if (i < child.counts.length) child.counts[i]! += n;
     }
   }
-
-  reset(): void {
-    this.series.clear();
-  }
 }
 
 export class Registry {
@@ -229,9 +211,5 @@ export class Registry {
   merge(snapshots: readonly MetricSnapshot[]): void {
     const byName = new Map(this.metrics.map((m) => [m.name, m]));
     for (const snapshot of snapshots) byName.get(snapshot.name)?.merge(snapshot);
-  }
-
-  reset(): void {
-    for (const metric of this.metrics) metric.reset();
   }
 }

@@ -49,21 +49,7 @@ export function createListener(
   });
   server.maxConnections = config.maxConnections;
   const boundPort = () => (server.address() as AddressInfo | null)?.port ?? listener.port;
-  const forward = new ForwardContext({
-    mode,
-    listener: boundPort,
-    upstreamHost: config.upstreamHost,
-    upstreamPort: config.upstreamPort,
-    upstream: config.upstream,
-    headersTimeoutMs: config.headersTimeoutMs,
-    requestTimeoutMs: config.requestTimeoutMs,
-    idleTimeoutMs: config.idleTimeoutMs,
-    upstreamTimeoutMs: config.upstreamTimeoutMs,
-    maxHeaderBytes: config.maxHeaderBytes,
-    log: deps.log,
-    refusals: deps.refusals,
-    metrics: deps.metrics,
-  });
+  const forward = new ForwardContext({ ...config, ...deps, mode, listener: boundPort });
   const sockets = new Set<Socket>();
   const success = deps.metrics.handshakes.labels({ mode, result: 'success' });
   const refused = (reason: RefusalReason) => deps.metrics.handshakes.labels({ mode, result: reason }).inc();

@@ -55,16 +55,14 @@ export async function runWorkerGroup(config: ResolvedSidecarConfig, cliPath: str
       (child) =>
         new Promise<MetricSnapshot[] | undefined>((resolve) => {
           const id = ++nextId;
-          const timer = setTimeout(() => {
-            pending.delete(id);
-            resolve(undefined);
-          }, METRICS_TIMEOUT_MS);
-          pending.set(id, (snapshot) => {
+          const settle = (snapshot?: MetricSnapshot[]) => {
             clearTimeout(timer);
             pending.delete(id);
             resolve(snapshot);
-          });
-          if (!child.connected || !child.send({ type: 'metrics', id })) resolve(undefined);
+          };
+          const timer = setTimeout(settle, METRICS_TIMEOUT_MS);
+          pending.set(id, settle);
+          if (!child.connected || !child.send({ type: 'metrics', id })) settle();
         }),
     );
     return (await Promise.all(replies)).filter((s): s is MetricSnapshot[] => s !== undefined);
