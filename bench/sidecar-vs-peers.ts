@@ -16,7 +16,6 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import { stripTypeScriptTypes } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
@@ -74,22 +73,6 @@ function startPinned(cpus: string, command: string, args: string[], env?: NodeJS
 /** Node processes run with the options the injector gives the sidecar container. */
 const NODE_ENV = { ...process.env, NODE_OPTIONS: SIDECAR_NODE_OPTIONS };
 
-async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const req = httpRequest({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 500 }, (res) => {
-        res.resume();
-        resolve(true);
-      });
-      req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED'));
-      req.end();
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
 async function materials(dir: string, algorithm: KeyAlgorithm) {
   const now = new Date();
   const ca = await issueCA({ endpoint: 'bench', namespace: 'bench', algorithm, validityMs: 30 * DAY, now });
@@ -144,7 +127,7 @@ http { access_log off; server { listen 127.0.0.1:${port}; keepalive_requests 100
 `,
   );
   const child = startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-p', dir]);
-  await waitPort(port);
+  await waitListening(port);
   return { port, stop: async () => void child.kill('SIGTERM') };
 }
 
@@ -174,7 +157,7 @@ http {
 `,
   );
   const child = startPinned(cpus, 'nginx', ['-c', conf, '-p', dir]);
-  await waitTls(port);
+  await waitListening(port);
   return { name: 'nginx', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
@@ -208,7 +191,7 @@ backend be
 `,
   );
   const child = startPinned(cpus, 'haproxy', ['-f', conf, '-db']);
-  await waitTls(port);
+  await waitListening(port);
   return { name: 'haproxy', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
@@ -234,8 +217,8 @@ async function startSidecarProcess(m: Materials, upstream: number, workers: numb
     ],
     NODE_ENV,
   );
-  await waitPort(admin);
-  await waitTls(port);
+  await waitListening(admin);
+  await waitListening(port);
   if (workers > 1) await sleep(1_000); // the forked workers bind after the first process
   return { name: 'sidecar', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
@@ -251,7 +234,7 @@ async function startNodeRelay(dir: string, m: Materials, upstream: number, cpus:
     [script, String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
     NODE_ENV,
   );
-  await waitTls(port);
+  await waitListening(port);
   return { name: 'node-relay', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
@@ -276,8 +259,8 @@ async function stopChild(child: ChildProcess): Promise<void> {
   child.kill('SIGKILL');
 }
 
-/** Waits until a TLS listener accepts TCP connections. */
-async function waitTls(port: number): Promise<void> {
+/** Waits until something accepts TCP connections on the port (the mock, an admin port, a TLS listener). */
+async function waitListening(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const socket = netConnect(port, '127.0.0.1');
