@@ -1,8 +1,9 @@
 # One image runs the operator (`controller`) and the injected sidecar (`sidecar`).
 # Build: docker build -t ghcr.io/mtls-operator/mtls-operator:0.1.0 .
-ARG NODE_VERSION=24.21.0
+# Without a registry, `npm run image` builds it with buildah on a local stand-in for BASE.
+ARG BASE=node:24.21.0-bookworm-slim
 
-FROM node:${NODE_VERSION}-bookworm-slim AS build
+FROM ${BASE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -11,7 +12,7 @@ COPY operator ./operator
 COPY sidecar ./sidecar
 RUN node_modules/.bin/tsc -p tsconfig.build.json
 
-FROM node:${NODE_VERSION}-bookworm-slim
+FROM ${BASE}
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./

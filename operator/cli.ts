@@ -29,8 +29,12 @@ const COMMANDS: Record<string, Command> = {
     load: () => import('./commands/dev.ts'),
   },
   controlplane: {
-    summary: 'start only the local control plane (etcd, kube-apiserver, kube-controller-manager)',
+    summary: 'start the local control plane (etcd, kube-apiserver, kube-controller-manager); --node adds a real node',
     load: () => import('./commands/controlplane.ts'),
+  },
+  image: {
+    summary: "build the image with buildah (no registry needed) and load it into the local node's containerd",
+    load: () => import('./commands/image.ts'),
   },
 };
 

@@ -18,13 +18,39 @@ export interface ControlPlaneBinaries {
   helm: string;
 }
 
-const ENV_NAMES: Record<keyof ControlPlaneBinaries, [envVar: string, file: string]> = {
+/** The rest of a cluster, for `controlplane --node`; built by the same script into the same cache. */
+export interface NodeBinaries {
+  kubeScheduler: string;
+  kubelet: string;
+  kubeProxy: string;
+  /** Only its NetworkPolicy firewall runs (routing and service proxy off). */
+  kubeRouter: string;
+}
+
+export const KUBE_ROUTER_VERSION = process.env.MTLS_KUBE_ROUTER_VERSION ?? '2.1.0';
+
+type AnyBinary = keyof ControlPlaneBinaries | keyof NodeBinaries;
+
+const ENV_NAMES: Record<AnyBinary, [envVar: string, file: string]> = {
   etcd: ['MTLS_ETCD', 'etcd'],
   kubeApiserver: ['MTLS_KUBE_APISERVER', 'kube-apiserver'],
   kubeControllerManager: ['MTLS_KUBE_CONTROLLER_MANAGER', 'kube-controller-manager'],
   kubectl: ['MTLS_KUBECTL', 'kubectl'],
   helm: ['MTLS_HELM', 'helm'],
+  kubeScheduler: ['MTLS_KUBE_SCHEDULER', 'kube-scheduler'],
+  kubelet: ['MTLS_KUBELET', 'kubelet'],
+  kubeProxy: ['MTLS_KUBE_PROXY', 'kube-proxy'],
+  kubeRouter: ['MTLS_KUBE_ROUTER', 'kube-router'],
 };
+
+const CONTROL_PLANE_KEYS: (keyof ControlPlaneBinaries)[] = [
+  'etcd',
+  'kubeApiserver',
+  'kubeControllerManager',
+  'kubectl',
+  'helm',
+];
+const NODE_KEYS: (keyof NodeBinaries)[] = ['kubeScheduler', 'kubelet', 'kubeProxy', 'kubeRouter'];
 
 export function cacheDir(): string {
   return process.env.MTLS_OPERATOR_CACHE ?? join(homedir(), '.cache', 'mtls-operator');
@@ -40,12 +66,12 @@ function isExecutable(path: string): boolean {
 }
 
 function cachedPath(file: string): string {
-  const dir =
-    file === 'etcd'
-      ? `etcd-v${ETCD_VERSION}`
-      : file === 'helm'
-        ? `helm-v${HELM_VERSION}`
-        : `kubernetes-v${KUBERNETES_VERSION}`;
+  const dirs: Record<string, string> = {
+    etcd: `etcd-v${ETCD_VERSION}`,
+    helm: `helm-v${HELM_VERSION}`,
+    'kube-router': `kube-router-v${KUBE_ROUTER_VERSION}`,
+  };
+  const dir = dirs[file] ?? `kubernetes-v${KUBERNETES_VERSION}`;
   return join(cacheDir(), dir, file);
 }
 
@@ -53,9 +79,9 @@ function cachedPath(file: string): string {
  * Where each binary comes from, in order: an environment variable naming it, the versioned cache, or PATH.
  * kubectl and helm on PATH are ignored unless named: another version would skew the tests.
  */
-export function locateBinaries(): Partial<ControlPlaneBinaries> {
-  const found: Partial<ControlPlaneBinaries> = {};
-  for (const [key, [envVar, file]] of Object.entries(ENV_NAMES) as [keyof ControlPlaneBinaries, [string, string]][]) {
+export function locateBinaries(): Partial<ControlPlaneBinaries & NodeBinaries> {
+  const found: Partial<ControlPlaneBinaries & NodeBinaries> = {};
+  for (const [key, [envVar, file]] of Object.entries(ENV_NAMES) as [AnyBinary, [string, string]][]) {
     const fromEnv = process.env[envVar];
     if (fromEnv) {
       if (!isExecutable(fromEnv)) throw new Error(`${envVar}=${fromEnv} is not an executable file`);
@@ -79,10 +105,19 @@ export function locateBinaries(): Partial<ControlPlaneBinaries> {
 
 const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'build-binaries.sh');
 
-/** Finds the binaries, building the missing ones from Go modules into the cache (minutes, once). */
+/** Finds the control plane's binaries, building the missing ones from Go modules into the cache (minutes, once). */
 export async function ensureBinaries(): Promise<ControlPlaneBinaries> {
+  return (await ensure(CONTROL_PLANE_KEYS)) as ControlPlaneBinaries;
+}
+
+/** The control plane's binaries and the node's (kubelet, kube-proxy, kube-scheduler, kube-router). */
+export async function ensureNodeBinaries(): Promise<ControlPlaneBinaries & NodeBinaries> {
+  return (await ensure([...CONTROL_PLANE_KEYS, ...NODE_KEYS])) as ControlPlaneBinaries & NodeBinaries;
+}
+
+async function ensure(keys: AnyBinary[]): Promise<Partial<ControlPlaneBinaries & NodeBinaries>> {
   let found = locateBinaries();
-  if (Object.keys(ENV_NAMES).some((key) => !found[key as keyof ControlPlaneBinaries])) {
+  if (keys.some((key) => !found[key])) {
     process.stderr.write(
       `[control-plane] building Kubernetes v${KUBERNETES_VERSION} and etcd v${ETCD_VERSION} from Go modules into ${cacheDir()}.\n` +
         '[control-plane] This happens once per version and takes about 10-15 minutes on 2 cores; later runs start in seconds.\n',
@@ -95,6 +130,7 @@ export async function ensureBinaries(): Promise<ControlPlaneBinaries> {
           MTLS_K8S_VERSION: KUBERNETES_VERSION,
           MTLS_ETCD_VERSION: ETCD_VERSION,
           MTLS_HELM_VERSION: HELM_VERSION,
+          MTLS_KUBE_ROUTER_VERSION: KUBE_ROUTER_VERSION,
           MTLS_OPERATOR_CACHE: cacheDir(),
         },
       });
@@ -105,7 +141,7 @@ export async function ensureBinaries(): Promise<ControlPlaneBinaries> {
     });
     found = locateBinaries();
   }
-  const missing = (Object.keys(ENV_NAMES) as (keyof ControlPlaneBinaries)[]).filter((key) => !found[key]);
-  if (missing.length > 0) throw new Error(`control plane binaries not found after the build: ${missing.join(', ')}`);
-  return found as ControlPlaneBinaries;
+  const missing = keys.filter((key) => !found[key]);
+  if (missing.length > 0) throw new Error(`binaries not found after the build: ${missing.join(', ')}`);
+  return found;
 }

@@ -12,6 +12,7 @@ K8S_VERSION="${MTLS_K8S_VERSION:?set by binaries.ts}"
 ETCD_VERSION="${MTLS_ETCD_VERSION:?set by binaries.ts}"
 CACHE="${MTLS_OPERATOR_CACHE:?set by binaries.ts}"
 HELM_VERSION="${MTLS_HELM_VERSION:?set by binaries.ts}"
+KUBE_ROUTER_VERSION="${MTLS_KUBE_ROUTER_VERSION:?set by binaries.ts}"
 K8S_DIR="$CACHE/kubernetes-v$K8S_VERSION"
 ETCD_DIR="$CACHE/etcd-v$ETCD_VERSION"
 STAGING_VERSION="v0.${K8S_VERSION#*.}"   # 1.35.4 -> v0.35.4
@@ -53,7 +54,8 @@ ETCD_LDFLAGS="-s -w"
 build_module_binaries "$CACHE/work/etcd-v$ETCD_VERSION" go.etcd.io/etcd/server/v3 "v$ETCD_VERSION" "$ETCD_LDFLAGS" "$ETCD_DIR" \
   go.etcd.io/etcd/server/v3
 build_module_binaries "$CACHE/work/kubernetes-v$K8S_VERSION" k8s.io/kubernetes "v$K8S_VERSION" "$K8S_LDFLAGS" "$K8S_DIR" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 
 # Helm (for the chart's tests): v3.7+ has no replace directives, so `go install` works directly.
 HELM_DIR="$CACHE/helm-v$HELM_VERSION"
@@ -66,4 +68,15 @@ else
   log "helm: built in $((SECONDS - start))s -> $HELM_DIR/helm"
 fi
 
-log "ready: $ETCD_DIR/etcd, $K8S_DIR/{kube-apiserver,kube-controller-manager,kubectl}, $HELM_DIR/helm"
+# kube-router, for the local node's NetworkPolicy enforcement only (its firewall; routing and proxy stay off).
+ROUTER_DIR="$CACHE/kube-router-v$KUBE_ROUTER_VERSION"
+if [ -x "$ROUTER_DIR/kube-router" ]; then
+  log "kube-router: cached at $ROUTER_DIR/kube-router"
+else
+  log "building kube-router v$KUBE_ROUTER_VERSION (first run only; about 3-5 minutes)..."
+  start=$SECONDS
+  GOBIN="$ROUTER_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v$KUBE_ROUTER_VERSION"
+  log "kube-router: built in $((SECONDS - start))s -> $ROUTER_DIR/kube-router"
+fi
+
+log "ready: $ETCD_DIR/etcd, $K8S_DIR/{kube-apiserver,kube-controller-manager,kubectl,kube-scheduler,kubelet,kube-proxy}, $HELM_DIR/helm, $ROUTER_DIR/kube-router"

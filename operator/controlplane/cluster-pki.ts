@@ -24,7 +24,7 @@ export interface ClusterPkiFiles {
 const HOUR = 3_600_000;
 
 /** Writes a cluster CA, the API server's serving certificate, an admin (system:masters) client and SA keys. */
-export async function writeClusterPki(dir: string): Promise<ClusterPkiFiles> {
+export async function writeClusterPki(dir: string, extraIpAddresses: string[] = []): Promise<ClusterPkiFiles> {
   const files: ClusterPkiFiles = {
     caCert: join(dir, 'ca.crt'),
     caKey: join(dir, 'ca.key'),
@@ -60,7 +60,7 @@ export async function writeClusterPki(dir: string): Promise<ClusterPkiFiles> {
       notAfter,
       serverAuth: true,
       dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc'],
-      ipAddresses: ['127.0.0.1', '10.0.0.1'],
+      ipAddresses: ['127.0.0.1', '10.0.0.1', ...extraIpAddresses],
     },
     ca,
   );

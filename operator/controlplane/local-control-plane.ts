@@ -10,9 +10,24 @@ import { ensureBinaries, type ControlPlaneBinaries } from './binaries.ts';
 import { type ClusterPkiFiles, writeClusterPki } from './cluster-pki.ts';
 import { SupervisedProcess } from './supervised-process.ts';
 
+/** Addresses for a control plane that serves a real node (see `node/node-network.ts`). */
+export interface ClusterNetwork {
+  /** The API server binds and advertises this address (the `kubernetes` Service's endpoint). */
+  apiServerAddress: string;
+  serviceCidr: string;
+  /** The first address of `serviceCidr`, in the API server's certificate for pods that call it. */
+  apiServiceIp: string;
+  /** kube-controller-manager hands a /24 of this range to each node. */
+  podCidr: string;
+}
+
 export interface LocalControlPlaneOptions {
   /** Run kube-controller-manager too (garbage collection, Deployments, namespaces, service accounts). */
   controllerManager?: boolean;
+  /** Serve a real node: its addresses, and kube-scheduler (binary path) to place pods. */
+  node?: { network: ClusterNetwork; kubeScheduler: string };
+  /** A fixed folder instead of a new temporary one (it is emptied first and removed by `stop()`). */
+  dir?: string;
   /** Progress lines for a person watching; silent by default. */
   progress?: (line: string) => void;
 }
@@ -51,6 +66,7 @@ export class LocalControlPlane {
   private readonly etcd: SupervisedProcess;
   private readonly apiserver: SupervisedProcess;
   private readonly controllerManager: SupervisedProcess;
+  private readonly scheduler: SupervisedProcess;
   private etcdPort = 0;
   private etcdPeerPort = 0;
   private apiPort = 0;
@@ -69,12 +85,20 @@ export class LocalControlPlane {
     this.etcd = new SupervisedProcess('etcd', join(dir, 'etcd.log'));
     this.apiserver = new SupervisedProcess('kube-apiserver', join(dir, 'kube-apiserver.log'));
     this.controllerManager = new SupervisedProcess('kube-controller-manager', join(dir, 'kube-controller-manager.log'));
+    this.scheduler = new SupervisedProcess('kube-scheduler', join(dir, 'kube-scheduler.log'));
   }
 
   static async start(options: LocalControlPlaneOptions = {}): Promise<LocalControlPlane> {
     const binaries = await ensureBinaries();
-    const dir = await mkdtemp(join(tmpdir(), 'mtls-operator-cp-'));
-    const plane = new LocalControlPlane(dir, binaries, await writeClusterPki(dir), options);
+    let dir: string;
+    if (options.dir) {
+      await rm(options.dir, { recursive: true, force: true });
+      await mkdir(options.dir, { recursive: true, mode: 0o700 });
+      dir = options.dir;
+    } else dir = await mkdtemp(join(tmpdir(), 'mtls-operator-cp-'));
+    const network = options.node?.network;
+    const extraIps = network ? [network.apiServerAddress, network.apiServiceIp] : [];
+    const plane = new LocalControlPlane(dir, binaries, await writeClusterPki(dir, extraIps), options);
     try {
       await plane.startAll();
     } catch (err) {
@@ -83,6 +107,11 @@ export class LocalControlPlane {
       throw new Error(`local control plane failed to start: ${(err as Error).message}\n${logs}`);
     }
     return plane;
+  }
+
+  /** The cluster CA (kubelet trusts client certificates it signed). */
+  get caCertFile(): string {
+    return this.pki.caCert;
   }
 
   kubeConfig(): KubeConfig {
@@ -95,11 +124,38 @@ export class LocalControlPlane {
 
   private async startAll(): Promise<void> {
     [this.etcdPort, this.etcdPeerPort, this.apiPort] = await Promise.all([freePort(), freePort(), freePort()]);
-    this.apiServerUrl = `https://127.0.0.1:${this.apiPort}`;
+    this.apiServerUrl = `https://${this.apiServerAddress}:${this.apiPort}`;
     await this.writeKubeconfig();
     await this.startEtcd();
     await this.startApiServer();
     if (this.options.controllerManager !== false) await this.startControllerManager();
+    if (this.options.node) await this.startScheduler(this.options.node.kubeScheduler);
+  }
+
+  private get apiServerAddress(): string {
+    return this.options.node?.network.apiServerAddress ?? '127.0.0.1';
+  }
+
+  /** Flags that differ when the control plane serves a real node. */
+  private apiServerNetworkFlags(): string[] {
+    const network = this.options.node?.network;
+    if (!network) {
+      return [
+        '--advertise-address=127.0.0.1',
+        '--bind-address=127.0.0.1',
+        '--service-cluster-ip-range=10.0.0.0/16', // room for the Services of thousands of endpoints
+        '--endpoint-reconciler-type=none',
+      ];
+    }
+    return [
+      `--advertise-address=${network.apiServerAddress}`,
+      `--bind-address=${network.apiServerAddress}`,
+      `--service-cluster-ip-range=${network.serviceCidr}`,
+      // kubectl logs/exec: the API server calls kubelet with the admin identity.
+      `--kubelet-client-certificate=${this.pki.adminCert}`,
+      `--kubelet-client-key=${this.pki.adminKey}`,
+      '--kubelet-preferred-address-types=InternalIP',
+    ];
   }
 
   /** Starts (or restarts, with the same ports and data) etcd and waits until it is healthy. */
@@ -126,18 +182,15 @@ export class LocalControlPlane {
     this.progress(`starting kube-apiserver on ${this.apiServerUrl}`);
     this.apiserver.start(this.binaries.kubeApiserver, [
       `--etcd-servers=http://127.0.0.1:${this.etcdPort}`,
-      '--advertise-address=127.0.0.1',
-      '--bind-address=127.0.0.1',
+      ...this.apiServerNetworkFlags(),
       `--secure-port=${this.apiPort}`,
       `--tls-cert-file=${this.pki.apiserverCert}`,
       `--tls-private-key-file=${this.pki.apiserverKey}`,
       `--client-ca-file=${this.pki.caCert}`,
       '--authorization-mode=RBAC',
-      '--service-cluster-ip-range=10.0.0.0/16', // room for the Services of thousands of endpoints
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${this.pki.serviceAccountPub}`,
       `--service-account-signing-key-file=${this.pki.serviceAccountKey}`,
-      '--endpoint-reconciler-type=none',
       '--allow-privileged=true',
       `--cert-dir=${join(this.dir, 'apiserver-certs')}`,
       '--profiling=false',
@@ -171,11 +224,39 @@ export class LocalControlPlane {
       '--use-service-account-credentials=false',
       '--controllers=*',
       '--concurrent-gc-syncs=5',
+      ...(this.options.node
+        ? [
+            '--allocate-node-cidrs=true',
+            `--cluster-cidr=${this.options.node.network.podCidr}`,
+            '--node-cidr-mask-size=24',
+            `--service-cluster-ip-range=${this.options.node.network.serviceCidr}`,
+          ]
+        : []),
       '--v=1',
     ]);
     // The service-account controller creating `default` in `default` proves the controllers are running.
     await this.waitFor('kube-controller-manager', this.controllerManager, async () =>
       (await this.apiGet('/api/v1/namespaces/default/serviceaccounts/default')).includes('"kind":"ServiceAccount"'),
+    );
+  }
+
+  private async startScheduler(binary: string): Promise<void> {
+    const port = await freePort();
+    this.progress('starting kube-scheduler');
+    this.scheduler.start(binary, [
+      `--kubeconfig=${this.kubeconfigPath}`,
+      `--authentication-kubeconfig=${this.kubeconfigPath}`,
+      `--authorization-kubeconfig=${this.kubeconfigPath}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${port}`,
+      '--leader-elect=false',
+      '--v=1',
+    ]);
+    // Its serving certificate is self-signed, and /healthz is open to anyone: only "ok" matters here.
+    await this.waitFor(
+      'kube-scheduler',
+      this.scheduler,
+      async () => (await httpGet(`https://127.0.0.1:${port}/healthz`, { rejectUnauthorized: false })) === 'ok',
     );
   }
 
@@ -220,7 +301,7 @@ current-context: mtls-operator-local
 
   private async tailLogs(lines = 15): Promise<string> {
     const parts: string[] = [];
-    for (const proc of [this.etcd, this.apiserver, this.controllerManager]) {
+    for (const proc of [this.etcd, this.apiserver, this.controllerManager, this.scheduler]) {
       const text = await readFile(join(this.dir, `${proc.name}.log`), 'utf8').catch(() => '');
       if (text)
         parts.push(`--- last lines of ${proc.name}.log ---\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`);
@@ -230,6 +311,7 @@ current-context: mtls-operator-local
 
   /** Stops everything (controller-manager, API server, etcd) and removes the folder unless `keep`. */
   async stop({ keep = false } = {}): Promise<void> {
+    await this.scheduler.stop();
     await this.controllerManager.stop();
     await this.apiserver.stop();
     await this.etcd.stop();
@@ -237,7 +319,10 @@ current-context: mtls-operator-local
   }
 }
 
-function httpGet(url: string, tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {}): Promise<string> {
+function httpGet(
+  url: string,
+  tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean } = {},
+): Promise<string> {
   const send = url.startsWith('https:') ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     const req = send(url, { ...tls, timeout: 2_000 }, (res) => {
