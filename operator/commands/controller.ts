@@ -195,9 +195,26 @@ export async function run(argv: string[]): Promise<number> {
   });
   await Promise.race([stopped, lost]);
   log.info('shutting down');
-  await controller.stop();
+  ready = false;
+  // The controller stops while the lease still guards it (bounded: the pod's grace period must leave time for
+  // the release); then the lease is released, so a standby or the next pod leads at once, not a lease later.
+  const stopController = () => within(controller.stop(), CONTROLLER_STOP_TIMEOUT_MS, log);
+  if (elector) await elector.stop(stopController);
+  else await stopController();
   await webhook?.stop();
-  await elector?.stop();
   server.close();
   return exitCode;
+}
+
+/** How long shutdown waits for reconciles in flight before releasing the lease anyway. */
+const CONTROLLER_STOP_TIMEOUT_MS = 10_000;
+
+async function within(work: Promise<void>, ms: number, log: ReturnType<typeof logger>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    work.then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!done) log.warn('the controller did not stop in time; going on with the shutdown', { timeoutMs: ms });
 }

@@ -1,6 +1,6 @@
 import { CoordinationV1Api, type KubeConfig, type V1Lease, type V1LeaseSpec, Watch } from '@kubernetes/client-node';
 import { errorMessage, logger } from '../log.ts';
-import { isConflict, isNotFound } from './errors.ts';
+import { isConflict, isNotFound, statusCode } from './errors.ts';
 
 /** client-go's defaults, which `mtls-operator controller` uses: a standby takes over once the holder has not
  * renewed for a lease duration; a leader renews every retry period and steps down after the renew deadline. */
@@ -47,6 +47,8 @@ export class LeaderElector {
   private watchTimer: NodeJS.Timeout | undefined;
   private watching = false;
   private campaigning = false;
+  /** The campaign-and-renew loop of `run()`, awaited by `stop()` so nothing is written after the release. */
+  private loop: Promise<void> | undefined;
 
   private readonly options: LeaderElectionOptions;
 
@@ -68,10 +70,17 @@ export class LeaderElector {
   }
 
   /**
-   * Campaigns until leadership is won, then keeps renewing. `onStoppedLeading` is called once if leadership
-   * is lost; like controller-runtime, callers should then exit so a fresh process campaigns again.
+   * Campaigns until leadership is won, then keeps renewing. `onStartedLeading` is not called once `stop()`
+   * has been, even if the round in flight won the lease (`stop()` then releases it). `onStoppedLeading` is
+   * called once if leadership is lost; like controller-runtime, callers should then exit so a fresh process
+   * campaigns again.
    */
-  async run(callbacks: { onStartedLeading: () => void; onStoppedLeading: () => void }): Promise<void> {
+  run(callbacks: { onStartedLeading: () => void; onStoppedLeading: () => void }): Promise<void> {
+    this.loop ??= this.campaignAndLead(callbacks);
+    return this.loop;
+  }
+
+  private async campaignAndLead(callbacks: { onStartedLeading: () => void; onStoppedLeading: () => void }) {
     this.campaigning = true;
     this.watchLease();
     while (!this.stopped && !(await this.tryAcquireOrRenew())) await this.sleep(this.campaignDelayMs());
@@ -224,36 +233,72 @@ export class LeaderElector {
     }
   }
 
-  /** Stops campaigning; a leader releases the lease so a standby can take over at once. */
-  async stop(): Promise<void> {
+  /**
+   * Stops campaigning and renewing, waits for the round in flight (so no renewal or acquisition lands after
+   * the release), runs `beforeRelease` (a leader stops its controller there, while the lease still guards
+   * it), then releases the lease if it names us: holder cleared and a one-second duration, so a standby, which
+   * watches the Lease, takes over at once instead of a lease duration later. Also a standby that won the
+   * lease in the round `stop()` cut short releases it, instead of leaving a lease that names a dead process.
+   */
+  async stop(beforeRelease?: () => Promise<void>): Promise<void> {
     this.stopped = true;
     this.stopWatching();
     clearTimeout(this.timer);
     this.wake?.();
-    if (!this.leading) return;
-    this.leading = false;
-    const { namespace, name } = this.options;
+    const loop = this.loop;
+    if (loop) {
+      let timer: NodeJS.Timeout | undefined;
+      const settled = await Promise.race([
+        loop.then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.renewDeadlineMs))),
+      ]);
+      clearTimeout(timer);
+      if (!settled) this.log.warn('the last election round did not finish in time; releasing the lease anyway');
+    }
     try {
-      const lease = await this.api.readNamespacedLease({ name, namespace });
-      if (lease.spec?.holderIdentity !== this.options.identity) return;
-      await this.api.replaceNamespacedLease({
-        name,
-        namespace,
-        body: {
-          metadata: lease.metadata,
-          spec: {
-            ...lease.spec,
-            holderIdentity: '',
-            leaseDurationSeconds: 1,
-            acquireTime: microTime(new Date(lease.spec.acquireTime ?? Date.now())),
-            renewTime: microTime(new Date()),
+      await beforeRelease?.();
+    } finally {
+      this.leading = false;
+      if (loop) await this.release();
+    }
+  }
+
+  /** Hands the lease back if it names us; a conflict or a transport error is retried twice. */
+  private async release(): Promise<void> {
+    const { namespace, name, identity } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const lease = await this.api.readNamespacedLease({ name, namespace });
+        if (lease.spec?.holderIdentity !== identity) return;
+        await this.api.replaceNamespacedLease({
+          name,
+          namespace,
+          body: {
+            metadata: lease.metadata,
+            spec: {
+              ...lease.spec,
+              holderIdentity: '',
+              leaseDurationSeconds: 1,
+              acquireTime: microTime(new Date(lease.spec.acquireTime ?? Date.now())),
+              renewTime: microTime(new Date()),
+            },
           },
-        },
-      });
-    } catch (err) {
-      this.log.warn('releasing the lease failed; a standby will take over when it expires', {
-        error: errorMessage(err),
-      });
+        });
+        this.log.info('released the lease');
+        return;
+      } catch (err) {
+        if (isNotFound(err)) return;
+        const status = statusCode(err);
+        const retriable = status === undefined || status === 409 || status === 429 || status >= 500;
+        if (retriable && attempt < 3) {
+          await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+          continue;
+        }
+        this.log.warn('releasing the lease failed; a standby takes over when it expires', {
+          error: errorMessage(err),
+        });
+        return;
+      }
     }
   }
 }

@@ -90,4 +90,79 @@ describe('mtls-operator controller: two processes, one leader', () => {
     // No private key ever reaches the logs.
     expect(first.output.join('') + second.output.join('')).not.toMatch(/PRIVATE KEY/);
   }, 120_000);
+
+  it('SIGTERM: the leader releases its Lease and exits 0; the standby leads in well under half a lease', async () => {
+    const ns = await createTestNamespace('ctrl-term');
+    try {
+      const first = await startOperator(ns);
+      operators.push(first);
+      const firstHolder = await waitFor('a lease holder', () => leaseHolder(ns).catch(() => undefined));
+      const second = await startOperator(ns);
+      operators.push(second);
+      await createEndpoint(ns, 'term', { upstreamPort: 8080 });
+      await waitReady(ns, 'term');
+      await new Promise((resolve) => setTimeout(resolve, 1_000)); // the standby has read the lease and watches it
+
+      const terminatedAt = Date.now();
+      first.child.kill('SIGTERM');
+      const secondHolder = await waitFor(
+        'the standby to take the lease',
+        async () => {
+          const holder = await leaseHolder(ns);
+          return holder && holder !== firstHolder ? holder : undefined;
+        },
+        { timeoutMs: 40_000, intervalMs: 50 },
+      );
+      const takeoverMs = Date.now() - terminatedAt;
+      process.stdout.write(`controller-process: takeover after SIGTERM of the leader ${takeoverMs} ms\n`);
+      expect(await first.exited).toBe(0);
+      expect(first.output.join('')).toContain('released the lease');
+      expect(secondHolder).not.toBe(firstHolder);
+      // A lease left to expire would take 15 s (the lease duration) at least.
+      expect(takeoverMs).toBeLessThan(15_000 / 2);
+      expect(second.output.join('')).toContain('became leader');
+      // The new leader works: a spec change is acted upon.
+      await kubectl([
+        'patch',
+        '-n',
+        ns,
+        'mtlsendpoint',
+        'term',
+        '--type=merge',
+        '-p',
+        '{"spec":{"clients":[{"name":"x"}]}}',
+      ]);
+      await waitFor('the new leader to issue the new client', () => readSecret(ns, 'term-client-x'), {
+        timeoutMs: 30_000,
+      });
+    } finally {
+      await deleteTestNamespace(ns);
+    }
+  }, 120_000);
+
+  it('every replica SIGTERMed at once (uninstall, scale to zero): the Lease is left free; the next process leads at once', async () => {
+    const ns = await createTestNamespace('ctrl-down');
+    try {
+      const replicas = [await startOperator(ns), await startOperator(ns), await startOperator(ns)];
+      operators.push(...replicas);
+      await waitFor('a lease holder', () => leaseHolder(ns).catch(() => undefined));
+      await new Promise((resolve) => setTimeout(resolve, 1_000)); // the standbys have read the lease and watch it
+      for (const op of replicas) op.child.kill('SIGTERM');
+      expect(await Promise.all(replicas.map((op) => op.exited))).toEqual([0, 0, 0]);
+      expect(await leaseHolder(ns)).toBe('');
+
+      const startedAt = Date.now();
+      const next = await spawnOperator(kubeconfigPath(), ns);
+      operators.push(next);
+      await waitFor('the next process to lead', async () => ((await leaseHolder(ns)) ? true : undefined), {
+        timeoutMs: 40_000,
+        intervalMs: 50,
+      });
+      const leadsAfterMs = Date.now() - startedAt;
+      process.stdout.write(`controller-process: a new process leads ${leadsAfterMs} ms after it starts\n`);
+      expect(leadsAfterMs).toBeLessThan(15_000 / 2);
+    } finally {
+      await deleteTestNamespace(ns);
+    }
+  }, 120_000);
 });

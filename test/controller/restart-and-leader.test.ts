@@ -1,3 +1,4 @@
+import * as k8s from '@kubernetes/client-node';
 import { EndpointController } from '../../operator/controller/manager.ts';
 import { LeaderElector } from '../../operator/kube/leader-election.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
@@ -73,5 +74,47 @@ describe('controller: restarts and leader election', () => {
     expect(overlap).toEqual([]);
     await electors[1 - leaderIndex]!.stop();
     await Promise.all(runs);
+  });
+
+  it('a candidate stopped while its round wins the lease releases it instead of exiting as its holder', async () => {
+    const coordination = kubeConfig().makeApiClient(k8s.CoordinationV1Api);
+    const elector = new LeaderElector(kubeConfig(), { namespace, name: 'stopped-mid-round', identity: 'late' });
+    let started = false;
+    const run = elector.run({ onStartedLeading: () => (started = true), onStoppedLeading: () => undefined });
+    // The first round (read, then create the free lease) is in flight: shutdown arrives now, as on SIGTERM.
+    await elector.stop();
+    await run;
+    const lease = await coordination.readNamespacedLease({ name: 'stopped-mid-round', namespace });
+    expect(started).toBe(false);
+    expect(lease.spec?.holderIdentity ?? '').toBe('');
+    expect(lease.spec?.leaseDurationSeconds).toBe(1);
+  });
+
+  it('a leader stops its work before it releases the lease, and the standby leads only after that', async () => {
+    const timings = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 };
+    const events: string[] = [];
+    const [leader, standby] = ['first', 'second'].map(
+      (identity) => new LeaderElector(kubeConfig(), { namespace, name: 'ordered', identity, ...timings }),
+    );
+    const leaderRun = leader!.run({ onStartedLeading: () => events.push('first leads'), onStoppedLeading: () => {} });
+    await waitFor('the first to lead', async () => events.includes('first leads'));
+    const standbyRun = standby!.run({
+      onStartedLeading: () => events.push('second leads'),
+      onStoppedLeading: () => {},
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the standby has read the lease and watches it
+    const stopping = Date.now();
+    await leader!.stop(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_000)); // reconciles in flight finish
+      events.push('first stopped its work');
+    });
+    await leaderRun;
+    await waitFor('the standby to lead', async () => events.includes('second leads'));
+    const takeoverMs = Date.now() - stopping;
+    expect(events).toEqual(['first leads', 'first stopped its work', 'second leads']);
+    // Released, not expired: a lease duration is 15 s.
+    expect(takeoverMs).toBeLessThan(1_000 + timings.leaseDurationMs / 2);
+    await standby!.stop();
+    await standbyRun;
   });
 });
