@@ -113,25 +113,6 @@ export async function run(argv: string[]): Promise<number> {
     caPropagationDelayMs: duration('ca-propagation-delay', flags['ca-propagation-delay']),
     namespace: flags.namespace,
   });
-  let ready = false;
-  const server = createServer(async (req, res) => {
-    if (req.url === '/metrics') {
-      res.setHeader('content-type', metrics.registry.contentType);
-      res.end(await metrics.registry.metrics());
-    } else if (req.url === '/healthz') {
-      res.end('ok');
-    } else if (req.url === '/readyz') {
-      res.statusCode = ready ? 200 : 503;
-      res.end(ready ? 'ok' : 'not ready');
-    } else {
-      res.statusCode = 404;
-      res.end('not found');
-    }
-  });
-  const metricsPort = port('metrics-port', flags['metrics-port']);
-  await new Promise<void>((resolve) => server.listen(metricsPort, flags['metrics-address'], resolve));
-  log.info('serving metrics and health', { address: server.address() });
-
   const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
   const leaderElect = flags['leader-elect'] && !flags['no-leader-elect'];
   const identity = `${hostname()}-${randomBytes(4).toString('hex')}`;
@@ -159,22 +140,45 @@ export async function run(argv: string[]): Promise<number> {
           logLevel: flags['sidecar-log-level'],
           resources: flags['sidecar-resources'] ? json('sidecar-resources', flags['sidecar-resources']) : undefined,
         },
-        isLeader: () => !elector || elector.isLeader,
       });
+  // Ready: this replica's webhook serves a certificate the API server trusts (so it injects), and, on the
+  // leader, the controller has synced its caches. A standby is ready as soon as its webhook is.
+  let controllerReady = false;
+  const notReady = (): string | undefined =>
+    webhook && !webhook.ready
+      ? `webhook: ${webhook.notReadyReason ?? 'not ready'}`
+      : controllerReady
+        ? undefined
+        : 'controller: starting';
+  const server = createServer(async (req, res) => {
+    if (req.url === '/metrics') {
+      res.setHeader('content-type', metrics.registry.contentType);
+      res.end(await metrics.registry.metrics());
+    } else if (req.url === '/healthz') {
+      res.end('ok');
+    } else if (req.url === '/readyz') {
+      const reason = notReady();
+      res.statusCode = reason ? 503 : 200;
+      res.end(reason ? `not ready: ${reason}` : 'ok');
+    } else {
+      res.statusCode = 404;
+      res.end('not found');
+    }
+  });
+  const metricsPort = port('metrics-port', flags['metrics-port']);
+  await new Promise<void>((resolve) => server.listen(metricsPort, flags['metrics-address'], resolve));
+  log.info('serving metrics and health', { address: server.address() });
+
+  // Every replica makes the webhook usable itself (serving Secret, caBundle): injection never waits for a leader.
   await webhook?.start();
 
   let exitCode = 0;
   const stopped = untilSignal();
   const lost = new Promise<void>((resolve) => {
     const startController = () => {
-      void webhook
-        ?.syncConfiguration()
-        .catch((err: unknown) =>
-          log.warn('could not update the MutatingWebhookConfiguration', { error: errorMessage(err) }),
-        );
       controller.start().then(
         () => {
-          ready = true;
+          controllerReady = true;
         },
         (err: unknown) => {
           log.error('controller failed to start', { error: errorMessage(err) });
@@ -184,7 +188,7 @@ export async function run(argv: string[]): Promise<number> {
       );
     };
     if (!elector) return startController();
-    ready = true; // a standby is healthy and ready: it serves the webhook and waits for the lease
+    controllerReady = true; // a standby waits for the lease; its readiness is its webhook's
     void elector.run({
       onStartedLeading: startController,
       onStoppedLeading: () => {
@@ -195,7 +199,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   await Promise.race([stopped, lost]);
   log.info('shutting down');
-  ready = false;
+  controllerReady = false;
   // The controller stops while the lease still guards it (bounded: the pod's grace period must leave time for
   // the release); then the lease is released, so a standby or the next pod leads at once, not a lease later.
   const stopController = () => within(controller.stop(), CONTROLLER_STOP_TIMEOUT_MS, log);

@@ -28,7 +28,7 @@ const DAY = 24 * 3_600_000;
  * Keeps the webhook's own small PKI in one Secret (type kubernetes.io/tls, with ca.crt and ca.key beside
  * the leaf): every replica reads the same certificate, the first to start creates it, and whoever finds it
  * near its renewal time (one third of its life left) re-issues it. Writes carry the resourceVersion, so two
- * replicas cannot both rotate it.
+ * replicas cannot both rotate it: create-or-read, and a replica that loses a race uses what the winner wrote.
  */
 export class WebhookServingCert {
   private readonly core: CoreV1Api;
@@ -41,7 +41,7 @@ export class WebhookServingCert {
   }
 
   /** Returns a valid certificate, creating or renewing it as needed. */
-  async ensure(now = new Date()): Promise<WebhookTls> {
+  async ensure(now = new Date(), attempt = 1): Promise<WebhookTls> {
     const { namespace, secretName } = this.options;
     let existing: V1Secret | undefined;
     try {
@@ -97,9 +97,9 @@ export class WebhookServingCert {
       });
     } catch (err) {
       // Another replica won the race: use what it wrote.
-      if (!isConflict(err)) throw err;
+      if (!isConflict(err) || attempt >= 5) throw err;
       this.log.debug('another replica wrote the webhook certificate first', { error: errorMessage(err) });
-      return this.ensure(now);
+      return this.ensure(now, attempt + 1);
     }
     return this.tlsOf(leaf, ca.certPem);
   }

@@ -30,7 +30,6 @@ export async function startOperator(
     secretName: 'webhook-tls',
     serviceName: 'unused',
     settings: { image: 'registry.invalid/mtls-operator:test' },
-    isLeader: () => true,
   });
   await webhook.start();
   const controller = new EndpointController({
@@ -64,12 +63,16 @@ export interface OperatorProcess {
   exited: Promise<number | null>;
 }
 
-/** `mtls-operator controller` as a process, scoped to one namespace, without the webhook. */
+/**
+ * `mtls-operator controller` as a process, scoped to one namespace; without the webhook unless `webhook` is
+ * set (then `extra` says where it listens and which configuration it keeps).
+ */
 export async function spawnOperator(
   kubeconfig: string,
   namespace: string,
   extra: string[] = [],
   output: string[] = [],
+  { webhook = false }: { webhook?: boolean } = {},
 ): Promise<OperatorProcess> {
   const metricsPort = await freePort();
   const child = spawn(
@@ -83,7 +86,7 @@ export async function spawnOperator(
       namespace,
       '--operator-namespace',
       namespace,
-      '--no-webhook',
+      ...(webhook ? [] : ['--no-webhook']),
       '--metrics-address',
       '127.0.0.1',
       '--metrics-port',
