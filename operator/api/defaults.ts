@@ -15,6 +15,15 @@ export const DEFAULT_KEY_ALGORITHM: KeyAlgorithm = 'ECDSA-P256';
 /** Empty: renew when one third of the lifetime is left (cert-manager's rule), see `renewBeforeMs`. */
 export const DEFAULT_RENEW_BEFORE = '';
 export const DEFAULT_RENEW_BEFORE_FRACTION = 1 / 3;
+/**
+ * The shortest renewBefore (effective: set, or a third of validity) that leaves kubelet time to deliver a
+ * renewed certificate. kubelet writes a changed Secret into a pod's volume only at its next sync of that pod,
+ * up to `syncFrequency` (1m by default) later, plus up to its Secret cache's TTL: 60-90 s with default
+ * settings. A shorter renewBefore lets the sidecar serve, and clients hold, a certificate that expires
+ * before its successor reaches them. Below it the endpoint stays Ready (the API admits such values, and a
+ * test cluster may want them) but reports the condition `RenewBeforeTooShort` and a Warning Event.
+ */
+export const RENEW_BEFORE_FLOOR = '90s';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */

@@ -57,7 +57,7 @@ export interface Condition {
   observedGeneration?: number;
 }
 
-export const CONDITION_TYPES = ['Ready', 'Issued', 'CARollover', 'Degraded'] as const;
+export const CONDITION_TYPES = ['Ready', 'Issued', 'CARollover', 'Degraded', 'RenewBeforeTooShort'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
 export interface CertificateStatus {

@@ -14,6 +14,7 @@ import {
   serverSecretName,
   serviceName,
 } from '../api/types.ts';
+import { RENEW_BEFORE_FLOOR } from '../api/defaults.ts';
 import type { EventRecorder, EventType } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { selectorMatches } from '../kube/selectors.ts';
@@ -44,7 +45,7 @@ import {
 } from './certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
-import { type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
+import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
 import type { ReconcileResult } from './run-workers.ts';
 
 export const CERTIFICATE_LABEL = 'mtls.operator.dev/certificate';
@@ -95,6 +96,8 @@ interface Run {
   notes: Note[];
   /** Problems that leave the endpoint working but not fully: Degraded=True, an Event when they change. */
   degraded: { reason: string; message: string }[];
+  /** Set when the leaves renew too close to expiry for kubelet to deliver them: RenewBeforeTooShort=True. */
+  renewBeforeTooShort?: string;
   injectedPods: number;
   leavesOnOldCa: number;
   /** Client certificates replaced at a renewal or re-issue but still valid: their holders may present them. */
@@ -176,6 +179,7 @@ export class EndpointReconciler {
       wakeAt: [],
       notes: [],
       degraded: [],
+      renewBeforeTooShort: renewBeforeTooShort(ep, spec),
       injectedPods: 0,
       leavesOnOldCa: 0,
       replacedClientCerts: [],
@@ -836,10 +840,22 @@ export class EndpointReconciler {
       issued
         ? condition('Ready', 'True', 'Ready', 'Certificates are issued and the Services are in place')
         : condition('Ready', 'False', 'Issuing', 'Certificates are being issued'),
+      // A warning, not a refusal: the endpoint works, but a renewal may reach the pods after expiry.
+      run.renewBeforeTooShort
+        ? condition('RenewBeforeTooShort', 'True', 'BelowKubeletSecretDelay', run.renewBeforeTooShort)
+        : condition(
+            'RenewBeforeTooShort',
+            'False',
+            'AsExpected',
+            `Certificates renew at least ${RENEW_BEFORE_FLOOR} before they expire, time for kubelet to deliver them`,
+          ),
     ];
-    const previousDegraded = run.ep.status?.conditions?.find((c) => c.type === 'Degraded');
-    if (degraded && previousDegraded?.message !== conditions[2]!.message) {
+    const previous = (type: string) => run.ep.status?.conditions?.find((c) => c.type === type);
+    if (degraded && previous('Degraded')?.message !== conditions[2]!.message) {
       await this.deps.events.record(run.ep, 'Warning', degraded.reason, conditions[2]!.message);
+    }
+    if (run.renewBeforeTooShort && previous('RenewBeforeTooShort')?.message !== run.renewBeforeTooShort) {
+      await this.deps.events.record(run.ep, 'Warning', 'RenewBeforeTooShort', run.renewBeforeTooShort);
     }
     const cert = (c: CertInfo & { secretName?: string }) => ({
       ...(c.secretName ? { secretName: c.secretName } : {}),

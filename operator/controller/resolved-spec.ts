@@ -1,6 +1,6 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { MtlsEndpoint } from '../api/types.ts';
-import { applyDefaults, DEFAULT_TRUST_DOMAIN } from '../api/defaults.ts';
+import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
 
@@ -94,4 +94,27 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     trustDomain: DEFAULT_TRUST_DOMAIN,
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
   };
+}
+
+/**
+ * Why the renewBefore that server and client certificates get is below `RENEW_BEFORE_FLOOR`, naming the
+ * field that sets it, or undefined. (A leaf cut short by its CA's expiry renews a third of its shorter life
+ * before; the CA rollover keeps that case rare and brief, so only the spec is judged.)
+ */
+export function renewBeforeTooShort(ep: MtlsEndpoint, spec: ResolvedSpec): string | undefined {
+  const floorMs = parseDuration(RENEW_BEFORE_FLOOR);
+  const effectiveMs = renewBeforeMs(spec.validityMs, spec.renewBeforeMs);
+  if (effectiveMs >= floorMs) return undefined;
+  const certificates = applyDefaults(ep.spec).certificates;
+  const setBy =
+    spec.renewBeforeMs !== undefined
+      ? `spec.certificates.renewBefore (${certificates.renewBefore})`
+      : `spec.certificates.validity (${certificates.validity}) with an empty renewBefore (a third of it, ${formatDuration(effectiveMs)})`;
+  return (
+    `${setBy} renews the server and client certificates less than ${RENEW_BEFORE_FLOOR} before they expire. ` +
+    `kubelet delivers a renewed Secret into a pod's volume up to 60-90s after the change (its syncFrequency, 1m ` +
+    `by default, plus its Secret cache), so the sidecar may serve, and clients hold, a certificate that expires ` +
+    `before its successor arrives. Set spec.certificates.renewBefore to at least ${RENEW_BEFORE_FLOOR}` +
+    (spec.validityMs <= floorMs ? `, with a validity longer than that.` : '.')
+  );
 }

@@ -5,11 +5,13 @@ import {
   DEFAULT_LISTENERS,
   DEFAULT_VALIDITY,
   MIN_VALIDITY,
+  RENEW_BEFORE_FLOOR,
   renewBeforeMs,
 } from '../../operator/api/defaults.ts';
 import { DURATION_PATTERN } from '../../operator/api/duration.ts';
 import {
   CA_ROLLOVER_PHASES,
+  CONDITION_TYPES,
   GROUP,
   KIND,
   MAX_CLIENT_NAME_LENGTH,
@@ -83,6 +85,13 @@ describe('the CRD file agrees with operator/api', () => {
     expect(renewBeforeMs(3_000, 500)).toBe(500);
     expect(renewBeforeMs(3_000, 3_000)).toBe(1_000); // longer than a (clamped) lifetime: fall back to a third
     expect(renewBeforeMs(3_000, 0)).toBe(1_000);
+  });
+
+  it('names the renewBefore floor of operator/api/defaults.ts and every condition the operator sets', () => {
+    expect(certificates.renewBefore.description).toContain(`Keep it at ${RENEW_BEFORE_FLOOR} or more`);
+    const conditions = root.properties.status.properties.conditions.description;
+    for (const type of CONDITION_TYPES) expect(conditions).toContain(type);
+    expect(conditions).toContain(`less than ${RENEW_BEFORE_FLOOR} before expiry`);
   });
 
   it('has the enums and limits of the constants', () => {
