@@ -26,38 +26,24 @@ export const PRODUCT_IMAGE = `${/^\s+repository:\s*(\S+)/m.exec(VALUES)![1]}:${/
 export const LOCAL_BASE_IMAGE = `localhost/mtls-operator/node-base:${NODE_VERSION}-bookworm`;
 export const PAUSE_IMAGE = 'localhost/mtls-operator/pause:1';
 
+/** overlay where the kernel allows it (rootless-free, fast); vfs copies every layer. */
+const STORAGE_DRIVER = process.env.MTLS_BUILDAH_DRIVER ?? 'overlay';
+
 function imagesDir(): string {
   return join(cacheDir(), 'images');
 }
 
-function buildah(args: string[], options: { timeoutMs?: number } = {}) {
-  const store = join(cacheDir(), 'buildah');
+function buildah(args: string[], options: { timeoutMs?: number; allowFailure?: boolean } = {}) {
+  const store = join(cacheDir(), `buildah-${STORAGE_DRIVER}`);
   return runCommand(
     'buildah',
-    ['--root', join(store, 'storage'), '--runroot', join(store, 'run'), '--storage-driver', 'vfs', ...args],
-    { timeoutMs: options.timeoutMs ?? 600_000 },
+    ['--root', join(store, 'storage'), '--runroot', join(store, 'run'), '--storage-driver', STORAGE_DRIVER, ...args],
+    { timeoutMs: options.timeoutMs ?? 600_000, allowFailure: options.allowFailure },
   );
 }
 
 async function imageExists(ref: string): Promise<boolean> {
-  const store = join(cacheDir(), 'buildah');
-  const result = await runCommand(
-    'buildah',
-    [
-      '--root',
-      join(store, 'storage'),
-      '--runroot',
-      join(store, 'run'),
-      '--storage-driver',
-      'vfs',
-      'inspect',
-      '--type',
-      'image',
-      ref,
-    ],
-    { allowFailure: true },
-  );
-  return result.code === 0;
+  return (await buildah(['inspect', '--type', 'image', ref], { allowFailure: true })).code === 0;
 }
 
 /** An image holding one folder's files, with an entrypoint or a command. */
