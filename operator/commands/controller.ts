@@ -8,6 +8,7 @@ import { DEFAULT_SIDECAR_IMAGE } from '../defaults.ts';
 import { Webhook } from '../webhook/webhook.ts';
 import { helpText, parseFlags, UsageError } from '../flags.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
+import { deploymentOwnerReference } from '../kube/owner.ts';
 import { errorMessage, logger } from '../log.ts';
 import { OperatorMetrics } from '../metrics.ts';
 import { untilSignal } from './run-until-signal.ts';
@@ -61,6 +62,11 @@ export const CONTROLLER_FLAGS = {
     help: 'resources of injected sidecars, e.g. {"requests":{"cpu":"10m"}}',
   },
   'lease-name': { type: 'string', value: 'NAME', help: 'the leader-election Lease', default: 'mtls-operator-leader' },
+  'owner-deployment': {
+    type: 'string',
+    value: 'NAME',
+    help: "the operator's Deployment (in --operator-namespace): owns the Lease and the webhook Secret, which go with it",
+  },
   'leader-elect': { type: 'boolean', help: 'elect a leader on a Lease so only one replica writes', default: true },
   'no-leader-elect': { type: 'boolean', help: 'run without leader election (a single replica)' },
   'ca-propagation-delay': {
@@ -114,6 +120,10 @@ export async function run(argv: string[]): Promise<number> {
     namespace: flags.namespace,
   });
   const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
+  const owner = flags['owner-deployment']
+    ? await deploymentOwnerReference(kc, operatorNamespace, flags['owner-deployment'])
+    : undefined;
+  const ownerReferences = owner ? [owner] : undefined;
   const leaderElect = flags['leader-elect'] && !flags['no-leader-elect'];
   const identity = `${hostname()}-${randomBytes(4).toString('hex')}`;
   const elector = leaderElect
@@ -121,6 +131,7 @@ export async function run(argv: string[]): Promise<number> {
         namespace: operatorNamespace,
         name: flags['lease-name'],
         identity,
+        ownerReferences,
       })
     : undefined;
 
@@ -140,6 +151,7 @@ export async function run(argv: string[]): Promise<number> {
           logLevel: flags['sidecar-log-level'],
           resources: flags['sidecar-resources'] ? json('sidecar-resources', flags['sidecar-resources']) : undefined,
         },
+        ownerReferences,
       });
   // Ready: this replica's webhook serves a certificate the API server trusts (so it injects), and, on the
   // leader, the controller has synced its caches. A standby is ready as soon as its webhook is.

@@ -1,6 +1,14 @@
-import { CoordinationV1Api, type KubeConfig, type V1Lease, type V1LeaseSpec, Watch } from '@kubernetes/client-node';
+import {
+  CoordinationV1Api,
+  type KubeConfig,
+  type V1Lease,
+  type V1LeaseSpec,
+  type V1OwnerReference,
+  Watch,
+} from '@kubernetes/client-node';
 import { errorMessage, logger } from '../log.ts';
 import { isConflict, isNotFound, statusCode } from './errors.ts';
+import { withOwners } from './owner.ts';
 
 /** client-go's defaults, which `mtls-operator controller` uses: a standby takes over once the holder has not
  * renewed for a lease duration; a leader renews every retry period and steps down after the renew deadline. */
@@ -17,6 +25,8 @@ export interface LeaderElectionOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
+  /** Set on the Lease (e.g. the operator's Deployment), so it goes when its owner is deleted. */
+  ownerReferences?: V1OwnerReference[];
 }
 
 /**
@@ -203,7 +213,10 @@ export class LeaderElector {
       try {
         await this.api.createNamespacedLease({
           namespace,
-          body: { metadata: { name, namespace }, spec: this.desiredLease(0) },
+          body: {
+            metadata: { name, namespace, ownerReferences: this.options.ownerReferences },
+            spec: this.desiredLease(0),
+          },
         });
         return true;
       } catch (createErr) {
@@ -223,7 +236,15 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name,
         namespace,
-        body: { metadata: { ...lease.metadata, name, namespace }, spec: this.desiredLease(transitions, acquireTime) },
+        body: {
+          metadata: {
+            ...lease.metadata,
+            name,
+            namespace,
+            ownerReferences: withOwners(lease.metadata?.ownerReferences, this.options.ownerReferences),
+          },
+          spec: this.desiredLease(transitions, acquireTime),
+        },
       });
       if (heldByOther) this.log.info('took over an expired lease', { previousHolder: holder });
       return true;

@@ -1,5 +1,6 @@
-import { CoreV1Api, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1OwnerReference, type V1Secret } from '@kubernetes/client-node';
 import { isConflict, isNotFound } from '../kube/errors.ts';
+import { withOwners } from '../kube/owner.ts';
 import { errorMessage, logger } from '../log.ts';
 import type { PemPair } from '../controller/ca-state.ts';
 import { certInfo, pairProblem, subjectAltNames } from '../controller/certs.ts';
@@ -20,6 +21,8 @@ export interface ServingCertOptions {
   ipAddresses?: string[];
   caValidityMs?: number;
   validityMs?: number;
+  /** Set on the Secret (the operator's Deployment), so it goes when its owner is deleted. */
+  ownerReferences?: V1OwnerReference[];
 }
 
 const DAY = 24 * 3_600_000;
@@ -50,7 +53,10 @@ export class WebhookServingCert {
       if (!isNotFound(err)) throw err;
     }
     const current = existing && (await this.usable(existing, now));
-    if (current) return current;
+    if (current) {
+      await this.adopt(existing!);
+      return current;
+    }
 
     const caValidityMs = this.options.caValidityMs ?? 10 * 365 * DAY;
     const validityMs = this.options.validityMs ?? 365 * DAY;
@@ -75,6 +81,7 @@ export class WebhookServingCert {
         ...(existing?.metadata ?? {}),
         name: secretName,
         namespace,
+        ownerReferences: withOwners(existing?.metadata?.ownerReferences, this.options.ownerReferences),
         labels: {
           ...(existing?.metadata?.labels ?? {}),
           'app.kubernetes.io/managed-by': 'mtls-operator',
@@ -102,6 +109,23 @@ export class WebhookServingCert {
       return this.ensure(now, attempt + 1);
     }
     return this.tlsOf(leaf, ca.certPem);
+  }
+
+  /** Adds the owner to a Secret written without it (by an older version); a lost race is left to the next check. */
+  private async adopt(secret: V1Secret): Promise<void> {
+    const owners = withOwners(secret.metadata?.ownerReferences, this.options.ownerReferences);
+    if (owners === secret.metadata?.ownerReferences) return;
+    const { namespace, secretName } = this.options;
+    try {
+      await this.core.replaceNamespacedSecret({
+        namespace,
+        name: secretName,
+        body: { ...secret, metadata: { ...secret.metadata, ownerReferences: owners } },
+      });
+      this.log.info('set the owner of the webhook serving Secret', { secret: `${namespace}/${secretName}` });
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+    }
   }
 
   private pair(secret: V1Secret, certKey: string, keyKey: string): PemPair | undefined {

@@ -1,4 +1,9 @@
-import { CustomObjectsApi, type KubeConfig, type V1LabelSelector } from '@kubernetes/client-node';
+import {
+  CustomObjectsApi,
+  type KubeConfig,
+  type V1LabelSelector,
+  type V1OwnerReference,
+} from '@kubernetes/client-node';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect } from 'node:tls';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../api/types.ts';
@@ -23,6 +28,8 @@ export interface WebhookOptions {
   secretName: string;
   serviceName: string;
   settings: InjectorSettings;
+  /** Set on the serving Secret (the operator's Deployment), so it goes when its owner is deleted. */
+  ownerReferences?: V1OwnerReference[];
   /** How often the serving certificate is checked for renewal (default 10 minutes). */
   checkEveryMs?: number;
   /** How often a ready replica checks that the caBundle still verifies what it serves (default 30 s). */
@@ -75,6 +82,7 @@ export class Webhook {
       secretName: options.secretName,
       dnsNames: url && !isIp ? [url.hostname] : [options.serviceName, svc, `${svc}.svc`, `${svc}.svc.cluster.local`],
       ipAddresses: url && isIp ? [url.hostname.replace(/^\[|\]$/g, '')] : undefined,
+      ownerReferences: options.ownerReferences,
     });
   }
 

@@ -1,5 +1,5 @@
 import * as k8s from '@kubernetes/client-node';
-import { execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +39,64 @@ const render = async (release: string, namespace: string, values: string[] = [])
 
 const deploymentOf = (objects: k8s.KubernetesObject[]) => find<k8s.V1Deployment>(objects, 'Deployment');
 const find = <T>(objects: k8s.KubernetesObject[], kind: string) => objects.find((o) => o.kind === kind) as T;
+
+/** A kubeconfig that authenticates as the chart's ServiceAccount, as the operator's pod does. */
+async function serviceAccountKubeconfig(namespace: string, sa: string): Promise<string> {
+  const token = (await kubectl(['create', 'token', sa, '-n', namespace, '--duration', '1h'])).trim();
+  const cluster = kubeConfig().getCurrentCluster()!;
+  const kubeconfig = join(tmpdir(), `chart-sa-${namespace}.kubeconfig`);
+  writeFileSync(
+    kubeconfig,
+    `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "${cluster.server}", certificate-authority-data: ${cluster.caData}}}]\nusers: [{name: sa, user: {token: ${token}}}]\ncontexts: [{name: c, context: {cluster: c, user: sa}}]\ncurrent-context: c\n`,
+  );
+  return kubeconfig;
+}
+
+/**
+ * The operator with the arguments the chart gives it (names derived from the release's fullname), under the
+ * chart's ServiceAccount, its ports on loopback, its controller scoped to `workload`.
+ */
+async function spawnChartOperator(namespace: string, workload: string, fullname: string, output: string[]) {
+  const kubeconfig = await serviceAccountKubeconfig(namespace, fullname);
+  const webhookPort = await freePort();
+  const metricsPort = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'operator/cli.ts'),
+      'controller',
+      '--kubeconfig',
+      kubeconfig,
+      '--namespace',
+      workload,
+      '--operator-namespace',
+      namespace,
+      '--lease-name',
+      `${fullname}-leader`,
+      '--owner-deployment',
+      fullname,
+      '--webhook-configuration',
+      fullname,
+      '--webhook-service',
+      `${fullname}-webhook`,
+      '--webhook-secret',
+      `${fullname}-webhook-tls`,
+      '--webhook-port',
+      String(webhookPort),
+      '--webhook-address',
+      '127.0.0.1',
+      '--metrics-port',
+      String(metricsPort),
+      '--metrics-address',
+      '127.0.0.1',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, webhookPort, metricsPort };
+}
 
 describe('Helm chart and plain manifests', () => {
   it('lints strictly with default and non-default values, and its schema refuses unknown values', async () => {
@@ -89,6 +147,14 @@ describe('Helm chart and plain manifests', () => {
         'controller',
         '--webhook-configuration=mtls-operator',
         '--lease-name=mtls-operator-leader',
+        '--owner-deployment=mtls-operator',
+      ]),
+    );
+    // The operator reads its own Deployment (and no other) to own the Lease and the webhook Secret with it.
+    const role = objects.find((o) => o.kind === 'Role') as k8s.V1Role;
+    expect(role.rules).toEqual(
+      expect.arrayContaining([
+        { apiGroups: ['apps'], resources: ['deployments'], resourceNames: ['mtls-operator'], verbs: ['get'] },
       ]),
     );
     expect(find<k8s.V1PodDisruptionBudget>(objects, 'PodDisruptionBudget').spec?.minAvailable).toBe(1);
@@ -123,6 +189,25 @@ describe('Helm chart and plain manifests', () => {
     }
   });
 
+  it("README's kubectl uninstall selects every object of deploy/mtls-operator.yaml but the CRD", () => {
+    const objects = k8s.loadAllYaml(
+      readFileSync(join(ROOT, 'deploy/mtls-operator.yaml'), 'utf8'),
+    ) as k8s.KubernetesObject[];
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const commands = [
+      ...readme.matchAll(
+        /^kubectl delete (-n mtls-system )?([a-z,]+) -l app\.kubernetes\.io\/instance=mtls-operator$/gm,
+      ),
+    ];
+    expect(commands).toHaveLength(2);
+    const kinds = new Set(commands.flatMap((m) => m[2]!.split(',')));
+    for (const o of objects) {
+      const selected =
+        kinds.has(o.kind!.toLowerCase()) && o.metadata?.labels?.['app.kubernetes.io/instance'] === 'mtls-operator';
+      expect([o.kind, selected]).toEqual([o.kind, o.kind !== 'CustomResourceDefinition']);
+    }
+  });
+
   it('deploy/mtls-operator.yaml is the chart rendered with defaults (regenerate with npm run manifests)', async () => {
     const { helm: bin } = await ensureBinaries();
     const { stdout } = await run('bash', [join(ROOT, 'charts/render-manifest.sh')], {
@@ -139,7 +224,7 @@ describe('Helm chart and plain manifests', () => {
     let workload: string;
     const release = `chart-${Date.now().toString(36)}`;
     const fullname = `${release}-mtls-operator`;
-    let operator: ReturnType<typeof spawn> | undefined;
+    let operator: ChildProcess | undefined;
     const output: string[] = [];
 
     beforeAll(async () => {
@@ -179,48 +264,9 @@ describe('Helm chart and plain manifests', () => {
 
     it("the chart's RBAC is enough for create -> inject -> rotate -> revoke, and grants nothing more", async () => {
       const sa = fullname;
-      const token = (await kubectl(['create', 'token', sa, '-n', namespace, '--duration', '1h'])).trim();
-      const admin = kubeConfig();
-      const cluster = admin.getCurrentCluster()!;
-      const kubeconfig = join(tmpdir(), `chart-sa-${process.pid}.kubeconfig`);
-      writeFileSync(
-        kubeconfig,
-        `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "${cluster.server}", certificate-authority-data: ${cluster.caData}}}]\nusers: [{name: sa, user: {token: ${token}}}]\ncontexts: [{name: c, context: {cluster: c, user: sa}}]\ncurrent-context: c\n`,
-      );
-      const webhookPort = await freePort();
-      const metricsPort = await freePort();
-      operator = spawn(
-        process.execPath,
-        [
-          join(ROOT, 'operator/cli.ts'),
-          'controller',
-          '--kubeconfig',
-          kubeconfig,
-          '--namespace',
-          workload,
-          '--operator-namespace',
-          namespace,
-          '--lease-name',
-          `${sa}-leader`,
-          '--webhook-configuration',
-          fullname,
-          '--webhook-service',
-          `${sa}-webhook`,
-          '--webhook-secret',
-          `${sa}-webhook-tls`,
-          '--webhook-port',
-          String(webhookPort),
-          '--webhook-address',
-          '127.0.0.1',
-          '--metrics-port',
-          String(metricsPort),
-          '--metrics-address',
-          '127.0.0.1',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      operator.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
-      operator.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+      const spawned = await spawnChartOperator(namespace, workload, fullname, output);
+      operator = spawned.child;
+      const webhookPort = spawned.webhookPort;
 
       // create
       await createEndpoint(workload, 'rbac', {
@@ -278,9 +324,127 @@ describe('Helm chart and plain manifests', () => {
       expect(await can('update', 'mutatingwebhookconfigurations/someone-elses')).toBe('no');
       expect(await can('update', 'leases/another-lease', '-n', namespace)).toBe('no');
       expect(await can('create', 'pods', '-n', workload)).toBe('no');
+      // Its own Deployment (the owner of the Lease and the webhook Secret): read, and only that one.
+      expect(await can('get', `deployments/${fullname}`, '-n', namespace)).toBe('yes');
+      expect(await can('update', `deployments/${fullname}`, '-n', namespace)).toBe('no');
+      expect(await can('get', 'deployments/another', '-n', namespace)).toBe('no');
+      expect(await can('list', 'deployments', '-n', namespace)).toBe('no');
       expect(await core().listNamespacedSecret({ namespace: workload })).toBeDefined();
     }, 120_000);
   });
+});
+
+describe('helm install and uninstall against the real API server', () => {
+  let namespace: string;
+  let workload: string;
+  const release = `rel-${Date.now().toString(36)}`;
+  const fullname = `${release}-mtls-operator`;
+  const helmArgs = () => ['--namespace', namespace, '--kubeconfig', kubeconfigPath()];
+  let operator: ChildProcess | undefined;
+  const output: string[] = [];
+
+  beforeAll(async () => {
+    await installCrd();
+    namespace = await createTestNamespace('chart-rel');
+    workload = await createTestNamespace('chart-rel-work');
+  });
+  afterAll(async () => {
+    operator?.kill('SIGKILL');
+    await helm(['uninstall', release, ...helmArgs()]).catch(() => undefined);
+    await deleteTestNamespace(namespace);
+    await deleteTestNamespace(workload);
+  });
+
+  it('uninstall takes the Lease and the webhook Secret with the release; the CRD, endpoints and their Secrets stay; a reinstall leads at once', async () => {
+    const coordination = kubeConfig().makeApiClient(k8s.CoordinationV1Api);
+    const apps = kubeConfig().makeApiClient(k8s.AppsV1Api);
+    const admission = kubeConfig().makeApiClient(k8s.AdmissionregistrationV1Api);
+    const leaseName = `${fullname}-leader`;
+    const leaseHolder = () =>
+      coordination
+        .readNamespacedLease({ name: leaseName, namespace })
+        .then((lease) => lease.spec?.holderIdentity ?? '')
+        .catch(() => undefined);
+    // The webhook selects only a label no namespace has, so it cannot disturb other suites.
+    const install = () =>
+      helm([
+        'install',
+        release,
+        CHART,
+        ...helmArgs(),
+        '--set',
+        'webhook.namespaceSelector.matchLabels.chart-test=never',
+      ]);
+    await install();
+    const deployment = await apps.readNamespacedDeployment({ name: fullname, namespace });
+    const owner = { apiVersion: 'apps/v1', kind: 'Deployment', name: fullname, uid: deployment.metadata!.uid };
+
+    // No kubelet here: the operator runs as the chart's pod would (its arguments, its ServiceAccount).
+    const first = await spawnChartOperator(namespace, workload, fullname, output);
+    operator = first.child;
+    const lease = await waitFor('the leader Lease', () =>
+      coordination.readNamespacedLease({ name: leaseName, namespace }),
+    );
+    expect(lease.metadata?.ownerReferences).toEqual([owner]);
+    const secret = await waitFor('the webhook serving Secret', () => readSecret(namespace, `${fullname}-webhook-tls`));
+    expect(secret.metadata?.ownerReferences).toEqual([owner]);
+    await waitFor(
+      'the operator to be ready (caBundle in place)',
+      async () => (await fetch(`http://127.0.0.1:${first.metricsPort}/readyz`)).ok,
+    );
+    await createEndpoint(workload, 'kept', { upstreamPort: 8080, clients: [{ name: 'a' }] });
+    await waitReady(workload, 'kept');
+    const firstHolder = await leaseHolder();
+    expect(firstHolder).toBeTruthy();
+
+    // As on a node: helm deletes the Deployment, then at once its RBAC and ServiceAccount; the pod gets its
+    // SIGTERM only after the garbage collector has deleted it, when the operator's credentials are gone and
+    // it cannot release anything. Only ownership takes the Lease and the Secret away.
+    await helm(['uninstall', release, ...helmArgs()]);
+    operator.kill('SIGTERM');
+    expect(await first.exited).not.toBeNull();
+    await waitFor(
+      'the garbage collector to delete the Lease and the webhook Secret with the Deployment',
+      async () => (await leaseHolder()) === undefined && !(await readSecret(namespace, `${fullname}-webhook-tls`)),
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    await expect(admission.readMutatingWebhookConfiguration({ name: fullname })).rejects.toThrow();
+
+    // What stays on purpose: the CRD (Helm never deletes crds/), the endpoints, their Secrets with the CA key.
+    expect(await kubectl(['get', 'crd', 'mtlsendpoints.mtls.operator.dev', '-o', 'name'])).toContain(
+      'mtlsendpoints.mtls.operator.dev',
+    );
+    expect((await getEndpoint(workload, 'kept')).metadata?.name).toBe('kept');
+    const ca = await readSecret(workload, 'kept-ca');
+    expect(Object.keys(ca?.data ?? {})).toEqual(expect.arrayContaining(['ca.crt', 'ca.key']));
+    expect(await readSecret(workload, 'kept-server')).toBeDefined();
+    expect(await readSecret(workload, 'kept-client-a')).toBeDefined();
+
+    // Installed again: its first replica leads at once (a stale Lease would hold it off for 15 s).
+    await install();
+    const startedAt = Date.now();
+    const second = await spawnChartOperator(namespace, workload, fullname, []);
+    operator = second.child;
+    await waitFor(
+      'the new replica to lead',
+      async () => {
+        const holder = await leaseHolder();
+        return holder && holder !== firstHolder ? true : undefined;
+      },
+      {
+        timeoutMs: 40_000,
+        intervalMs: 50,
+      },
+    );
+    const leadsAfterMs = Date.now() - startedAt;
+    process.stdout.write(
+      `chart: after uninstall and install, the first replica leads ${leadsAfterMs} ms after it starts\n`,
+    );
+    expect(leadsAfterMs).toBeLessThan(15_000 / 2);
+    // It adopts what stayed: same CA.
+    await waitReady(workload, 'kept');
+    expect((await readSecret(workload, 'kept-ca'))?.data?.['ca.crt']).toBe(ca?.data?.['ca.crt']);
+  }, 180_000);
 });
 
 async function postAdmission(
