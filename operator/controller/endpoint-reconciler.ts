@@ -119,6 +119,9 @@ const unb64 = (secret: V1Secret | undefined, key: string) => {
 export class EndpointReconciler {
   private readonly log: Logger = logger('controller');
   private readonly deps: ReconcilerDeps;
+  /** The RenewBeforeTooShort message last recorded as an Event, by namespace/name: the status in the cache
+   * can lag the write that reported it, and the warning must not be repeated for that. */
+  private readonly renewBeforeWarned = new Map<string, string>();
 
   constructor(deps: ReconcilerDeps) {
     this.deps = deps;
@@ -130,6 +133,7 @@ export class EndpointReconciler {
     if (!ep || ep.metadata?.deletionTimestamp) {
       // Its Secrets and Services carry ownerReferences: the garbage collector removes them.
       this.deps.metrics.pruneEndpoint(namespace, name);
+      this.renewBeforeWarned.delete(key);
       return {};
     }
     const stopTimer = this.deps.metrics.reconcileDuration.startTimer();
@@ -854,8 +858,15 @@ export class EndpointReconciler {
     if (degraded && previous('Degraded')?.message !== conditions[2]!.message) {
       await this.deps.events.record(run.ep, 'Warning', degraded.reason, conditions[2]!.message);
     }
-    if (run.renewBeforeTooShort && previous('RenewBeforeTooShort')?.message !== run.renewBeforeTooShort) {
+    const key = `${run.namespace}/${run.name}`;
+    if (!run.renewBeforeTooShort) {
+      this.renewBeforeWarned.delete(key);
+    } else if (
+      previous('RenewBeforeTooShort')?.message !== run.renewBeforeTooShort &&
+      this.renewBeforeWarned.get(key) !== run.renewBeforeTooShort
+    ) {
       await this.deps.events.record(run.ep, 'Warning', 'RenewBeforeTooShort', run.renewBeforeTooShort);
+      this.renewBeforeWarned.set(key, run.renewBeforeTooShort);
     }
     const cert = (c: CertInfo & { secretName?: string }) => ({
       ...(c.secretName ? { secretName: c.secretName } : {}),
