@@ -4,6 +4,7 @@ export default {
   extensionsToTreatAsEsm: ['.ts'],
   transform: { '^.+\\.ts$': '<rootDir>/test/support/strip-types-transform.js' },
   testMatch: ['<rootDir>/test/**/*.test.ts', '<rootDir>/operator/**/*.test.ts', '<rootDir>/sidecar/**/*.test.ts'],
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/node/'], // the real-node tier: jest.node.config.js
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   setupFiles: ['<rootDir>/test/support/quiet-logs.ts'],
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',

@@ -32,6 +32,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'start the local control plane (etcd, kube-apiserver, kube-controller-manager); --node adds a real node',
     load: () => import('./commands/controlplane.ts'),
   },
+  'echo-mock': {
+    summary: 'a plain-HTTP mock that answers with the identity the sidecar forwarded (for trying the product)',
+    load: () => import('./commands/echo-mock.ts'),
+  },
   image: {
     summary: "build the image with buildah (no registry needed) and load it into the local node's containerd",
     load: () => import('./commands/image.ts'),

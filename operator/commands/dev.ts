@@ -2,7 +2,6 @@ import * as k8s from '@kubernetes/client-node';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -13,10 +12,11 @@ import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
 import { helpText, parseFlags, UsageError } from '../flags.ts';
 import { setLogLevel } from '../log.ts';
-import { issueCA, issueClient } from '../pki/issue.ts';
 import { startEchoMock } from '../podsim/mock-upstream.ts';
 import { runInjectedPod, type SimulatedPod } from '../podsim/pod-runner.ts';
 import { curlLine, writeCredentials } from './credentials.ts';
+import { printModeTable, strangerCertificate } from './dev-table.ts';
+import { realNodeUnavailable, runDevOnCluster } from './dev-node.ts';
 import { untilSignal } from './run-until-signal.ts';
 
 const FLAGS = {
@@ -32,6 +32,20 @@ const FLAGS = {
     help: 'lifetime of the sample CA, e.g. 10m to watch a CA rollover',
   },
   once: { type: 'boolean', help: 'print the table and exit instead of running until Ctrl-C' },
+  simulate: {
+    type: 'boolean',
+    help: 'no node: the control plane alone, and the injected pod run as local processes (the fallback off Linux/root)',
+  },
+  kubeconfig: {
+    type: 'string',
+    value: 'FILE',
+    help: 'use this existing cluster (kind, k3d, minikube) instead of a local one',
+  },
+  image: {
+    type: 'string',
+    value: 'REF',
+    help: 'with --kubeconfig: the image the cluster can run (load or push it first)',
+  },
 } as const;
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -40,53 +54,16 @@ const execFileAsync = promisify(execFile);
 const say = (line = '') => process.stdout.write(line + '\n');
 const step = (line: string) => process.stderr.write(`[dev] ${line}\n`);
 
-type Outcome = 'accepted' | 'refused';
-
-/** One request over a fresh TLS connection; what the mock saw, or refused. */
-function probe(
-  port: number,
-  host: string,
-  ca: string,
-  cert?: { certPem: string; keyPem: string },
-): Promise<{ outcome: Outcome; verify?: string }> {
-  return new Promise((resolve) => {
-    const req = httpsRequest(
-      {
-        host: '127.0.0.1',
-        port,
-        servername: host,
-        path: '/demo',
-        ca,
-        cert: cert?.certPem,
-        key: cert?.keyPem,
-        agent: false,
-        timeout: 5_000,
-      },
-      (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => {
-          try {
-            resolve({
-              outcome: res.statusCode === 200 ? 'accepted' : 'refused',
-              verify: JSON.parse(body).clientVerify,
-            });
-          } catch {
-            resolve({ outcome: 'refused' });
-          }
-        });
-      },
-    );
-    req.on('error', () => resolve({ outcome: 'refused' }));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
 export async function run(argv: string[]): Promise<number> {
   const { flags, help } = parseFlags(FLAGS, argv);
   if (help) {
-    process.stdout.write(helpText('dev', '[--validity 2m] [--ca-validity 10m] [--once]', FLAGS));
+    process.stdout.write(
+      helpText(
+        'dev',
+        '[--validity 2m] [--ca-validity 10m] [--once] [--simulate | --kubeconfig FILE --image REF]',
+        FLAGS,
+      ),
+    );
     return 0;
   }
   for (const flag of ['validity', 'ca-validity'] as const) {
@@ -97,6 +74,38 @@ export async function run(argv: string[]): Promise<number> {
         throw new UsageError(`--${flag}: ${(err as Error).message}`);
       }
     }
+  }
+  if (flags.image && !flags.kubeconfig) throw new UsageError('--image goes with --kubeconfig (an existing cluster)');
+  if (flags.kubeconfig && !flags.image) {
+    throw new UsageError(
+      `--kubeconfig needs --image: an image that cluster can run (e.g. build with npm run image and load it: kind load image-archive)`,
+    );
+  }
+  const rewriteCertificates = (spec: MtlsEndpoint['spec']) => {
+    const certificates = spec.certificates ?? {};
+    if (flags.validity) Object.assign(certificates, { validity: flags.validity, renewBefore: '' });
+    if (flags['ca-validity']) {
+      certificates.caValidity = flags['ca-validity'];
+      // A leaf cannot outlive its CA: without --validity, leaves live a fifth of the CA.
+      if (!flags.validity) {
+        const leafSeconds = Math.max(10, Math.floor(parseDuration(flags['ca-validity']) / 5_000));
+        Object.assign(certificates, { validity: `${leafSeconds}s`, renewBefore: '' });
+      }
+    }
+    spec.certificates = certificates;
+  };
+  if (!flags.simulate) {
+    const unavailable = flags.kubeconfig ? undefined : realNodeUnavailable();
+    if (!unavailable) {
+      return runDevOnCluster({
+        namespace: flags.namespace,
+        certificates: rewriteCertificates,
+        shortLived: !!(flags.validity || flags['ca-validity']),
+        once: flags.once,
+        existing: flags.kubeconfig ? { kubeconfig: flags.kubeconfig, image: flags.image! } : undefined,
+      });
+    }
+    step(`no real node here (${unavailable}): simulating the pod instead (--simulate)`);
   }
   setLogLevel(process.env.MTLS_LOG_LEVEL ?? 'warn');
   const namespace = flags.namespace;
@@ -180,17 +189,7 @@ export async function run(argv: string[]): Promise<number> {
     );
     const example = k8s.loadYaml(readFileSync(join(ROOT, 'examples/mtlsendpoint.yaml'), 'utf8')) as MtlsEndpoint;
     example.metadata = { ...example.metadata, namespace };
-    const certificates = example.spec.certificates ?? {};
-    if (flags.validity) Object.assign(certificates, { validity: flags.validity, renewBefore: '' });
-    if (flags['ca-validity']) {
-      certificates.caValidity = flags['ca-validity'];
-      // A leaf cannot outlive its CA: without --validity, leaves live a fifth of the CA.
-      if (!flags.validity) {
-        const leafSeconds = Math.max(10, Math.floor(parseDuration(flags['ca-validity']) / 5_000));
-        Object.assign(certificates, { validity: `${leafSeconds}s`, renewBefore: '' });
-      }
-    }
-    example.spec.certificates = certificates;
+    rewriteCertificates(example.spec);
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     await custom.createNamespacedCustomObject({ ...ENDPOINT_RESOURCE, namespace, body: example });
     const name = example.metadata.name!;
@@ -246,22 +245,7 @@ export async function run(argv: string[]): Promise<number> {
 
     const client = spec.clients[0]!.name;
     const creds = await writeCredentials(kc, namespace, name, client, join(plane.dir, 'credentials', client));
-    const strangerCa = await issueCA({
-      endpoint: 'stranger',
-      namespace: 'elsewhere',
-      algorithm: 'ECDSA-P256',
-      validityMs: 86_400_000,
-      now: new Date(),
-    });
-    const stranger = await issueClient({
-      ca: strangerCa,
-      endpoint: 'stranger',
-      namespace: 'elsewhere',
-      client,
-      algorithm: 'ECDSA-P256',
-      validityMs: 86_400_000,
-      now: new Date(),
-    });
+    const stranger = await strangerCertificate(client);
     const issued = { certPem: readFileSync(creds.cert, 'utf8'), keyPem: readFileSync(creds.key, 'utf8') };
     const ca = readFileSync(creds.ca, 'utf8');
 
@@ -270,26 +254,14 @@ export async function run(argv: string[]): Promise<number> {
       `mtls-operator dev is up in ${((Date.now() - started) / 1000).toFixed(1)}s. Real requests through the sidecar of pod ${injected.metadata!.name}:`,
     );
     say();
-    const cols = ['no certificate', `client "${client}"`, 'unknown-CA certificate'];
-    say(`  ${'listener'.padEnd(18)}${cols.map((c) => c.padEnd(26)).join('')}`);
-    let ok = true;
-    for (const listener of spec.listeners) {
-      const host = `${serviceName(name, listener.mode)}.${namespace}.svc`;
-      const cells: string[] = [];
-      for (const cert of [undefined, issued, stranger]) {
-        const result = await probe(listener.port, host, ca, cert);
-        cells.push(
-          result.outcome === 'accepted' ? `accepted${result.verify === 'SUCCESS' ? ' (mTLS)' : ''}` : 'refused',
-        );
-      }
-      const expected = {
-        standard: ['accepted', 'accepted', 'accepted'],
-        flexible: ['accepted', 'accepted (mTLS)', 'refused'],
-        strict: ['refused', 'accepted (mTLS)', 'refused'],
-      }[listener.mode];
-      if (cells.join() !== expected.join()) ok = false;
-      say(`  ${`${listener.mode} :${listener.port}`.padEnd(18)}${cells.map((c) => c.padEnd(26)).join('')}`);
-    }
+    const rows = spec.listeners.map((listener) => ({
+      mode: listener.mode,
+      port: listener.port,
+      address: '127.0.0.1',
+      targetPort: listener.port,
+      servername: `${serviceName(name, listener.mode)}.${namespace}.svc`,
+    }));
+    const ok = await printModeTable(say, rows, ca, client, issued, stranger);
     say();
     const strict = spec.listeners.find((l) => l.mode === 'strict') ?? spec.listeners[0]!;
     const strictHost = `${serviceName(name, strict.mode)}.${namespace}.svc`;

@@ -184,6 +184,12 @@ export async function buildProductImage(progress: (line: string) => void = () =>
   return PRODUCT_IMAGE;
 }
 
+/** Gives a built image another reference (a new tag for an upgrade, say). */
+export async function tagImage(ref: string, newRef: string): Promise<string> {
+  await buildah(['tag', ref, newRef]);
+  return newRef;
+}
+
 /** Writes an image from the build store as an OCI archive (for `ctr images import`). */
 export async function exportImage(ref: string): Promise<string> {
   await mkdir(imagesDir(), { recursive: true });

@@ -1,0 +1,109 @@
+import { request as httpsRequest } from 'node:https';
+import type { Mode } from '../api/types.ts';
+import { issueCA, issueClient, type PemPair } from '../pki/issue.ts';
+
+type Outcome = 'accepted' | 'refused';
+
+/** One request over a fresh TLS connection; what the mock saw, or refused. */
+function probe(
+  address: string,
+  port: number,
+  servername: string,
+  ca: string,
+  cert?: Pick<PemPair, 'certPem' | 'keyPem'>,
+): Promise<{ outcome: Outcome; verify?: string }> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      {
+        host: address,
+        port,
+        servername,
+        path: '/demo',
+        ca,
+        cert: cert?.certPem,
+        key: cert?.keyPem,
+        agent: false,
+        timeout: 5_000,
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve({
+              outcome: res.statusCode === 200 ? 'accepted' : 'refused',
+              verify: JSON.parse(body).clientVerify,
+            });
+          } catch {
+            resolve({ outcome: 'refused' });
+          }
+        });
+      },
+    );
+    req.on('error', () => resolve({ outcome: 'refused' }));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** A client certificate from a CA nobody trusts, for the table's third column. */
+export async function strangerCertificate(client: string): Promise<PemPair> {
+  const now = new Date();
+  const day = 86_400_000;
+  const ca = await issueCA({
+    endpoint: 'stranger',
+    namespace: 'elsewhere',
+    algorithm: 'ECDSA-P256',
+    validityMs: day,
+    now,
+  });
+  return issueClient({
+    ca,
+    endpoint: 'stranger',
+    namespace: 'elsewhere',
+    client,
+    algorithm: 'ECDSA-P256',
+    validityMs: day,
+    now,
+  });
+}
+
+export interface TableRow {
+  mode: Mode;
+  /** The listener's own port, shown in the table. */
+  port: number;
+  /** Where the request goes: the Service's ClusterIP, a forwarded port, or the simulated pod's loopback. */
+  address: string;
+  targetPort: number;
+  servername: string;
+}
+
+const EXPECTED: Record<Mode, string[]> = {
+  standard: ['accepted', 'accepted', 'accepted'],
+  flexible: ['accepted', 'accepted (mTLS)', 'refused'],
+  strict: ['refused', 'accepted (mTLS)', 'refused'],
+};
+
+/** Sends the table's real requests and prints it; false when a cell differs from the README's mode table. */
+export async function printModeTable(
+  say: (line?: string) => void,
+  rows: TableRow[],
+  ca: string,
+  client: string,
+  issued: Pick<PemPair, 'certPem' | 'keyPem'>,
+  stranger: PemPair,
+): Promise<boolean> {
+  const cols = ['no certificate', `client "${client}"`, 'unknown-CA certificate'];
+  say(`  ${'listener'.padEnd(18)}${cols.map((c) => c.padEnd(26)).join('')}`);
+  let ok = true;
+  for (const row of rows) {
+    const cells: string[] = [];
+    for (const cert of [undefined, issued, stranger]) {
+      const result = await probe(row.address, row.targetPort, row.servername, ca, cert);
+      cells.push(result.outcome === 'accepted' ? `accepted${result.verify === 'SUCCESS' ? ' (mTLS)' : ''}` : 'refused');
+    }
+    if (cells.join() !== EXPECTED[row.mode].join()) ok = false;
+    say(`  ${`${row.mode} :${row.port}`.padEnd(18)}${cells.map((c) => c.padEnd(26)).join('')}`);
+  }
+  return ok;
+}

@@ -1,0 +1,5 @@
+import type { LocalNodeCluster } from '../../../operator/controlplane/node/local-node-cluster.ts';
+
+export default async function globalTeardown(): Promise<void> {
+  await (globalThis as { __nodeCluster?: LocalNodeCluster }).__nodeCluster?.stop();
+}

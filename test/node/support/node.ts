@@ -1,0 +1,126 @@
+import { execFile } from 'node:child_process';
+import { appendFileSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import type { PemPair } from '../../../operator/pki/issue.ts';
+
+/** What the real-node global setup hands the tests (through MTLS_TEST_CONTROL_PLANE_STATE, like the other tier). */
+export interface NodeTestState {
+  kubeconfig: string;
+  kubectl: string;
+  helm: string;
+  dir: string;
+  image: string;
+  timings: Record<string, number>;
+}
+
+export const REPO_ROOT = new URL('../../..', import.meta.url).pathname;
+export const CHART = join(REPO_ROOT, 'charts/mtls-operator');
+
+export function nodeState(): NodeTestState {
+  const file = process.env.MTLS_TEST_CONTROL_PLANE_STATE;
+  if (!file)
+    throw new Error('MTLS_TEST_CONTROL_PLANE_STATE is not set: run the tests through jest (npm run test:node)');
+  return JSON.parse(readFileSync(file, 'utf8')) as NodeTestState;
+}
+
+const run = promisify(execFile);
+
+/** Helm against the node, as a person would run it. */
+export async function helm(args: string[]): Promise<string> {
+  const state = nodeState();
+  try {
+    return (await run(state.helm, ['--kubeconfig', state.kubeconfig, ...args], { timeout: 300_000 })).stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`helm ${args.join(' ')}: ${e.stderr?.trim() || e.message}`);
+  }
+}
+
+/** A summary line for the end of the run ("real-node: ..."), beside the reliability suite's. */
+export function reportNodeFigures(line: string): void {
+  const text = `real-node: ${line}`;
+  process.stdout.write(`${text}\n`);
+  const stateFile = process.env.MTLS_TEST_CONTROL_PLANE_STATE;
+  if (stateFile) appendFileSync(join(dirname(stateFile), 'reliability-summary.txt'), `${text}\n`);
+}
+
+export interface Reply {
+  status?: number;
+  body?: string;
+  /** What a refused request ended with: a TLS alert, a reset, a timeout. */
+  error?: string;
+}
+
+/** One HTTPS request over a fresh connection to an address on the node's network, with the Service's name for SNI. */
+export function httpsTo(
+  address: string,
+  servername: string,
+  ca: string,
+  client?: Pick<PemPair, 'certPem' | 'keyPem'>,
+  path = '/',
+): Promise<Reply> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      {
+        host: address,
+        port: 443,
+        path,
+        servername,
+        ca,
+        cert: client?.certPem,
+        key: client?.keyPem,
+        agent: false,
+        timeout: 5_000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+        res.on('error', (err) => resolve({ error: err.message }));
+      },
+    );
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+export interface LoadResult {
+  sent: number;
+  failed: number;
+  failures: string[];
+}
+
+/**
+ * Steady traffic while something happens: a new TLS connection per request (so each one meets the certificates
+ * being served at that moment), `ratePerSecond` at most, until `stop()` is called or `maxMs` passes.
+ */
+export function steadyLoad(send: () => Promise<Reply>, ratePerSecond = 10, maxMs = 600_000) {
+  const result: LoadResult = { sent: 0, failed: 0, failures: [] };
+  let stopped = false;
+  const started = Date.now();
+  const done = (async () => {
+    while (!stopped && Date.now() - started < maxMs) {
+      const tick = Date.now();
+      const reply = await send();
+      result.sent++;
+      if (reply.status !== 200) {
+        result.failed++;
+        if (result.failures.length < 10)
+          result.failures.push(`${new Date().toISOString()} ${reply.status ?? reply.error}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 / ratePerSecond - (Date.now() - tick))));
+    }
+    return result;
+  })();
+  return {
+    result,
+    stop: async () => {
+      stopped = true;
+      return done;
+    },
+  };
+}
