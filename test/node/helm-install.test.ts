@@ -156,6 +156,17 @@ describe('the product installed with Helm on a real node', () => {
     await kubectl(['create', 'namespace', NS]);
     await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
     await kubectl(['apply', '-n', NS, '-f', `${REPO_ROOT}/examples/mtlsendpoint.yaml`]);
+    // A second client, revoked in the next test; the allowed list is part of the injected pod, so it comes first.
+    await kubectl([
+      'patch',
+      'mtlsendpoint',
+      'payments',
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"clients":[{"name":"billing"},{"name":"departed"}],"allowedClients":["billing","departed"]}}',
+    ]);
     await waitFor(
       'payments Ready',
       async () =>
@@ -187,16 +198,6 @@ describe('the product installed with Helm on a real node', () => {
 
   it('answers the mode table through each ClusterIP: no certificate, issued, unknown CA, expired, revoked', async () => {
     // A client that is then removed from the spec: its certificate is revoked and lands in the CRL.
-    await kubectl([
-      'patch',
-      'mtlsendpoint',
-      'payments',
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"clients":[{"name":"billing"},{"name":"departed"}],"allowedClients":[]}}',
-    ]);
     const departed = await waitFor('the departed client Secret', () => clientCreds('payments', 'departed'));
     const caSecret = await secretData('payments-ca');
     const endpointCa = { certPem: caSecret['ca.crt']!, keyPem: caSecret['ca.key']! };
@@ -237,7 +238,7 @@ describe('the product installed with Helm on a real node', () => {
       NS,
       '--type=merge',
       '-p',
-      '{"spec":{"clients":[{"name":"billing"}]}}',
+      '{"spec":{"clients":[{"name":"billing"}],"allowedClients":["billing"]}}',
     ]);
     const revokedAt = Date.now();
     await waitFor(

@@ -69,7 +69,9 @@ export class LocalNode {
     this.progress('importing the pause image');
     await importImages(files.containerdSocket, [await ensurePauseImage()]);
     await this.startKubelet();
+    await this.waitForNodeReady();
     this.startInNode(this.kubeProxy, this.binaries.kubeProxy, [`--config=${files.kubeProxyConfig}`, '--v=1']);
+    // kube-router finds its Node object at start, so it starts once kubelet has registered it.
     this.startInNode(this.kubeRouter, this.binaries.kubeRouter, [
       `--kubeconfig=${this.plane.kubeconfigPath}`,
       `--hostname-override=${NODE_NAME}`,
@@ -82,7 +84,16 @@ export class LocalNode {
       '--health-port=20244',
       '--v=1',
     ]);
-    await this.waitForNodeReady();
+    this.progress('waiting for kube-proxy and kube-router to program the node');
+    await this.waitFor('kube-proxy', this.kubeProxy, () => this.hasIptablesChain('KUBE-SERVICES'));
+    await this.waitFor('kube-router', this.kubeRouter, () => this.hasIptablesChain('KUBE-ROUTER-FORWARD'));
+  }
+
+  private async hasIptablesChain(chain: string): Promise<boolean> {
+    const { stdout } = await runCommand('nsenter', [`--net=${NETNS_PATH}`, '--', 'iptables', '-S'], {
+      allowFailure: true,
+    });
+    return stdout.split('\n').some((line) => line === `-N ${chain}`);
   }
 
   /** A process that does nothing but hold a private mount namespace for containerd and kubelet. */

@@ -1,0 +1,171 @@
+import { X509Certificate } from 'node:crypto';
+import type { PemPair } from '../../operator/pki/issue.ts';
+import { kubectl, waitFor } from '../support/cluster.ts';
+import { CHART, helm, httpsTo, nodeState, reportNodeFigures, steadyLoad } from './support/node.ts';
+
+/**
+ * The reliability suite's pod parts, on the real node: a CA rollover under traffic through kubelet's Secret
+ * delivery, with the leading operator pod deleted (graceful) and then killed (no grace) while it rolls over.
+ */
+const SYSTEM_NS = 'mtls-system';
+const NS = 'rollover-team';
+const ROLLOVER_PHASE = 'mtls.operator.dev/ca-rollover-phase';
+/** kubectl's JSON output, read field by field. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = any;
+
+const json = async (args: string[]): Promise<Json> => JSON.parse(await kubectl([...args, '-o', 'json']));
+const secretText = async (name: string, key: string) =>
+  Buffer.from((await json(['get', 'secret', name, '-n', NS])).data[key], 'base64').toString();
+
+async function leaderPod(): Promise<{ pod: string; holder: string }> {
+  const pods: string[] = (
+    await json(['get', 'pods', '-n', SYSTEM_NS, '-l', 'app.kubernetes.io/name=mtls-operator'])
+  ).items
+    .filter((pod: Json) => !pod.metadata.deletionTimestamp)
+    .map((pod: Json) => pod.metadata.name);
+  const holder: string =
+    (await json(['get', 'lease', 'mtls-operator-leader', '-n', SYSTEM_NS])).spec.holderIdentity ?? '';
+  const pod = pods.find((name) => holder.startsWith(`${name}-`));
+  if (!pod) throw new Error(`no running pod holds the lease (holder ${holder || 'none'})`);
+  return { pod, holder };
+}
+
+/** Deletes the leading pod and returns how long until another pod holds the lease. */
+async function replaceLeader(gracePeriodSeconds: number): Promise<number> {
+  const before = await leaderPod();
+  const deleted = Date.now();
+  await kubectl([
+    'delete',
+    'pod',
+    before.pod,
+    '-n',
+    SYSTEM_NS,
+    `--grace-period=${gracePeriodSeconds}`,
+    ...(gracePeriodSeconds === 0 ? ['--force'] : []),
+    '--wait=false',
+  ]);
+  await waitFor(
+    'another pod to lead',
+    async () => {
+      const now = await leaderPod().catch(() => undefined);
+      return now && now.holder !== before.holder ? true : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 250 },
+  );
+  return Date.now() - deleted;
+}
+
+describe('operator pods on the real node', () => {
+  afterAll(async () => {
+    await helm(['uninstall', 'mtls-operator', '-n', SYSTEM_NS, '--wait']).catch(() => undefined);
+  });
+
+  it('rolls the CA over under traffic while the leading pod is deleted and then killed: no failed request', async () => {
+    // A CA rollover needs the new CA in every trust bundle before anything is signed by it: kubelet delivers a
+    // Secret change within ~15 s here, so 20 s of propagation, and a CA short enough to roll over in the test.
+    await helm([
+      'install',
+      'mtls-operator',
+      CHART,
+      '-n',
+      SYSTEM_NS,
+      '--create-namespace',
+      '--wait',
+      '--timeout',
+      '180s',
+      '--set',
+      'controller.caPropagationDelay=20s',
+    ]);
+    await kubectl(['create', 'namespace', NS]);
+    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
+    const endpoint = {
+      apiVersion: 'mtls.operator.dev/v1alpha1',
+      kind: 'MtlsEndpoint',
+      metadata: { name: 'rolling', namespace: NS },
+      spec: {
+        podSelector: { matchLabels: { app: 'rolling-mock' } },
+        upstreamPort: 8080,
+        listeners: [{ mode: 'strict', port: 8443 }],
+        certificates: { validity: '100s', renewBefore: '60s', caValidity: '240s' },
+        clients: [{ name: 'steady' }],
+      },
+    };
+    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+    await waitFor('the client Secret', () => secretText('rolling-client-steady', 'tls.crt'), { timeoutMs: 60_000 });
+    const deployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'rolling-mock', namespace: NS },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: 'rolling-mock' } },
+        template: {
+          metadata: { labels: { app: 'rolling-mock' } },
+          spec: { containers: [{ name: 'mock', image: nodeState().image, args: ['echo-mock', '--port', '8080'] }] },
+        },
+      },
+    };
+    await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
+    await kubectl(['rollout', 'status', 'deployment/rolling-mock', '-n', NS, '--timeout=120s']);
+    const ip: string = (await json(['get', 'service', 'rolling-strict', '-n', NS])).spec.clusterIP;
+    const sni = `rolling-strict.${NS}.svc`;
+    const firstCa = new X509Certificate(await secretText('rolling-server', 'ca.crt')).serialNumber;
+
+    // A client that re-reads its Secret (and trust bundle) every few seconds, as one with a mounted Secret does.
+    let creds: PemPair = {
+      certPem: await secretText('rolling-client-steady', 'tls.crt'),
+      keyPem: await secretText('rolling-client-steady', 'tls.key'),
+    };
+    let trust = await secretText('rolling-client-steady', 'ca.crt');
+    await waitFor('the strict Service to answer', async () => (await httpsTo(ip, sni, trust, creds)).status === 200, {
+      timeoutMs: 60_000,
+      intervalMs: 500,
+    });
+    const refresh = setInterval(() => {
+      void Promise.all([
+        secretText('rolling-client-steady', 'tls.crt'),
+        secretText('rolling-client-steady', 'tls.key'),
+        secretText('rolling-client-steady', 'ca.crt'),
+      ]).then(
+        ([certPem, keyPem, ca]) => {
+          creds = { certPem, keyPem };
+          trust = ca;
+        },
+        () => undefined,
+      );
+    }, 3_000);
+    const load = steadyLoad(() => httpsTo(ip, sni, trust, creds, '/rollover'), 10);
+    let gracefulTakeoverMs = 0;
+    let killedTakeoverMs = 0;
+    try {
+      gracefulTakeoverMs = await replaceLeader(30);
+      await waitFor(
+        'the CA rollover to start',
+        async () => !!(await json(['get', 'secret', 'rolling-ca', '-n', NS])).metadata.annotations?.[ROLLOVER_PHASE],
+        { timeoutMs: 300_000, intervalMs: 1_000 },
+      );
+      killedTakeoverMs = await replaceLeader(0);
+      await waitFor(
+        'the rollover to finish on a new CA',
+        async () => {
+          const ca = await json(['get', 'secret', 'rolling-ca', '-n', NS]);
+          const serial = new X509Certificate(Buffer.from(ca.data['ca.crt'], 'base64').toString()).serialNumber;
+          return !ca.metadata.annotations?.[ROLLOVER_PHASE] && serial !== firstCa;
+        },
+        { timeoutMs: 300_000, intervalMs: 1_000 },
+      );
+      // Traffic after the rollover, with the client on the new CA's certificate.
+      await new Promise((resolve) => setTimeout(resolve, 20_000));
+    } finally {
+      clearInterval(refresh);
+    }
+    const result = await load.stop();
+    reportNodeFigures(
+      `CA rollover on the node: requests sent ${result.sent} / failed ${result.failed}; leader pod deleted: takeover ${gracefulTakeoverMs} ms; leader pod killed mid-rollover: takeover ${killedTakeoverMs} ms`,
+    );
+    expect(result.failures).toEqual([]);
+    // A graceful shutdown releases the Lease: the standby leads well before a lease (15 s) would expire.
+    expect(gracefulTakeoverMs).toBeLessThan(10_000);
+  }, 900_000);
+});
