@@ -137,6 +137,12 @@ export class Webhook {
         problem = await this.verify();
       }
     } catch (err) {
+      if (this.ready && problem === undefined) {
+        // The API server could not be asked (unreachable, throttled): what it trusted a moment ago still holds,
+        // and a replica that turned unready on every failed GET would empty the webhook's Service for nothing.
+        this.log.warn('webhook check failed; staying ready on the last verdict', { error: errorMessage(err) });
+        return;
+      }
       problem = `could not check the webhook configuration: ${errorMessage(err)}`;
     }
     if (this.stopped) return;
