@@ -4,7 +4,8 @@ export default {
   extensionsToTreatAsEsm: ['.ts'],
   transform: { '^.+\\.ts$': '<rootDir>/test/support/strip-types-transform.js' },
   testMatch: ['<rootDir>/test/**/*.test.ts', '<rootDir>/operator/**/*.test.ts', '<rootDir>/sidecar/**/*.test.ts'],
-  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/node/'], // the real-node tier: jest.node.config.js
+  // The real-node tiers: jest.node-lifecycle.config.js and jest.node.config.js (`npm run test:node`).
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/node/', '<rootDir>/test/node-lifecycle/'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   setupFiles: ['<rootDir>/test/support/quiet-logs.ts'],
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',

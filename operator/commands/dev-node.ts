@@ -19,6 +19,7 @@ import { freePort } from '../controlplane/local-control-plane.ts';
 import { LocalNodeCluster } from '../controlplane/node/local-node-cluster.ts';
 import { missingNodePackages } from '../controlplane/node/node-packages.ts';
 import { loadKubeConfig } from '../kube/kubeconfig.ts';
+import { echoMockDeployment } from '../podsim/mock-upstream.ts';
 import { curlLine, writeCredentials } from './credentials.ts';
 import { printModeTable, strangerCertificate, type TableRow } from './dev-table.ts';
 import { untilSignal } from './run-until-signal.ts';
@@ -115,28 +116,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
     await kubectl(['wait', `mtlsendpoint/${name}`, '-n', namespace, '--for=condition=Ready', '--timeout=120s']);
     const spec = applyDefaults(example.spec);
     const labels = example.spec.podSelector?.matchLabels ?? {};
-    const mock = {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: { name: `${name}-mock`, namespace },
-      spec: {
-        replicas: 1,
-        selector: { matchLabels: labels },
-        template: {
-          metadata: { labels },
-          spec: {
-            containers: [
-              {
-                name: 'mock',
-                image,
-                args: ['echo-mock', '--port', String(spec.upstreamPort)],
-                ports: [{ containerPort: spec.upstreamPort }],
-              },
-            ],
-          },
-        },
-      },
-    };
+    const mock = echoMockDeployment({ name: `${name}-mock`, namespace, labels, image, port: spec.upstreamPort });
     await kubectl(['apply', '-f', '-'], JSON.stringify(mock));
     await kubectl(['rollout', 'status', `deployment/${name}-mock`, '-n', namespace, '--timeout=180s']);
     const pod = JSON.parse(

@@ -12,7 +12,7 @@ import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
 import { helpText, parseFlags, UsageError } from '../flags.ts';
 import { setLogLevel } from '../log.ts';
-import { startEchoMock } from '../podsim/mock-upstream.ts';
+import { echoMockDeployment, startEchoMock } from '../podsim/mock-upstream.ts';
 import { runInjectedPod, type SimulatedPod } from '../podsim/pod-runner.ts';
 import { curlLine, writeCredentials } from './credentials.ts';
 import { printModeTable, strangerCertificate } from './dev-table.ts';
@@ -205,23 +205,16 @@ export async function run(argv: string[]): Promise<number> {
     step('creating the sample mock Deployment; the webhook injects its sidecar');
     const spec = applyDefaults(example.spec);
     const labels = example.spec.podSelector?.matchLabels ?? {};
+    // The image is never run here: the simulation runs the mock in-process.
     await kc.makeApiClient(k8s.AppsV1Api).createNamespacedDeployment({
       namespace,
-      body: {
-        metadata: { name: 'payments-mock' },
-        spec: {
-          replicas: 1,
-          selector: { matchLabels: labels },
-          template: {
-            metadata: { labels },
-            spec: {
-              containers: [
-                { name: 'mock', image: 'mtls-operator/echo-mock:dev', ports: [{ containerPort: spec.upstreamPort }] },
-              ],
-            },
-          },
-        },
-      },
+      body: echoMockDeployment({
+        name: 'payments-mock',
+        namespace,
+        labels,
+        image: 'mtls-operator/echo-mock:dev',
+        port: spec.upstreamPort,
+      }),
     });
     const injected = await waitUntil(
       'the injected pod',

@@ -33,3 +33,38 @@ export function startEchoMock(port: number, host = '127.0.0.1'): Promise<Server>
     server.listen(port, host, () => resolve(server));
   });
 }
+
+/** A Deployment of the echo mock from the product image (its `echo-mock` command), as `dev` and the tests run it. */
+export function echoMockDeployment(options: {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+  image: string;
+  port: number;
+}) {
+  const { name, namespace, labels, image, port } = options;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: {
+          terminationGracePeriodSeconds: 5,
+          containers: [
+            {
+              name: 'mock',
+              image,
+              imagePullPolicy: 'IfNotPresent',
+              args: ['echo-mock', '--port', String(port)],
+              ports: [{ containerPort: port }],
+            },
+          ],
+        },
+      },
+    },
+  };
+}

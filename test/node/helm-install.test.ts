@@ -4,10 +4,12 @@ import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
 import { importImages, tagImage } from '../../operator/controlplane/images/local-images.ts';
 import { nodeFiles } from '../../operator/controlplane/node/node-configs.ts';
 import { issueCA, issueClient, type PemPair } from '../../operator/pki/issue.ts';
+import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
   CHART,
   helm,
+  helmInstall,
   httpsTo,
   nodeState,
   type Reply,
@@ -68,30 +70,15 @@ function servedSerial(address: string, servername: string): Promise<string> {
 }
 
 function mockDeployment(name: string, app: string): string {
-  return JSON.stringify({
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name, namespace: NS },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: { app } },
-      template: {
-        metadata: { labels: { app } },
-        spec: {
-          terminationGracePeriodSeconds: 5,
-          containers: [
-            {
-              name: 'mock',
-              image: nodeState().image,
-              imagePullPolicy: 'IfNotPresent',
-              args: ['echo-mock', '--port', '8080'],
-              ports: [{ containerPort: 8080 }],
-            },
-          ],
-        },
-      },
-    },
-  });
+  return JSON.stringify(
+    echoMockDeployment({ name, namespace: NS, labels: { app }, image: nodeState().image, port: 8080 }),
+  );
+}
+
+/** The payments endpoint's clients, each also allowed on the flexible and strict listeners. */
+async function setClients(names: string[]): Promise<void> {
+  const spec = { clients: names.map((name) => ({ name })), allowedClients: names };
+  await kubectl(['patch', 'mtlsendpoint', 'payments', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec })]);
 }
 
 async function waitPodsReady(app: string, timeoutMs = 90_000) {
@@ -117,17 +104,7 @@ describe('the product installed with Helm on a real node', () => {
 
   it('helm install with no overrides: two Ready operator pods, one of them leading', async () => {
     const started = Date.now();
-    await helm([
-      'install',
-      'mtls-operator',
-      CHART,
-      '-n',
-      SYSTEM_NS,
-      '--create-namespace',
-      '--wait',
-      '--timeout',
-      '180s',
-    ]);
+    await helmInstall();
     const installMs = Date.now() - started;
     const deployment = await json(['get', 'deployment', 'mtls-operator', '-n', SYSTEM_NS]);
     expect(deployment.status.readyReplicas).toBe(2);
@@ -157,16 +134,7 @@ describe('the product installed with Helm on a real node', () => {
     await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
     await kubectl(['apply', '-n', NS, '-f', `${REPO_ROOT}/examples/mtlsendpoint.yaml`]);
     // A second client, revoked in the next test; the allowed list is part of the injected pod, so it comes first.
-    await kubectl([
-      'patch',
-      'mtlsendpoint',
-      'payments',
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"clients":[{"name":"billing"},{"name":"departed"}],"allowedClients":["billing","departed"]}}',
-    ]);
+    await setClients(['billing', 'departed']);
     await waitFor(
       'payments Ready',
       async () =>
@@ -230,16 +198,7 @@ describe('the product installed with Helm on a real node', () => {
 
     // Before it is revoked the departed client gets in; after, once kubelet has delivered the new CRL, it does not.
     expect((await httpsTo(ips.strict!, sni('strict'), ca, departed)).status).toBe(200);
-    await kubectl([
-      'patch',
-      'mtlsendpoint',
-      'payments',
-      '-n',
-      NS,
-      '--type=merge',
-      '-p',
-      '{"spec":{"clients":[{"name":"billing"}],"allowedClients":["billing"]}}',
-    ]);
+    await setClients(['billing']);
     const revokedAt = Date.now();
     await waitFor(
       'the revocation to reach the sidecar through kubelet',

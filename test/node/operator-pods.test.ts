@@ -1,7 +1,9 @@
 import { X509Certificate } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import type { PemPair } from '../../operator/pki/issue.ts';
+import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
-import { CHART, helm, httpsTo, nodeState, reportNodeFigures, steadyLoad } from './support/node.ts';
+import { helm, helmInstall, httpsTo, nodeState, reportNodeFigures, steadyLoad } from './support/node.ts';
 
 /**
  * The reliability suite's pod parts, on the real node: a CA rollover under traffic through kubelet's Secret
@@ -31,29 +33,36 @@ async function leaderPod(): Promise<{ pod: string; holder: string }> {
   return { pod, holder };
 }
 
-/** Deletes the leading pod and returns how long until another pod holds the lease. */
-async function replaceLeader(gracePeriodSeconds: number): Promise<number> {
+/** The operator process of a pod, found on the node by its HOSTNAME (the pod's name). */
+async function operatorProcess(pod: string): Promise<number> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (!cmdline.includes('cli.js\0controller')) continue;
+    const environ = await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '');
+    if (environ.split('\0').includes(`HOSTNAME=${pod}`)) return Number(entry);
+  }
+  throw new Error(`no operator process of pod ${pod} on the node`);
+}
+
+/**
+ * Takes the leader down, by deleting its pod (kubelet sends SIGTERM) or by SIGKILL of its process (no
+ * chance to release the Lease), and returns how long until another operator holds the lease.
+ */
+async function replaceLeader(how: 'delete pod' | 'SIGKILL'): Promise<number> {
   const before = await leaderPod();
-  const deleted = Date.now();
-  await kubectl([
-    'delete',
-    'pod',
-    before.pod,
-    '-n',
-    SYSTEM_NS,
-    `--grace-period=${gracePeriodSeconds}`,
-    ...(gracePeriodSeconds === 0 ? ['--force'] : []),
-    '--wait=false',
-  ]);
+  const started = Date.now();
+  if (how === 'delete pod') await kubectl(['delete', 'pod', before.pod, '-n', SYSTEM_NS, '--wait=false']);
+  else process.kill(await operatorProcess(before.pod), 'SIGKILL');
   await waitFor(
-    'another pod to lead',
+    'another operator to lead',
     async () => {
       const now = await leaderPod().catch(() => undefined);
       return now && now.holder !== before.holder ? true : undefined;
     },
     { timeoutMs: 90_000, intervalMs: 250 },
   );
-  return Date.now() - deleted;
+  return Date.now() - started;
 }
 
 describe('operator pods on the real node', () => {
@@ -64,19 +73,7 @@ describe('operator pods on the real node', () => {
   it('rolls the CA over under traffic while the leading pod is deleted and then killed: no failed request', async () => {
     // A CA rollover needs the new CA in every trust bundle before anything is signed by it: kubelet delivers a
     // Secret change within ~15 s here, so 20 s of propagation, and a CA short enough to roll over in the test.
-    await helm([
-      'install',
-      'mtls-operator',
-      CHART,
-      '-n',
-      SYSTEM_NS,
-      '--create-namespace',
-      '--wait',
-      '--timeout',
-      '180s',
-      '--set',
-      'controller.caPropagationDelay=20s',
-    ]);
+    await helmInstall(['--set', 'controller.caPropagationDelay=20s']);
     await kubectl(['create', 'namespace', NS]);
     await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
     const endpoint = {
@@ -93,19 +90,13 @@ describe('operator pods on the real node', () => {
     };
     await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
     await waitFor('the client Secret', () => secretText('rolling-client-steady', 'tls.crt'), { timeoutMs: 60_000 });
-    const deployment = {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: { name: 'rolling-mock', namespace: NS },
-      spec: {
-        replicas: 1,
-        selector: { matchLabels: { app: 'rolling-mock' } },
-        template: {
-          metadata: { labels: { app: 'rolling-mock' } },
-          spec: { containers: [{ name: 'mock', image: nodeState().image, args: ['echo-mock', '--port', '8080'] }] },
-        },
-      },
-    };
+    const deployment = echoMockDeployment({
+      name: 'rolling-mock',
+      namespace: NS,
+      labels: { app: 'rolling-mock' },
+      image: nodeState().image,
+      port: 8080,
+    });
     await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
     await kubectl(['rollout', 'status', 'deployment/rolling-mock', '-n', NS, '--timeout=120s']);
     const ip: string = (await json(['get', 'service', 'rolling-strict', '-n', NS])).spec.clusterIP;
@@ -139,13 +130,13 @@ describe('operator pods on the real node', () => {
     let gracefulTakeoverMs = 0;
     let killedTakeoverMs = 0;
     try {
-      gracefulTakeoverMs = await replaceLeader(30);
+      gracefulTakeoverMs = await replaceLeader('delete pod');
       await waitFor(
         'the CA rollover to start',
         async () => !!(await json(['get', 'secret', 'rolling-ca', '-n', NS])).metadata.annotations?.[ROLLOVER_PHASE],
         { timeoutMs: 300_000, intervalMs: 1_000 },
       );
-      killedTakeoverMs = await replaceLeader(0);
+      killedTakeoverMs = await replaceLeader('SIGKILL');
       await waitFor(
         'the rollover to finish on a new CA',
         async () => {
@@ -162,7 +153,7 @@ describe('operator pods on the real node', () => {
     }
     const result = await load.stop();
     reportNodeFigures(
-      `CA rollover on the node: requests sent ${result.sent} / failed ${result.failed}; leader pod deleted: takeover ${gracefulTakeoverMs} ms; leader pod killed mid-rollover: takeover ${killedTakeoverMs} ms`,
+      `CA rollover on the node: requests sent ${result.sent} / failed ${result.failed}; leader pod deleted: takeover ${gracefulTakeoverMs} ms; leader process SIGKILLed mid-rollover: takeover ${killedTakeoverMs} ms`,
     );
     expect(result.failures).toEqual([]);
     // A graceful shutdown releases the Lease: the standby leads well before a lease (15 s) would expire.

@@ -38,6 +38,22 @@ export async function helm(args: string[]): Promise<string> {
   }
 }
 
+/** `helm install mtls-operator charts/mtls-operator -n mtls-system --create-namespace`, waiting for Ready. */
+export function helmInstall(extra: string[] = []): Promise<string> {
+  return helm([
+    'install',
+    'mtls-operator',
+    CHART,
+    '-n',
+    'mtls-system',
+    '--create-namespace',
+    '--wait',
+    '--timeout',
+    '180s',
+    ...extra,
+  ]);
+}
+
 /** A summary line for the end of the run ("real-node: ..."), beside the reliability suite's. */
 export function reportNodeFigures(line: string): void {
   const text = `real-node: ${line}`;

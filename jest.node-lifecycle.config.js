@@ -1,0 +1,13 @@
+// `controlplane --node` started, killed and stopped by the test itself: it runs before the real-node tier,
+// which keeps one node up for all of its files (only one node can run at a time).
+import base from './jest.config.js';
+
+export default {
+  ...base,
+  testMatch: ['<rootDir>/test/node-lifecycle/**/*.test.ts'],
+  testPathIgnorePatterns: [],
+  globalSetup: undefined,
+  globalTeardown: undefined,
+  maxWorkers: 1,
+  testTimeout: 600_000,
+};
