@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ import { missingNodePackages } from '../controlplane/node/node-packages.ts';
 import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { echoMockDeployment } from '../podsim/mock-upstream.ts';
 import { curlLine, writeCredentials } from './credentials.ts';
-import { printModeTable, strangerCertificate, type TableRow } from './dev-table.ts';
+import { printModeTable, strangerCertificate, type TableRow, waitForListeners } from './dev-table.ts';
 import { untilSignal } from './run-until-signal.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -58,6 +58,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
   const started = Date.now();
   let cluster: LocalNodeCluster | undefined;
   let forward: ChildProcess | undefined;
+  let credsRoot: string | undefined;
   try {
     let kubeconfig: string;
     let image: string;
@@ -177,9 +178,11 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
       }
     }
 
+    await waitForListeners(rows);
     const kc = loadKubeConfig(kubeconfig);
     const client = spec.clients[0]!.name;
-    const credsDir = join(await mkdtemp(join(tmpdir(), 'mtls-operator-dev-')), client);
+    credsRoot = await mkdtemp(join(tmpdir(), 'mtls-operator-dev-'));
+    const credsDir = join(credsRoot, client);
     const creds = await writeCredentials(kc, namespace, name, client, credsDir);
     const issued = { certPem: readFileSync(creds.cert, 'utf8'), keyPem: readFileSync(creds.key, 'utf8') };
     const ca = readFileSync(creds.ca, 'utf8');
@@ -221,5 +224,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
   } finally {
     forward?.kill('SIGTERM');
     await cluster?.stop();
+    // The credentials were for this run's cluster; an existing cluster keeps its own copy in the Secret.
+    if (credsRoot) await rm(credsRoot, { recursive: true, force: true });
   }
 }

@@ -1,4 +1,5 @@
 import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:tls';
 import type { Mode } from '../api/types.ts';
 import { issueCA, issueClient, type PemPair } from '../pki/issue.ts';
 
@@ -76,6 +77,37 @@ export interface TableRow {
   address: string;
   targetPort: number;
   servername: string;
+}
+
+function answersTls(row: TableRow): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(
+      { host: row.address, port: row.targetPort, servername: row.servername, rejectUnauthorized: false },
+      () => {
+        socket.destroy();
+        resolve(true);
+      },
+    );
+    socket.on('error', () => resolve(false));
+    socket.setTimeout(2_000, () => socket.destroy());
+  });
+}
+
+/**
+ * Waits until every listener completes a TLS handshake: a new Service answers a moment after its pod is
+ * Ready (kube-proxy programs it), and the table should show the modes, not that moment.
+ */
+export async function waitForListeners(rows: TableRow[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const row of rows) {
+    while (!(await answersTls(row))) {
+      if (Date.now() > deadline)
+        throw new Error(
+          `${row.servername} (${row.address}:${row.targetPort}) did not answer within ${timeoutMs / 1000}s`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
 }
 
 const EXPECTED: Record<Mode, string[]> = {

@@ -301,7 +301,14 @@ describe("mtls-operator dev (the README's first command)", () => {
   it('brings up the whole product and prints the mode table obtained with real requests', async () => {
     const child = spawn(
       process.execPath,
-      [new URL('../../operator/cli.ts', import.meta.url).pathname, 'dev', '--simulate', '--once', '--namespace', 'readme'],
+      [
+        new URL('../../operator/cli.ts', import.meta.url).pathname,
+        'dev',
+        '--simulate',
+        '--once',
+        '--namespace',
+        'readme',
+      ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
