@@ -5,6 +5,7 @@ import {
   imageToolsMissing,
   importImages,
 } from '../controlplane/images/local-images.ts';
+import { runningNodeOwner } from '../controlplane/node/local-node-cluster.ts';
 import { nodeFiles } from '../controlplane/node/node-configs.ts';
 import { helpText, parseFlags } from '../flags.ts';
 
@@ -30,7 +31,8 @@ export async function run(argv: string[]): Promise<number> {
   const image = await buildProductImage(progress);
   progress(`built ${image} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const socket = nodeFiles().containerdSocket;
-  if (!flags['no-import'] && existsSync(socket)) {
+  // The socket alone may be a leftover of a killed node; its owner tells whether one runs.
+  if (!flags['no-import'] && existsSync(socket) && (await runningNodeOwner())) {
     await importImages(socket, [await ensurePauseImage(), image]);
     progress(`imported into the local node's containerd (${socket})`);
   }

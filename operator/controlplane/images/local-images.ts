@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -24,7 +25,9 @@ export const NPM_VERSION = '11.19.1';
 export const PRODUCT_IMAGE = `${/^\s+repository:\s*(\S+)/m.exec(VALUES)![1]}:${/^appVersion:\s*'?([^'\s]+)'?/m.exec(CHART)![1]}`;
 /** The stand-in for `node:<version>-bookworm-slim`: handed to the Dockerfile as its `BASE`. */
 export const LOCAL_BASE_IMAGE = `localhost/mtls-operator/node-base:${NODE_VERSION}-bookworm`;
-export const PAUSE_IMAGE = 'localhost/mtls-operator/pause:1';
+const PAUSE_SOURCE = join(dirname(fileURLToPath(import.meta.url)), 'pause.c');
+/** Tagged with its source's digest, so an edited pause.c is rebuilt rather than found in the store. */
+export const PAUSE_IMAGE = `localhost/mtls-operator/pause:${createHash('sha256').update(readFileSync(PAUSE_SOURCE)).digest('hex').slice(0, 12)}`;
 
 /** overlay where the kernel allows it (rootless-free, fast); vfs copies every layer. */
 const STORAGE_DRIVER = process.env.MTLS_BUILDAH_DRIVER ?? 'overlay';
@@ -65,13 +68,7 @@ export async function ensurePauseImage(): Promise<string> {
   const work = await mkdtemp(join(cacheDir(), 'pause-'));
   try {
     await mkdir(join(work, 'rootfs'));
-    await runCommand('gcc', [
-      '-Os',
-      '-static',
-      '-o',
-      join(work, 'rootfs/pause'),
-      join(dirname(fileURLToPath(import.meta.url)), 'pause.c'),
-    ]);
+    await runCommand('gcc', ['-Os', '-static', '-o', join(work, 'rootfs/pause'), PAUSE_SOURCE]);
     await runCommand('strip', [join(work, 'rootfs/pause')]);
     await commitFolder(join(work, 'rootfs'), PAUSE_IMAGE, ['--entrypoint', '["/pause"]', '--user', '65535:65535']);
   } finally {

@@ -1,52 +1,39 @@
-import { existsSync } from 'node:fs';
 import { readdir, readFile, rm, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename } from 'node:path';
 import { runCommand } from './host-commands.ts';
-import { NODE_PATHS } from './node-configs.ts';
+import { restoreKernelSettings } from './kernel-settings.ts';
+import { NODE_PATHS, nodeFiles } from './node-configs.ts';
+import { nodeCgroups, pidsInCgroups, removeCgroups } from './node-cgroups.ts';
 import { removeNodeNetwork } from './node-network.ts';
-
-const CGROUP_ROOT = '/sys/fs/cgroup';
-/** kubelet's pod cgroups (cgroupfs driver, default cgroupRoot) in every v1 hierarchy. */
-const POD_CGROUP = 'kubepods';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Processes whose command line names one of the node's folders: containerd, its shims, kubelet, kube-proxy... */
+/** The programs the node runs; one of them is the node's when its arguments name the node's folders. */
+const NODE_PROGRAMS = new Set([
+  'containerd',
+  'containerd-shim-runc-v2',
+  'kubelet',
+  'kube-proxy',
+  'kube-router',
+  'kube-scheduler',
+  'kube-controller-manager',
+  'kube-apiserver',
+  'etcd',
+]);
+
+/** The node's daemons and containerd's shims (those outlive a kill -9 of the node's process group). */
 async function nodeProcesses(): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
     const pid = Number(entry);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(NODE_PATHS.state) || cmdline.includes(NODE_PATHS.data)) pids.push(pid);
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!NODE_PROGRAMS.has(basename(argv[0] ?? ''))) continue;
+    if (argv.some((arg) => arg.includes(`${NODE_PATHS.state}/`) || arg.includes(`${NODE_PATHS.data}/`))) pids.push(pid);
   }
   return pids;
-}
-
-/** Every cgroup folder under kubepods, deepest first, in every hierarchy. */
-async function podCgroups(): Promise<string[]> {
-  const found: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const entry of entries) if (entry.isDirectory()) await walk(join(dir, entry.name));
-    found.push(dir);
-  };
-  for (const hierarchy of await readdir(CGROUP_ROOT).catch(() => [])) {
-    const top = join(CGROUP_ROOT, hierarchy, POD_CGROUP);
-    if (existsSync(top)) await walk(top);
-  }
-  return found;
-}
-
-async function pidsIn(cgroups: string[]): Promise<number[]> {
-  const pids = new Set<number>();
-  for (const cgroup of cgroups) {
-    const text = await readFile(join(cgroup, 'cgroup.procs'), 'utf8').catch(() => '');
-    for (const line of text.split('\n')) if (line.trim()) pids.add(Number(line));
-  }
-  return [...pids];
 }
 
 function killAll(pids: number[]): void {
@@ -62,16 +49,18 @@ function killAll(pids: number[]): void {
 /** Kills the pods' processes (and the node's, if any survive), then removes the pod cgroups. */
 export async function killNodeProcesses(): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const cgroups = await podCgroups();
-    const pids = [...(await nodeProcesses()), ...(await pidsIn(cgroups))];
+    const cgroups = await nodeCgroups();
+    const pids = [...(await nodeProcesses()), ...(await pidsInCgroups(cgroups))];
     if (pids.length === 0) {
-      for (const cgroup of cgroups) await rmdir(cgroup).catch(() => undefined);
-      if ((await podCgroups()).length === 0) return;
+      await removeCgroups(cgroups);
+      if ((await nodeCgroups()).length === 0) return;
     }
     killAll(pids);
     await sleep(100);
   }
-  throw new Error(`processes or cgroups of the local node survived 5 s of SIGKILL: ${(await podCgroups()).join(', ')}`);
+  throw new Error(
+    `processes or cgroups of the local node survived 5 s of SIGKILL: ${(await nodeCgroups()).join(', ')}`,
+  );
 }
 
 /** Mounts under the node's folders that reached the machine's mount namespace (none should). */
@@ -86,15 +75,36 @@ async function unmountNodeFolders(): Promise<void> {
   for (const point of mountPoints) await runCommand('umount', ['-l', point], { allowFailure: true });
 }
 
+/** Mount points made for the node's private mounts (they did not exist before it): empty, so rmdir does. */
+async function removeCreatedMountPoints(): Promise<void> {
+  const list = await readFile(nodeFiles().createdMountPoints, 'utf8').catch(() => '');
+  for (const dir of list.split('\n').filter(Boolean).reverse()) await rmdir(dir).catch(() => undefined);
+}
+
 /**
- * Removes everything a local node leaves when it is killed: its processes and pods, pod cgroups, the
- * network namespace with its veth, routes and firewall rules, and its folders under /run and /var.
- * Also the last step of a normal stop, so both paths leave the same nothing behind.
+ * Removes everything a local node leaves when it is killed: its processes and pods, its cgroups, the
+ * network namespace with its veth, routes and firewall rules, the mount points it made, the kernel settings
+ * kubelet changed, and its folders under /run and /var. Also the last step of a normal stop, so both paths
+ * leave the same nothing behind. Every step runs even when one fails; the failures are reported together.
  */
 export async function removeNodeLeftovers(): Promise<void> {
-  await killNodeProcesses();
-  await unmountNodeFolders();
-  await removeNodeNetwork();
-  await rm(NODE_PATHS.state, { recursive: true, force: true });
-  await rm(NODE_PATHS.data, { recursive: true, force: true });
+  const failures: string[] = [];
+  const steps: [string, () => Promise<void>][] = [
+    ["kill the node's processes", killNodeProcesses],
+    ["unmount the node's folders", unmountNodeFolders],
+    ["remove the node's network", removeNodeNetwork],
+    ['restore the kernel settings kubelet changed', () => restoreKernelSettings(nodeFiles().savedSysctls)],
+    ['remove the mount points made for the node', removeCreatedMountPoints],
+    [`remove ${NODE_PATHS.state}`, () => rm(NODE_PATHS.state, { recursive: true, force: true })],
+    [`remove ${NODE_PATHS.data}`, () => rm(NODE_PATHS.data, { recursive: true, force: true })],
+  ];
+  for (const [what, step] of steps) {
+    try {
+      await step();
+    } catch (err) {
+      failures.push(`${what}: ${(err as Error).message}`);
+    }
+  }
+  if (failures.length > 0)
+    throw new Error(`the local node's cleanup left something behind:\n  ${failures.join('\n  ')}`);
 }

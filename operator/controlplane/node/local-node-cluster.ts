@@ -8,15 +8,20 @@ import { NODE_PATHS } from './node-configs.ts';
 import { createNodeNetwork, NODE_NETWORK } from './node-network.ts';
 import { ensureNodePackages } from './node-packages.ts';
 
-const OWNER_FILE = join(NODE_PATHS.state, 'owner.pid');
+const OWNER_FILE = join(NODE_PATHS.state, 'owner');
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** A process's start time (clock ticks since boot): with its pid, names it even after the pid is reused. */
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** The pid of the process running the local node, if one still runs. */
+export async function runningNodeOwner(): Promise<number | undefined> {
+  const [pid, started] = (await readFile(OWNER_FILE, 'utf8').catch(() => '')).trim().split(' ');
+  const owner = Number(pid);
+  if (!owner || owner === process.pid) return undefined;
+  return (await startTime(owner)) === started ? owner : undefined;
 }
 
 /**
@@ -41,16 +46,15 @@ export class LocalNodeCluster {
     if (process.platform !== 'linux' || process.getuid?.() !== 0) {
       throw new Error('a local node needs Linux and root (network namespaces, containerd, iptables)');
     }
-    const owner = Number(await readFile(OWNER_FILE, 'utf8').catch(() => '0'));
-    if (owner && owner !== process.pid && isAlive(owner)) {
+    const owner = await runningNodeOwner();
+    if (owner)
       throw new Error(`a local node is already running (pid ${owner}); stop it first (Ctrl-C, or kill ${owner})`);
-    }
-    await ensureNodePackages(progress);
-    const binaries = await ensureNodeBinaries();
     progress('removing what an earlier node left behind, if anything');
     await removeNodeLeftovers();
     await mkdir(NODE_PATHS.state, { recursive: true, mode: 0o700 });
-    await writeFile(OWNER_FILE, `${process.pid}\n`);
+    await writeFile(OWNER_FILE, `${process.pid} ${await startTime(process.pid)}\n`);
+    await ensureNodePackages(progress);
+    const binaries = await ensureNodeBinaries();
 
     let plane: LocalControlPlane | undefined;
     let node: LocalNode | undefined;
@@ -86,8 +90,11 @@ export class LocalNodeCluster {
 
   /** Stops everything and removes all it made: processes, pods, namespaces, routes, rules, files. */
   async stop(): Promise<void> {
-    await this.node.stop();
-    await this.plane.stop({ keep: true });
-    await removeNodeLeftovers();
+    try {
+      await this.node.stop();
+      await this.plane.stop({ keep: true });
+    } finally {
+      await removeNodeLeftovers();
+    }
   }
 }

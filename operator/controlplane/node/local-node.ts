@@ -1,17 +1,20 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ControlPlaneBinaries, NodeBinaries } from '../binaries.ts';
 import { ensurePauseImage, importImages } from '../images/local-images.ts';
 import type { LocalControlPlane } from '../local-control-plane.ts';
 import { SupervisedProcess } from '../supervised-process.ts';
 import { runCommand } from './host-commands.ts';
+import { saveKernelSettings } from './kernel-settings.ts';
+import { createNodeCgroups } from './node-cgroups.ts';
 import {
   containerdConfig,
   kubeletConfig,
   kubeProxyConfig,
   NODE_NAME,
   nodeFiles,
+  PRIVATE_MOUNT_POINTS,
   POD_RESOLV_CONF,
   type NodeFiles,
 } from './node-configs.ts';
@@ -96,28 +99,37 @@ export class LocalNode {
     return stdout.split('\n').some((line) => line === `-N ${chain}`);
   }
 
-  /** A process that does nothing but hold a private mount namespace for containerd and kubelet. */
+  /**
+   * A process that does nothing but hold a private mount namespace for containerd and kubelet, with a tmpfs
+   * of its own over each fixed host path they write to (pod network namespaces, shim sockets and runc state,
+   * the CNI cache, device-plugin sockets, pod logs): nothing of theirs lands on the machine's disk. The
+   * mounts are made before `sleep` runs, after `unshare` has made the namespace a slave of the machine's, so
+   * none propagates back.
+   */
   private async startMountNamespace(): Promise<void> {
-    this.mountHolder.start('unshare', ['--mount', '--propagation', 'slave', '--', 'sleep', 'infinity']);
-    const own = await readlink('/proc/self/ns/mnt');
+    for (const dir of PRIVATE_MOUNT_POINTS) {
+      if (existsSync(dir)) continue;
+      await mkdir(dir, { recursive: true });
+      await appendFile(this.files.createdMountPoints, `${dir}\n`);
+    }
+    const mounts = PRIVATE_MOUNT_POINTS.map((dir) => `mount -t tmpfs -o mode=0755 tmpfs ${dir}`).join(' && ');
+    this.mountHolder.start('unshare', [
+      '--mount',
+      '--propagation',
+      'slave',
+      '--',
+      'sh',
+      '-c',
+      `${mounts} && exec sleep infinity`,
+    ]);
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline) {
+      if (!this.mountHolder.running)
+        throw new Error(`the mount namespace holder exited with code ${await this.mountHolder.whenExited()}`);
       const pid = this.mountHolder.pid;
-      const ns = pid ? await readlink(`/proc/${pid}/ns/mnt`).catch(() => own) : own;
-      if (ns !== own) {
+      const command = pid ? await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '') : '';
+      if (command.trim() === 'sleep') {
         this.mountNamespace = `/proc/${pid}/ns/mnt`;
-        // containerd keeps pod network namespaces under /run/netns: a tmpfs of our own hides them from the machine.
-        await runCommand('nsenter', [
-          `--mount=${this.mountNamespace}`,
-          '--',
-          'mount',
-          '-t',
-          'tmpfs',
-          '-o',
-          'mode=0755',
-          'tmpfs',
-          '/run/netns',
-        ]);
         return;
       }
       await sleep(20);
@@ -149,6 +161,8 @@ export class LocalNode {
 
   private async startKubelet(): Promise<void> {
     this.progress('starting kubelet');
+    await saveKernelSettings(this.files.savedSysctls);
+    await createNodeCgroups();
     this.startInNode(
       this.kubelet,
       this.binaries.kubelet,
@@ -157,6 +171,7 @@ export class LocalNode {
         `--kubeconfig=${this.plane.kubeconfigPath}`,
         `--container-runtime-endpoint=unix://${this.files.containerdSocket}`,
         `--root-dir=${this.files.kubeletRoot}`,
+        `--cert-dir=${this.files.kubeletRoot}/pki`,
         `--hostname-override=${NODE_NAME}`,
         `--node-ip=${NODE_NETWORK.nodeAddress}`,
         '--v=1',

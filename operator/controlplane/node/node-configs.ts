@@ -11,6 +11,19 @@ export const NODE_PATHS = {
 
 export const NODE_NAME = 'mtls-operator-node';
 
+/** Fixed host paths that containerd and kubelet write to whatever they are told: each gets a private tmpfs. */
+export const PRIVATE_MOUNT_POINTS = [
+  '/run/netns',
+  '/run/containerd',
+  '/var/lib/cni',
+  '/var/lib/kubelet',
+  '/var/log/pods',
+  '/var/log/containers',
+];
+
+/** kubelet's cgroups, under a root of their own in every hierarchy (cgroupfs driver). */
+export const NODE_CGROUP = 'mtls-operator-node';
+
 export interface NodeFiles {
   containerdConfig: string;
   containerdSocket: string;
@@ -23,6 +36,10 @@ export interface NodeFiles {
   kubeProxyConfig: string;
   resolvConf: string;
   logs: string;
+  /** Mount points that did not exist and were made for the private mounts: removed again at cleanup. */
+  createdMountPoints: string;
+  /** The kernel settings kubelet changes for the whole machine, as they were: restored at cleanup. */
+  savedSysctls: string;
 }
 
 export function nodeFiles(): NodeFiles {
@@ -39,6 +56,8 @@ export function nodeFiles(): NodeFiles {
     kubeProxyConfig: `${state}/kube-proxy.yaml`,
     resolvConf: `${state}/resolv.conf`,
     logs: `${state}/logs`,
+    createdMountPoints: `${state}/created-mount-points`,
+    savedSysctls: `${state}/saved-sysctls.json`,
   };
 }
 
@@ -82,6 +101,7 @@ export function kubeletConfig(files: NodeFiles, clusterCaFile: string): string {
   return `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
+cgroupRoot: /${NODE_CGROUP}
 failCgroupV1: false
 failSwapOn: false
 address: ${NODE_NETWORK.nodeAddress}

@@ -19,6 +19,8 @@ export const NODE_NETWORK = {
   nodePodCidr: '198.18.0.0/24',
   podGateway: '198.18.0.1',
   serviceCidr: '198.19.0.0/24',
+  /** Services and the node's own link: where pods may go besides other pods. */
+  serviceAndNodeRange: '198.19.0.0/16',
   /** The `kubernetes` Service's ClusterIP: the first address of the Service range. */
   apiServiceIp: '198.19.0.1',
   bridge: 'mtls-cni0',
@@ -53,7 +55,7 @@ export async function createNodeNetwork(): Promise<void> {
  */
 export async function removeNodeNetwork(): Promise<void> {
   const { netns, hostVeth } = NODE_NETWORK;
-  for (const cidr of HOST_ROUTES) await runCommand('ip', ['route', 'del', cidr], { allowFailure: true });
+  // Deleting the veth takes its routes along; no route of anyone else's is touched.
   await runCommand('ip', ['link', 'del', hostVeth], { allowFailure: true });
   if (existsSync(NETNS_PATH)) await runCommand('ip', ['netns', 'del', netns], { allowFailure: true });
 }
@@ -75,7 +77,7 @@ export async function writeCniConfig(confDir: string, ipamDir: string): Promise<
           type: 'host-local',
           dataDir: ipamDir,
           ranges: [[{ subnet: nodePodCidr, gateway: podGateway }]],
-          routes: [{ dst: podCidr }, { dst: '198.19.0.0/16' }],
+          routes: [{ dst: podCidr }, { dst: NODE_NETWORK.serviceAndNodeRange }],
         },
       },
       { type: 'portmap', capabilities: { portMappings: true } },
