@@ -29,6 +29,9 @@ export async function run(argv: string[]): Promise<number> {
   const progress = (line: string) => process.stderr.write(`[control-plane] ${line}\n`);
   if (flags.node) {
     const started = Date.now();
+    // A Ctrl-C while the node starts stops it as soon as it is up (a second one exits at once; the next start
+    // then removes what is left).
+    const stopRequested = untilSignal();
     const cluster = await LocalNodeCluster.start({ progress });
     process.stdout.write(
       `Local cluster is up with one node in ${((Date.now() - started) / 1000).toFixed(1)} s (Kubernetes v${KUBERNETES_VERSION}).\n` +
@@ -36,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
         `Pods ${NODE_NETWORK.podCidr} and Services ${NODE_NETWORK.serviceCidr} are routed from this machine.\n` +
         'Load the image with `npm run image`. Press Ctrl-C to stop and remove everything.\n',
     );
-    await untilSignal();
+    await stopRequested;
     progress('stopping the node and removing what it made');
     await cluster.stop();
     return 0;

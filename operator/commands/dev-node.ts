@@ -29,6 +29,8 @@ const execFileAsync = promisify(execFile);
 const say = (line = '') => process.stdout.write(line + '\n');
 const step = (line: string) => process.stderr.write(`[dev] ${line}\n`);
 
+class Interrupted extends Error {}
+
 /** Why `dev` cannot start a real node here, or undefined when it can. */
 export function realNodeUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'a local node needs Linux';
@@ -56,6 +58,12 @@ export interface DevOnClusterOptions {
  */
 export async function runDevOnCluster(options: DevOnClusterOptions): Promise<number> {
   const started = Date.now();
+  // Ctrl-C while things start: stop after the current step and remove what was made.
+  let interrupted = false;
+  const stopRequested = untilSignal().then(() => (interrupted = true));
+  const checkpoint = () => {
+    if (interrupted) throw new Interrupted();
+  };
   let cluster: LocalNodeCluster | undefined;
   let forward: ChildProcess | undefined;
   let credsRoot: string | undefined;
@@ -71,6 +79,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
       );
       cluster = await LocalNodeCluster.start({ progress: step });
       kubeconfig = cluster.kubeconfigPath;
+      checkpoint();
       image = await buildProductImage(step);
       step('loading the image into the node');
       await importImages(cluster.node.files.containerdSocket, [await ensurePauseImage(), image]);
@@ -82,6 +91,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
       return child;
     };
     const [repository, tag] = [image.slice(0, image.lastIndexOf(':')), image.slice(image.lastIndexOf(':') + 1)];
+    checkpoint();
     const shortLived = options.shortLived ? ['--set', 'controller.caPropagationDelay=20s'] : [];
     const overrides =
       image === PRODUCT_IMAGE ? [] : ['--set', `image.repository=${repository}`, '--set', `image.tag=${tag}`];
@@ -103,6 +113,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
       ...shortLived,
     ]);
 
+    checkpoint();
     const namespace = options.namespace;
     step(
       `namespace ${namespace} (labelled ${INJECTION_NAMESPACE_LABEL}=enabled), the sample MtlsEndpoint, a mock Deployment`,
@@ -137,6 +148,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
       ).stdout,
     ).items.find((p: k8s.V1Pod) => !p.metadata?.deletionTimestamp) as k8s.V1Pod;
 
+    checkpoint();
     const rows: TableRow[] = [];
     if (options.existing) {
       const ports = await Promise.all(spec.listeners.map(() => freePort()));
@@ -153,7 +165,15 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
         ],
         { stdio: ['ignore', 'pipe', 'inherit'] },
       );
-      await new Promise((resolve) => forward!.stdout!.once('data', resolve));
+      // kubectl prints "Forwarding from ..." once it listens.
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('kubectl port-forward did not start within 30 s')), 30_000);
+        forward!.stdout!.once('data', () => (clearTimeout(timer), resolve()));
+        forward!.once(
+          'exit',
+          (code) => (clearTimeout(timer), reject(new Error(`kubectl port-forward exited (${code})`))),
+        );
+      });
       spec.listeners.forEach((listener, i) =>
         rows.push({
           mode: listener.mode,
@@ -218,9 +238,15 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
         ? 'Press Ctrl-C to stop the port-forward.'
         : 'Press Ctrl-C to stop the node and remove everything.',
     );
-    await untilSignal();
+    await stopRequested;
     step('stopping');
     return 0;
+  } catch (err) {
+    if (err instanceof Interrupted) {
+      step('interrupted: stopping');
+      return 130;
+    }
+    throw err;
   } finally {
     forward?.kill('SIGTERM');
     await cluster?.stop();

@@ -84,12 +84,13 @@ function answersTls(row: TableRow): Promise<boolean> {
     const socket = connect(
       { host: row.address, port: row.targetPort, servername: row.servername, rejectUnauthorized: false },
       () => {
-        socket.destroy();
         resolve(true);
+        socket.destroy();
       },
     );
     socket.on('error', () => resolve(false));
-    socket.setTimeout(2_000, () => socket.destroy());
+    socket.on('close', () => resolve(false));
+    socket.setTimeout(2_000, () => socket.destroy(new Error('timeout')));
   });
 }
 
