@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
+import { PAUSE_IMAGE } from '../../operator/controlplane/images/local-images.ts';
 import { runCommand } from '../../operator/controlplane/node/host-commands.ts';
 import { removeNodeLeftovers } from '../../operator/controlplane/node/leftovers.ts';
-import { NODE_PATHS } from '../../operator/controlplane/node/node-configs.ts';
+import { runningNodeOwner } from '../../operator/controlplane/node/local-node-cluster.ts';
+import { NODE_CGROUP, NODE_PATHS, PRIVATE_MOUNT_POINTS } from '../../operator/controlplane/node/node-configs.ts';
 import { NODE_NETWORK } from '../../operator/controlplane/node/node-network.ts';
 import { waitFor } from '../support/cluster.ts';
 
@@ -56,7 +58,7 @@ async function leftovers(): Promise<string[]> {
   for (const line of mounts.split('\n'))
     if (line.includes(NODE_PATHS.state) || line.includes(NODE_PATHS.data)) found.push(`mount ${line.split(' ')[4]}`);
   for (const hierarchy of await readdir('/sys/fs/cgroup'))
-    if (existsSync(`/sys/fs/cgroup/${hierarchy}/kubepods`)) found.push(`cgroup ${hierarchy}/kubepods`);
+    if (existsSync(`/sys/fs/cgroup/${hierarchy}/${NODE_CGROUP}`)) found.push(`cgroup ${hierarchy}/${NODE_CGROUP}`);
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ');
@@ -66,23 +68,52 @@ async function leftovers(): Promise<string[]> {
   return found;
 }
 
+/**
+ * What the machine looks like where a node could leave a trace outside its own folders: top-level entries of
+ * the folders it or its daemons write to, its private mount points, and the kernel settings kubelet changes.
+ */
+async function machineSnapshot(): Promise<Record<string, string>> {
+  const snapshot: Record<string, string> = {};
+  for (const dir of ['/run', '/var/lib', '/var/log', '/etc'])
+    snapshot[dir] = (await readdir(dir).catch(() => []))
+      .filter((name) => !name.startsWith('jest'))
+      .sort()
+      .join(' ');
+  for (const dir of PRIVATE_MOUNT_POINTS)
+    snapshot[dir] = existsSync(dir) ? (await readdir(dir)).sort().join(' ') : '(absent)';
+  for (const name of ['vm/overcommit_memory', 'vm/panic_on_oom', 'kernel/panic', 'kernel/panic_on_oops'])
+    snapshot[name] = (await readFile(`/proc/sys/${name}`, 'utf8')).trim();
+  snapshot.iptables = (await runCommand('iptables-save', [])).stdout.replace(/^#.*$/gm, '');
+  return snapshot;
+}
+
 describe('controlplane --node leaves nothing behind', () => {
-  let hostIptables = '';
+  let before: Record<string, string> = {};
+  const started: Started[] = [];
 
   beforeAll(async () => {
+    const owner = await runningNodeOwner();
+    if (owner) throw new Error(`a local node is running (pid ${owner}): stop it before running the node tests`);
     // Whatever an earlier run left (a machine handed over mid-run, say) is not this test's subject.
     await removeNodeLeftovers();
-    hostIptables = (await runCommand('iptables-save', [])).stdout.replace(/^#.*$/gm, '');
+    before = await machineSnapshot();
+  });
+
+  afterAll(async () => {
+    for (const { child } of started)
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+    await removeNodeLeftovers();
   });
 
   it('starts again after a kill -9 of its whole process group, and a SIGTERM then removes everything', async () => {
     const first = await startNode();
+    started.push(first);
     await runCommand(first.kubectl, [
       '--kubeconfig',
       first.kubeconfig,
       'run',
       'survivor',
-      '--image=localhost/mtls-operator/pause:1',
+      `--image=${PAUSE_IMAGE}`,
       '--image-pull-policy=Never',
     ]);
     await waitFor(
@@ -109,6 +140,7 @@ describe('controlplane --node leaves nothing behind', () => {
     expect(afterKill).toContain(NODE_PATHS.state);
 
     const second = await startNode();
+    started.push(second);
     const nodes = (await runCommand(second.kubectl, ['--kubeconfig', second.kubeconfig, 'get', 'nodes', '-o', 'name']))
       .stdout;
     expect(nodes.trim()).toBe('node/mtls-operator-node');
@@ -116,7 +148,7 @@ describe('controlplane --node leaves nothing behind', () => {
     const code = await new Promise((resolve) => second.child.once('exit', resolve));
     expect(code).toBe(0);
     expect(await leftovers()).toEqual([]);
-    expect((await runCommand('iptables-save', [])).stdout.replace(/^#.*$/gm, '')).toBe(hostIptables);
+    expect(await machineSnapshot()).toEqual(before);
     process.stdout.write(
       `real-node: controlplane --node after kill -9: ${afterKill.length} leftovers, all removed by the next start; after SIGTERM: 0\n`,
     );

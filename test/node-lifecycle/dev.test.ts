@@ -1,20 +1,25 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { removeNodeLeftovers } from '../../operator/controlplane/node/leftovers.ts';
 
 /** The README's first command on a machine that can run a node: the table from real pods through Services. */
 describe('mtls-operator dev on a real node', () => {
+  let child: ChildProcess | undefined;
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await removeNodeLeftovers();
+  });
+
   it('installs the chart on a local node and prints the mode table from requests through the Services', async () => {
-    const child = spawn(
-      process.execPath,
-      [new URL('../../operator/cli.ts', import.meta.url).pathname, 'dev', '--once'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    child = spawn(process.execPath, [new URL('../../operator/cli.ts', import.meta.url).pathname, 'dev', '--once'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const running = child;
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const code = await new Promise((resolve) => child.on('exit', resolve));
+    running.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    running.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => running.on('exit', resolve));
     expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' });
     expect(stderr).toContain('helm install mtls-operator charts/mtls-operator');
     expect(stdout).toMatch(/Real requests through the Services of pod payments-mock-/);
