@@ -179,9 +179,12 @@ describe('reliability: operator faults', () => {
     expect(secrets.map((s) => s.metadata!.name).sort()).toEqual(expected.sort());
     const services = (await core.listNamespacedService({ namespace, labelSelector: MANAGED })).items;
     expect(services.map((s) => s.metadata!.name).sort()).toEqual(names.map((n) => `${n}-strict`).sort());
-    // Nothing had to be repaired: a kill never left a broken or half-written Secret behind.
+    // Nothing had to be repaired: a kill never left a broken or half-written Secret behind. A leaf of `rot`
+    // that expired is not such a repair: its 16 s renewal window can pass while every operator started in it is
+    // killed before its first reconcile (seen on a loaded 2-core machine); the re-issue is then the right answer.
     const events = (await core.listNamespacedEvent({ namespace })).items;
-    expect(events.filter((e) => /Repaired|ReconcileFailed/.test(e.reason ?? '')).map((e) => e.message)).toEqual([]);
+    const repairs = events.filter((e) => /Repaired|ReconcileFailed/.test(e.reason ?? '')).map((e) => e.message ?? '');
+    expect(repairs.filter((m) => !/^Secret rot-[a-z-]+: the certificate expired at /.test(m))).toEqual([]);
     expect(output.join('')).not.toMatch(/PRIVATE KEY/);
   }, 150_000);
 
