@@ -7,22 +7,21 @@ import { Webhook } from '../../operator/webhook/webhook.ts';
 import { kubeConfig, waitFor } from './cluster.ts';
 
 /**
- * The operator in-process for one test namespace: a controller scoped to it and a loopback webhook that
- * owns its own MutatingWebhookConfiguration (a unique name per suite; `stop` removes it).
+ * A webhook on loopback for one test namespace, with its own MutatingWebhookConfiguration (suites run in
+ * parallel, each with its own webhook, selecting only its namespace). Not started.
  */
-export async function startOperator(
+export async function loopbackWebhook(
   namespace: string,
-  { resyncMs = 2_000, caPropagationDelayMs }: { resyncMs?: number; caPropagationDelayMs?: number } = {},
+  configurationName: string,
+  timing: { verifyEveryMs?: number; retryMs?: number } = {},
 ) {
   const port = await freePort();
-  const configurationName = `mtls-operator-test-${namespace}`;
   const webhook = new Webhook({
     kubeConfig: kubeConfig(),
     port,
     host: '127.0.0.1',
     url: `https://127.0.0.1:${port}/mutate-pods`,
     configurationName,
-    // Only this suite's namespace: suites run in parallel and each has its own webhook.
     namespaceSelector: {
       matchLabels: { 'kubernetes.io/metadata.name': namespace, 'mtls.operator.dev/injection': 'enabled' },
     },
@@ -30,7 +29,20 @@ export async function startOperator(
     secretName: 'webhook-tls',
     serviceName: 'unused',
     settings: { image: 'registry.invalid/mtls-operator:test' },
+    ...timing,
   });
+  return { webhook, port, configurationName };
+}
+
+/**
+ * The operator in-process for one test namespace: a controller scoped to it and a loopback webhook that
+ * owns its own MutatingWebhookConfiguration (a unique name per suite; `stop` removes it).
+ */
+export async function startOperator(
+  namespace: string,
+  { resyncMs = 2_000, caPropagationDelayMs }: { resyncMs?: number; caPropagationDelayMs?: number } = {},
+) {
+  const { webhook, configurationName } = await loopbackWebhook(namespace, `mtls-operator-test-${namespace}`);
   await webhook.start();
   const controller = new EndpointController({
     kubeConfig: kubeConfig(),

@@ -3,10 +3,9 @@ import { connect } from 'node:tls';
 import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { issueCA } from '../../operator/pki/issue.ts';
-import { Webhook } from '../../operator/webhook/webhook.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
 import { core, createEndpoint, installCrd } from '../support/endpoints.ts';
-import { type OperatorProcess, spawnOperator, waitHealthy } from '../support/operator.ts';
+import { loopbackWebhook, type OperatorProcess, spawnOperator, waitHealthy } from '../support/operator.ts';
 
 // A fresh install must inject from its first Ready pod: every replica, leader or not, makes the webhook
 // configuration trust the certificate it serves, and reports ready only once it does.
@@ -51,21 +50,7 @@ describe('webhook: injection does not wait for a leader', () => {
   });
 
   it('with no leader and no controller, a replica injects as soon as it is ready, and repairs a caBundle that stops verifying it', async () => {
-    const port = await freePort();
-    const configurationName = `mtls-operator-ready-${namespace}`;
-    const webhook = new Webhook({
-      kubeConfig: kubeConfig(),
-      port,
-      host: '127.0.0.1',
-      url: `https://127.0.0.1:${port}/mutate-pods`,
-      configurationName,
-      namespaceSelector: {
-        matchLabels: { 'kubernetes.io/metadata.name': namespace, 'mtls.operator.dev/injection': 'enabled' },
-      },
-      namespace,
-      secretName: 'webhook-tls',
-      serviceName: 'unused',
-      settings: { image: 'registry.invalid/mtls-operator:test' },
+    const { webhook, port, configurationName } = await loopbackWebhook(namespace, `mtls-operator-ready-${namespace}`, {
       verifyEveryMs: 200,
       retryMs: 200,
     });
