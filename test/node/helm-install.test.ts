@@ -8,13 +8,17 @@ import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
   CHART,
+  clientView,
   helm,
   helmInstall,
   httpsTo,
+  type Json,
+  kubectlJson,
   nodeState,
   type Reply,
   REPO_ROOT,
   reportNodeFigures,
+  secretData as supportSecretData,
   steadyLoad,
 } from './support/node.ts';
 
@@ -26,22 +30,10 @@ const SYSTEM_NS = 'mtls-system';
 const NS = 'payments-team';
 const MODES = ['standard', 'flexible', 'strict'] as const;
 const DAY = 86_400_000;
-/** kubectl's JSON output, read field by field. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = any;
-
-const json = async <T = Record<string, Json>>(args: string[]): Promise<T> =>
-  JSON.parse(await kubectl([...args, '-o', 'json'])) as T;
-const secretData = async (name: string, namespace = NS): Promise<Record<string, string>> => {
-  const secret = await json<{ data: Record<string, string> }>(['get', 'secret', name, '-n', namespace]);
-  return Object.fromEntries(
-    Object.entries(secret.data).map(([key, value]) => [key, Buffer.from(value, 'base64').toString()]),
-  );
-};
-const clientCreds = async (endpoint: string, client: string): Promise<PemPair> => {
-  const data = await secretData(`${endpoint}-client-${client}`);
-  return { certPem: data['tls.crt']!, keyPem: data['tls.key']! };
-};
+const json = kubectlJson;
+const secretData = (name: string, namespace = NS) => supportSecretData(name, namespace);
+const clientCreds = async (endpoint: string, client: string): Promise<PemPair> =>
+  (await clientView(`${endpoint}-client-${client}`, NS)).creds;
 const clusterIp = async (service: string) =>
   (await json<{ spec: { clusterIP: string } }>(['get', 'service', service, '-n', NS])).spec.clusterIP;
 

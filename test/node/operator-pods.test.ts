@@ -1,9 +1,19 @@
 import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import type { PemPair } from '../../operator/pki/issue.ts';
 import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
-import { helm, helmInstall, httpsTo, nodeState, reportNodeFigures, steadyLoad } from './support/node.ts';
+import {
+  clientView,
+  helm,
+  helmInstall,
+  httpsTo,
+  type Json,
+  kubectlJson,
+  nodeState,
+  reportNodeFigures,
+  secretData,
+  steadyLoad,
+} from './support/node.ts';
 
 /**
  * The reliability suite's pod parts, on the real node: a CA rollover under traffic through kubelet's Secret
@@ -12,13 +22,8 @@ import { helm, helmInstall, httpsTo, nodeState, reportNodeFigures, steadyLoad } 
 const SYSTEM_NS = 'mtls-system';
 const NS = 'rollover-team';
 const ROLLOVER_PHASE = 'mtls.operator.dev/ca-rollover-phase';
-/** kubectl's JSON output, read field by field. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = any;
-
-const json = async (args: string[]): Promise<Json> => JSON.parse(await kubectl([...args, '-o', 'json']));
-const secretText = async (name: string, key: string) =>
-  Buffer.from((await json(['get', 'secret', name, '-n', NS])).data[key], 'base64').toString();
+const json = kubectlJson;
+const secretText = async (name: string, key: string) => (await secretData(name, NS))[key] ?? '';
 
 async function leaderPod(): Promise<{ pod: string; holder: string }> {
   const pods: string[] = (
@@ -104,25 +109,14 @@ describe('operator pods on the real node', () => {
     const firstCa = new X509Certificate(await secretText('rolling-server', 'ca.crt')).serialNumber;
 
     // A client that re-reads its Secret (and trust bundle) every few seconds, as one with a mounted Secret does.
-    let creds: PemPair = {
-      certPem: await secretText('rolling-client-steady', 'tls.crt'),
-      keyPem: await secretText('rolling-client-steady', 'tls.key'),
-    };
-    let trust = await secretText('rolling-client-steady', 'ca.crt');
+    let { creds, trust } = await clientView('rolling-client-steady', NS);
     await waitFor('the strict Service to answer', async () => (await httpsTo(ip, sni, trust, creds)).status === 200, {
       timeoutMs: 60_000,
       intervalMs: 500,
     });
     const refresh = setInterval(() => {
-      void Promise.all([
-        secretText('rolling-client-steady', 'tls.crt'),
-        secretText('rolling-client-steady', 'tls.key'),
-        secretText('rolling-client-steady', 'ca.crt'),
-      ]).then(
-        ([certPem, keyPem, ca]) => {
-          creds = { certPem, keyPem };
-          trust = ca;
-        },
+      void clientView('rolling-client-steady', NS).then(
+        (view) => ({ creds, trust } = view),
         () => undefined,
       );
     }, 3_000);

@@ -4,6 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { PemPair } from '../../../operator/pki/issue.ts';
+import { kubectl } from '../../support/cluster.ts';
 
 /** What the real-node global setup hands the tests (through MTLS_TEST_CONTROL_PLANE_STATE, like the other tier). */
 export interface NodeTestState {
@@ -26,6 +27,35 @@ export function nodeState(): NodeTestState {
 }
 
 const run = promisify(execFile);
+
+/** kubectl's JSON output, read field by field. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Json = any;
+
+export const kubectlJson = async <T = Record<string, Json>>(args: string[]): Promise<T> =>
+  JSON.parse(await kubectl([...args, '-o', 'json'])) as T;
+
+/**
+ * Every key of a Secret, decoded, from one read. Reading keys one by one can mix two rotations (the key of one,
+ * the certificate of the next); a mounted Secret volume never does.
+ */
+export async function secretData(name: string, namespace: string): Promise<Record<string, string>> {
+  const secret = await kubectlJson<{ data: Record<string, string> }>(['get', 'secret', name, '-n', namespace]);
+  return Object.fromEntries(
+    Object.entries(secret.data).map(([key, value]) => [key, Buffer.from(value, 'base64').toString()]),
+  );
+}
+
+/** What a client holds from its credentials Secret: its certificate and key, and the CA bundle it trusts. */
+export async function clientView(secret: string, namespace: string): Promise<{ creds: PemPair; trust: string }> {
+  const data = await secretData(secret, namespace);
+  const key = (name: string): string => {
+    const value = data[name];
+    if (value === undefined) throw new Error(`Secret ${namespace}/${secret} has no ${name}`);
+    return value;
+  };
+  return { creds: { certPem: key('tls.crt'), keyPem: key('tls.key') }, trust: key('ca.crt') };
+}
 
 /** Helm against the node, as a person would run it. */
 export async function helm(args: string[]): Promise<string> {
