@@ -1,5 +1,5 @@
 import type { KeyAlgorithm } from '../pki/x509.ts';
-import type { Listener, MtlsEndpointSpec } from './types.ts';
+import type { Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
@@ -24,6 +24,8 @@ export const DEFAULT_RENEW_BEFORE_FRACTION = 1 / 3;
  * test cluster may want them) but reports the condition `RenewBeforeTooShort` and a Warning Event.
  */
 export const RENEW_BEFORE_FLOOR = '90s';
+/** Secure by default: nothing on the pod network reaches the mock around its sidecar. */
+export const DEFAULT_NETWORK_POLICY: NetworkPolicyMode = 'Enforce';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */
@@ -34,6 +36,7 @@ export type DefaultedSpec = MtlsEndpointSpec & {
   dnsNames: string[];
   clients: { name: string }[];
   certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
+  networkPolicy: NetworkPolicyMode;
 };
 
 /** A copy of `spec` with every default filled in; fields that are set are kept as they are. */
@@ -51,6 +54,7 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       caValidity: spec.certificates?.caValidity || DEFAULT_CA_VALIDITY,
       keyAlgorithm: spec.certificates?.keyAlgorithm || DEFAULT_KEY_ALGORITHM,
     },
+    networkPolicy: spec.networkPolicy ?? DEFAULT_NETWORK_POLICY,
   };
 }
 

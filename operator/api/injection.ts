@@ -1,3 +1,5 @@
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+
 /** Names of contract 3 (injection) that the webhook writes and the controller and tests read. */
 export const SIDECAR_CONTAINER = 'mtls-sidecar';
 export const SIDECAR_VOLUME = 'mtls-server-tls';
@@ -9,3 +11,12 @@ export const SIDECAR_ADMIN_PORT = 15021;
 /** Annotation the webhook sets on an injected pod: the endpoint whose sidecar it got. */
 export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
 export const listenerPortName = (mode: string) => `mtls-${mode}`;
+
+/**
+ * The injected sidecar of a pod, or undefined: a native sidecar (an init container with restartPolicy Always)
+ * since the webhook injects it so; a regular container in pods injected by earlier versions.
+ */
+export function sidecarContainerOf(pod: V1Pod): V1Container | undefined {
+  const named = (containers: V1Container[] | undefined) => containers?.find((c) => c.name === SIDECAR_CONTAINER);
+  return named(pod.spec?.initContainers) ?? named(pod.spec?.containers);
+}

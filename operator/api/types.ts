@@ -45,7 +45,13 @@ export interface MtlsEndpointSpec {
   clients?: ClientSpec[];
   /** Absent or empty: any client of this endpoint. */
   allowedClients?: string[];
+  /** Absent: Enforce. */
+  networkPolicy?: NetworkPolicyMode;
 }
+
+/** Enforce: the operator keeps a NetworkPolicy admitting only the sidecar's ports; None: it keeps none. */
+export const NETWORK_POLICY_MODES = ['Enforce', 'None'] as const;
+export type NetworkPolicyMode = (typeof NETWORK_POLICY_MODES)[number];
 
 /** metav1.Condition */
 export interface Condition {
@@ -96,6 +102,8 @@ export interface MtlsEndpointStatus {
   /** The listeners as `mode:port`, comma-separated, for the Modes printer column: see `modesSummary`. */
   modes?: string;
   injectedPods?: number;
+  /** The name of the NetworkPolicy the operator keeps for the endpoint, or `None`. */
+  networkPolicy?: string;
 }
 
 /** `status.modes`: a printer column shows only the first value of a list, so the operator joins them. */
@@ -146,6 +154,7 @@ export const caSecretName = (ep: EndpointRef) => `${nameOf(ep)}-ca`;
 export const serverSecretName = (ep: EndpointRef) => `${nameOf(ep)}-server`;
 export const clientSecretName = (ep: EndpointRef, client: string) => `${nameOf(ep)}-client-${client}`;
 export const serviceName = (ep: EndpointRef, mode: Mode) => `${nameOf(ep)}-${mode}`;
+export const networkPolicyName = (ep: EndpointRef) => `${nameOf(ep)}-mtls-only`;
 
 /** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
 export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {

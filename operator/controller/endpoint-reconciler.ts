@@ -1,4 +1,4 @@
-import type { V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1NetworkPolicy, V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import {
   caSecretName,
@@ -18,7 +18,7 @@ import { RENEW_BEFORE_FLOOR } from '../api/defaults.ts';
 import type { EventRecorder, EventType } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { selectorMatches } from '../kube/selectors.ts';
-import { listenerPortName, SIDECAR_CONTAINER } from '../api/injection.ts';
+import { listenerPortName, SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../api/injection.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
 import type { CertificateLabels, OperatorMetrics } from '../metrics.ts';
 import { parseCertificates } from '../pki/x509.ts';
@@ -45,6 +45,7 @@ import {
 } from './certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
+import { desiredNetworkPolicy, sameNetworkPolicySpec } from './network-policy.ts';
 import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
 import type { ReconcileResult } from './run-workers.ts';
 
@@ -60,6 +61,7 @@ export interface ClusterView {
   secret(namespace: string, name: string): V1Secret | undefined;
   secretsOf(namespace: string, endpoint: string): readonly V1Secret[];
   servicesOf(namespace: string, endpoint: string): readonly V1Service[];
+  networkPoliciesOf(namespace: string, endpoint: string): readonly V1NetworkPolicy[];
   pods(namespace: string): readonly V1Pod[];
 }
 
@@ -99,6 +101,8 @@ interface Run {
   /** Set when the leaves renew too close to expiry for kubelet to deliver them: RenewBeforeTooShort=True. */
   renewBeforeTooShort?: string;
   injectedPods: number;
+  /** The NetworkPolicy in force for the endpoint's pods (its name), or None. */
+  networkPolicy: string;
   leavesOnOldCa: number;
   /** Client certificates replaced at a renewal or re-issue but still valid: their holders may present them. */
   replacedClientCerts: Omit<RevokedEntry, 'client' | 'revokedAt'>[];
@@ -185,6 +189,7 @@ export class EndpointReconciler {
       degraded: [],
       renewBeforeTooShort: renewBeforeTooShort(ep, spec),
       injectedPods: 0,
+      networkPolicy: 'None',
       leavesOnOldCa: 0,
       replacedClientCerts: [],
     };
@@ -195,6 +200,7 @@ export class EndpointReconciler {
     for (const client of spec.clients) await this.ensureLeaf(run, ca, { kind: 'client', client });
     await this.retireOldCa(run, ca);
     await this.ensureServices(run);
+    await this.ensureNetworkPolicy(run);
     this.reportPods(run);
     for (const note of run.notes) {
       this.log[note.type === 'Warning' ? 'warn' : 'info'](note.message, {
@@ -671,7 +677,7 @@ export class EndpointReconciler {
           selectorMatches(run.ep.spec.podSelector, pod.metadata?.labels ?? {}) &&
           pod.metadata?.annotations?.[INJECT_ANNOTATION] !== 'false',
       );
-    const missing = selected.filter((pod) => !(pod.spec?.containers ?? []).some((c) => c.name === SIDECAR_CONTAINER));
+    const missing = selected.filter((pod) => !sidecarContainerOf(pod));
     run.injectedPods = selected.length - missing.length;
     if (missing.length === 0) return;
     const names = missing.map((pod) => pod.metadata!.name!).sort();
@@ -727,6 +733,30 @@ export class EndpointReconciler {
           spec: { ...current, selector, ports: ports as never },
         });
       }
+    }
+  }
+
+  // ---- NetworkPolicy ---------------------------------------------------------------------------------
+
+  /** Keeps the one policy `desiredNetworkPolicy` asks for, and deletes any other this endpoint owns. */
+  private async ensureNetworkPolicy(run: Run): Promise<void> {
+    const desired = desiredNetworkPolicy(run, run.spec, SIDECAR_ADMIN_PORT);
+    const owned = this.deps.view.networkPoliciesOf(run.namespace, run.name);
+    for (const policy of owned) {
+      if (policy.metadata?.name !== desired?.metadata?.name)
+        await this.deps.writer.deleteNetworkPolicy(run.namespace, policy.metadata!.name!, policy.metadata!.uid);
+    }
+    if (!desired) return;
+    run.networkPolicy = desired.metadata!.name!;
+    const existing = owned.find((policy) => policy.metadata?.name === desired.metadata!.name);
+    const metadata = { ...desired.metadata, ownerReferences: [ownerReference(run.ep as never)] };
+    if (!existing) {
+      await this.deps.writer.createNetworkPolicy(run.namespace, { ...desired, metadata });
+    } else if (!sameNetworkPolicySpec(existing.spec, desired.spec!)) {
+      await this.deps.writer.replaceNetworkPolicy(run.namespace, {
+        ...desired,
+        metadata: { ...existing.metadata, labels: metadata.labels },
+      });
     }
   }
 
@@ -885,6 +915,7 @@ export class EndpointReconciler {
           .filter((entry) => new Date(entry.notAfter) > run.now)
           .map((entry) => entry.serial),
         injectedPods: run.injectedPods,
+        networkPolicy: run.networkPolicy,
         modes: modesSummary(run.spec.listeners),
         caRollover:
           state.phase && state.phaseSince

@@ -2,8 +2,10 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
+  NetworkingV1Api,
   PatchStrategy,
   setHeaderOptions,
+  type V1NetworkPolicy,
   type V1OwnerReference,
   type V1Secret,
   type V1Service,
@@ -19,6 +21,7 @@ import { logger } from '../log.ts';
 export class KubeWriter {
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
+  private readonly networking: NetworkingV1Api;
   /** Writes made since start, for the steady-state "no writes" check and the benchmarks. */
   writes = 0;
   private readonly log = logger('kube-writer');
@@ -31,6 +34,7 @@ export class KubeWriter {
   constructor(kc: KubeConfig) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.networking = kc.makeApiClient(NetworkingV1Api);
   }
 
   async createSecret(namespace: string, body: V1Secret): Promise<V1Secret> {
@@ -72,6 +76,29 @@ export class KubeWriter {
     this.count('delete', 'Service', namespace, name);
     try {
       await this.core.deleteNamespacedService({ namespace, name, body: uid ? { preconditions: { uid } } : undefined });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async createNetworkPolicy(namespace: string, body: V1NetworkPolicy): Promise<V1NetworkPolicy> {
+    this.count('create', 'NetworkPolicy', namespace, body.metadata?.name);
+    return this.networking.createNamespacedNetworkPolicy({ namespace, body });
+  }
+
+  async replaceNetworkPolicy(namespace: string, body: V1NetworkPolicy): Promise<V1NetworkPolicy> {
+    this.count('replace', 'NetworkPolicy', namespace, body.metadata?.name);
+    return this.networking.replaceNamespacedNetworkPolicy({ namespace, name: body.metadata!.name!, body });
+  }
+
+  async deleteNetworkPolicy(namespace: string, name: string, uid?: string): Promise<void> {
+    this.count('delete', 'NetworkPolicy', namespace, name);
+    try {
+      await this.networking.deleteNamespacedNetworkPolicy({
+        namespace,
+        name,
+        body: uid ? { preconditions: { uid } } : undefined,
+      });
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }

@@ -2,6 +2,8 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
+  NetworkingV1Api,
+  type V1NetworkPolicy,
   type V1Pod,
   type V1Secret,
   type V1Service,
@@ -40,17 +42,18 @@ const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
 /**
  * Every pod of the cluster is watched (an endpoint must see the selected pods that run without the sidecar),
  * so only what the controller reads of a pod is kept: names, labels, the opt-out annotation, deletion,
- * phase and container names. A pod's spec and status are most of its size.
+ * phase and container names (init containers too: the sidecar is one). A pod's spec and status are most of its size.
  */
 export function trimPod(pod: V1Pod): void {
   const optOut = pod.metadata?.annotations?.[INJECT_ANNOTATION];
   if (pod.metadata) pod.metadata.annotations = optOut === undefined ? undefined : { [INJECT_ANNOTATION]: optOut };
-  if (pod.spec) pod.spec = { containers: pod.spec.containers.map((c) => ({ name: c.name })) };
+  const names = (containers: { name: string }[] | undefined) => containers?.map((c) => ({ name: c.name }));
+  if (pod.spec) pod.spec = { containers: names(pod.spec.containers)!, initContainers: names(pod.spec.initContainers) };
   if (pod.status) pod.status = { phase: pod.status.phase };
 }
 
 /**
- * Wires informers (MtlsEndpoints, and the Secrets and Services the operator owns) to a rate-limited work
+ * Wires informers (MtlsEndpoints, and the Secrets, Services and NetworkPolicies the operator owns) to a rate-limited work
  * queue keyed by namespace/name, and runs the reconciler on it. Owned objects map back to their endpoint
  * through the `mtls.operator.dev/endpoint` label, so a deleted or edited Secret is repaired at once.
  */
@@ -61,6 +64,7 @@ export class EndpointController {
   private readonly endpoints: ResilientInformer<MtlsEndpoint>;
   private readonly secrets: ResilientInformer<V1Secret>;
   private readonly services: ResilientInformer<V1Service>;
+  private readonly networkPolicies: ResilientInformer<V1NetworkPolicy>;
   private readonly pods: ResilientInformer<V1Pod>;
   private readonly reconciler: EndpointReconciler;
   private readonly options: ControllerOptions;
@@ -102,6 +106,16 @@ export class EndpointController {
           : core.listServiceForAllNamespaces({ labelSelector: MANAGED }),
       { labelSelector: MANAGED, name: 'services' },
     );
+    const networking = kc.makeApiClient(NetworkingV1Api);
+    this.networkPolicies = new ResilientInformer<V1NetworkPolicy>(
+      kc,
+      `/apis/networking.k8s.io/v1${scope}/networkpolicies`,
+      () =>
+        ns
+          ? networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: MANAGED })
+          : networking.listNetworkPolicyForAllNamespaces({ labelSelector: MANAGED }),
+      { labelSelector: MANAGED, name: 'networkpolicies' },
+    );
     this.pods = new ResilientInformer<V1Pod>(
       kc,
       `/api/v1${scope}/pods`,
@@ -114,6 +128,8 @@ export class EndpointController {
       secret: (ns, name) => this.secrets.get(name, ns),
       secretsOf: (ns, ep) => this.secrets.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
       servicesOf: (ns, ep) => this.services.list(ns).filter((s) => s.metadata?.labels?.[ENDPOINT_LABEL] === ep),
+      networkPoliciesOf: (ns, ep) =>
+        this.networkPolicies.list(ns).filter((p) => p.metadata?.labels?.[ENDPOINT_LABEL] === ep),
       pods: (ns) => this.pods.list(ns),
     };
     this.reconciler = new EndpointReconciler({
@@ -138,12 +154,13 @@ export class EndpointController {
       lastGeneration.set(key, generation);
       if (lastGeneration.size > 100_000) lastGeneration = new Map();
     });
-    const enqueueOwner = (obj: V1Secret | V1Service) => {
+    type Owned = V1Secret | V1Service | V1NetworkPolicy;
+    const enqueueOwner = (obj: Owned) => {
       const endpoint = obj.metadata?.labels?.[ENDPOINT_LABEL];
       if (endpoint && obj.metadata?.namespace) this.queue.add(`${obj.metadata.namespace}/${endpoint}`);
     };
     this.watchPods();
-    for (const informer of [this.secrets, this.services] as ResilientInformer<V1Secret | V1Service>[]) {
+    for (const informer of [this.secrets, this.services, this.networkPolicies] as ResilientInformer<Owned>[]) {
       informer.on('add', enqueueOwner);
       informer.on('update', enqueueOwner);
       informer.on('delete', enqueueOwner);
@@ -151,7 +168,7 @@ export class EndpointController {
   }
 
   private get informers() {
-    return [this.endpoints, this.secrets, this.services, this.pods] as ResilientInformer<never>[];
+    return [this.endpoints, this.secrets, this.services, this.networkPolicies, this.pods] as ResilientInformer<never>[];
   }
 
   /** A pod's arrival, departure or relabelling changes the injected count of the endpoints selecting it. */

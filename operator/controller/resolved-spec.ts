@@ -1,5 +1,6 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
-import type { MtlsEndpoint } from '../api/types.ts';
+import type { V1LabelSelector } from '@kubernetes/client-node';
+import type { MtlsEndpoint, NetworkPolicyMode } from '../api/types.ts';
 import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
@@ -15,7 +16,11 @@ export interface ResolvedSpec {
   caValidityMs: number;
   keyAlgorithm: KeyAlgorithm;
   trustDomain: string;
+  /** Absent: no pod is injected. */
+  podSelector?: V1LabelSelector;
+  /** The selector as a Service can say it: matchLabels only, absent when it uses matchExpressions. */
   podSelectorLabels?: Record<string, string>;
+  networkPolicy: NetworkPolicyMode;
 }
 
 /** A spec the API server accepted but the controller cannot act on; the message says what to change. */
@@ -92,7 +97,9 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     caValidityMs,
     keyAlgorithm: spec.certificates.keyAlgorithm as KeyAlgorithm,
     trustDomain: DEFAULT_TRUST_DOMAIN,
+    podSelector: spec.podSelector,
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
+    networkPolicy: spec.networkPolicy,
   };
 }
 

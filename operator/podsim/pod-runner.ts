@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SIDECAR_CONTAINER } from '../api/injection.ts';
+import { SIDECAR_CONTAINER, sidecarContainerOf } from '../api/injection.ts';
 import { errorMessage, logger } from '../log.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 
@@ -42,7 +42,7 @@ export async function runInjectedPod(
   const log = logger('pod-simulation');
   const core = kc.makeApiClient(CoreV1Api);
   const namespace = pod.metadata!.namespace!;
-  const container = pod.spec?.containers.find((c) => c.name === SIDECAR_CONTAINER);
+  const container = sidecarContainerOf(pod);
   if (!container)
     throw new Error(
       `pod ${namespace}/${pod.metadata?.name} has no ${SIDECAR_CONTAINER} container: it was not injected`,

@@ -9,6 +9,7 @@ import {
   SIDECAR_CONTAINER,
   SIDECAR_TLS_DIR,
   SIDECAR_VOLUME,
+  sidecarContainerOf,
 } from '../api/injection.ts';
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
 import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
@@ -44,7 +45,7 @@ export function selectingEndpoints(pod: V1Pod, endpoints: readonly MtlsEndpoint[
 }
 
 export function isInjected(pod: V1Pod): boolean {
-  return (pod.spec?.containers ?? []).some((c) => c.name === SIDECAR_CONTAINER);
+  return sidecarContainerOf(pod) !== undefined;
 }
 
 /** The sidecar container for an endpoint, with args rendered from the sidecar's own flag definitions. */

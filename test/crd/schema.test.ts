@@ -3,6 +3,7 @@ import {
   DEFAULT_CA_VALIDITY,
   DEFAULT_KEY_ALGORITHM,
   DEFAULT_LISTENERS,
+  DEFAULT_NETWORK_POLICY,
   DEFAULT_VALIDITY,
   MIN_VALIDITY,
   RENEW_BEFORE_FLOOR,
@@ -20,6 +21,7 @@ import {
   MAX_ENDPOINT_NAME_LENGTH,
   MAX_LISTENERS,
   MODES,
+  NETWORK_POLICY_MODES,
   PLURAL,
   SHORT_NAMES,
   SINGULAR,
@@ -59,6 +61,8 @@ describe('the CRD file agrees with operator/api', () => {
     expect(certificates.keyAlgorithm.default).toBe(DEFAULT_KEY_ALGORITHM);
     expect(certificates.renewBefore.default).toBeUndefined(); // empty: one third of the lifetime
     expect(spec.certificates.default).toEqual({});
+    expect(spec.networkPolicy.default).toBe(DEFAULT_NETWORK_POLICY);
+    expect(spec.networkPolicy.enum).toEqual([...NETWORK_POLICY_MODES]);
   });
 
   it('defaults a spec in code exactly as the API server does', () => {
@@ -68,6 +72,7 @@ describe('the CRD file agrees with operator/api', () => {
       dnsNames: [],
       clients: [],
       certificates: { validity: '8760h', renewBefore: '', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
+      networkPolicy: 'Enforce',
     });
     const set = {
       upstreamPort: 1,
