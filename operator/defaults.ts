@@ -29,6 +29,14 @@ export const DEFAULT_SIDECAR_RESOURCES = {
   limits: { memory: '256Mi' },
 };
 
+/**
+ * The preStop wait the injector gives each app container that has no preStop hook of its own. When a pod is
+ * deleted, kubelet signals its containers at once while the endpoints controller and kube-proxy take a moment
+ * to stop sending it new connections; the wait keeps the app (and so the sidecar, a native sidecar that stops
+ * only after the app) serving through that moment. At most half the pod's termination grace period.
+ */
+export const APP_PRESTOP_SLEEP_SECONDS = 5;
+
 /** The operator's V8 heap cap by default (chart value controller.heapMiB): ample for ~2,000 endpoints. */
 export const OPERATOR_HEAP_MIB = 128;
 

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { applyDefaults } from '../api/defaults.ts';
 import { parseDuration } from '../api/duration.ts';
+import { sidecarContainerOf } from '../api/injection.ts';
 import { ENDPOINT_RESOURCE, INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../api/types.ts';
 import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
@@ -220,7 +221,7 @@ export async function run(argv: string[]): Promise<number> {
       'the injected pod',
       async () =>
         (await core.listNamespacedPod({ namespace })).items.find((p) =>
-          p.spec?.containers.some((c) => c.name === 'mtls-sidecar'),
+          sidecarContainerOf(p) !== undefined,
         ),
       operator,
     );

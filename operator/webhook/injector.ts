@@ -13,7 +13,7 @@ import {
 } from '../api/injection.ts';
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
 import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
-import { DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
+import { APP_PRESTOP_SLEEP_SECONDS, DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 
 /** Secret volume files are root-owned; mode 0440 plus group 0 lets the non-root sidecar (and nobody else
@@ -48,7 +48,14 @@ export function isInjected(pod: V1Pod): boolean {
   return sidecarContainerOf(pod) !== undefined;
 }
 
-/** The sidecar container for an endpoint, with args rendered from the sidecar's own flag definitions. */
+/** Where `kubectl logs` and `kubectl exec` land when no container is named. */
+export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-container';
+
+/**
+ * The sidecar container for an endpoint, with args rendered from the sidecar's own flag definitions. It is a
+ * native sidecar (an init container with restartPolicy Always): kubelet starts the app only once its startup
+ * probe passes, and stops it only after the app has exited, so the app never runs without its TLS front.
+ */
 export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): V1Container {
   const spec = applyDefaults(ep.spec);
   const args = renderSidecarArgs({
@@ -77,8 +84,11 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
       { name: SIDECAR_VOLUME, mountPath: SIDECAR_TLS_DIR, readOnly: true },
       { name: NO_API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_TOKEN_DIR, readOnly: true },
     ],
+    restartPolicy: 'Always',
+    // Polled every second so the app starts as soon as the sidecar serves (it loads its Secret in milliseconds).
+    startupProbe: { ...probe('/readyz'), periodSeconds: 1, failureThreshold: 120 },
     readinessProbe: probe('/readyz'),
-    livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 5 },
+    livenessProbe: probe('/healthz'),
     resources: settings.resources ?? DEFAULT_SIDECAR_RESOURCES,
     securityContext: {
       runAsNonRoot: true,
@@ -106,7 +116,8 @@ export function sidecarVolumes(ep: MtlsEndpoint): V1Volume[] {
 /**
  * Decides what happens to a Pod at admission, as Linkerd's and Istio's injectors do: opted-out and already
  * injected pods are left alone (so re-admission changes nothing), a pod two endpoints select is refused
- * with a message naming both, and otherwise the sidecar, its volume and its ports are added.
+ * with a message naming both, and otherwise the sidecar (a native sidecar), its volumes, a preStop wait for
+ * the app's containers and the annotations are added.
  */
 export function decideInjection(
   pod: V1Pod,
@@ -127,7 +138,12 @@ export function decideInjection(
   const ep = matching[0]!;
   const patch: JsonPatchOp[] = [];
   const spec = pod.spec ?? { containers: [] };
-  const taken = new Set((spec.containers ?? []).flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
+  // Every container that runs beside the app claims its ports: the app's and other native sidecars'.
+  const running = [
+    ...(spec.containers ?? []),
+    ...(spec.initContainers ?? []).filter((c) => c.restartPolicy === 'Always'),
+  ];
+  const taken = new Set(running.flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
   const clash = applyDefaults(ep.spec).listeners.find((l) => taken.has(l.port) || l.port === SIDECAR_ADMIN_PORT);
   if (clash || taken.has(SIDECAR_ADMIN_PORT)) {
     return {
@@ -135,20 +151,41 @@ export function decideInjection(
       message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash?.port ?? SIDECAR_ADMIN_PORT} is already used by a container of this pod; choose other spec.listeners ports`,
     };
   }
-  patch.push({ op: 'add', path: '/spec/containers/-', value: sidecarContainer(ep, settings) });
+  const sidecar = sidecarContainer(ep, settings);
+  if (spec.initContainers) patch.push({ op: 'add', path: '/spec/initContainers/-', value: sidecar });
+  else patch.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
+  patch.push(...preStopWaits(spec));
   if (spec.volumes)
     for (const volume of sidecarVolumes(ep)) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
   else patch.push({ op: 'add', path: '/spec/volumes', value: sidecarVolumes(ep) });
+  const annotations: Record<string, string> = { [INJECTED_ANNOTATION]: ep.metadata!.name! };
+  const appContainer = spec.containers?.[0]?.name;
+  if (appContainer && !pod.metadata?.annotations?.[DEFAULT_CONTAINER_ANNOTATION])
+    annotations[DEFAULT_CONTAINER_ANNOTATION] = appContainer;
   if (pod.metadata?.annotations) {
-    patch.push({
-      op: 'add',
-      path: `/metadata/annotations/${escapePointer(INJECTED_ANNOTATION)}`,
-      value: ep.metadata!.name,
-    });
+    for (const [key, value] of Object.entries(annotations))
+      patch.push({ op: 'add', path: `/metadata/annotations/${escapePointer(key)}`, value });
   } else {
-    patch.push({ op: 'add', path: '/metadata/annotations', value: { [INJECTED_ANNOTATION]: ep.metadata!.name } });
+    patch.push({ op: 'add', path: '/metadata/annotations', value: annotations });
   }
   return { action: 'inject', endpoint: ep.metadata!.name!, patch };
+}
+
+/**
+ * A preStop wait (`APP_PRESTOP_SLEEP_SECONDS`, at most half the grace period) for each app container without
+ * a preStop hook of its own: it keeps the pod serving while its endpoints are withdrawn. A hook the pod
+ * already has is the app's own shutdown and is left alone.
+ */
+function preStopWaits(spec: NonNullable<V1Pod['spec']>): JsonPatchOp[] {
+  const seconds = Math.min(APP_PRESTOP_SLEEP_SECONDS, Math.floor((spec.terminationGracePeriodSeconds ?? 30) / 2));
+  if (seconds < 1) return [];
+  const preStop = { sleep: { seconds } };
+  return (spec.containers ?? []).flatMap((container, index): JsonPatchOp[] => {
+    if (container.lifecycle?.preStop) return [];
+    return container.lifecycle
+      ? [{ op: 'add', path: `/spec/containers/${index}/lifecycle/preStop`, value: preStop }]
+      : [{ op: 'add', path: `/spec/containers/${index}/lifecycle`, value: { preStop } }];
+  });
 }
 
 function escapePointer(segment: string): string {

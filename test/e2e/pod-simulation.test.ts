@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
+import { sidecarContainerOf } from '../../operator/api/injection.ts';
 import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
 import { startOperator } from '../support/operator.ts';
 import {
@@ -72,8 +73,8 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
         },
       });
     const injected = await waitFor('the injected pod', async () =>
-      (await core().listNamespacedPod({ namespace, labelSelector: 'app=payments-mock' })).items.find((p) =>
-        p.spec?.containers.some((c) => c.name === 'mtls-sidecar'),
+      (await core().listNamespacedPod({ namespace, labelSelector: 'app=payments-mock' })).items.find(
+        (p) => sidecarContainerOf(p) !== undefined,
       ),
     );
     pod = await runInjectedPod(kubeConfig(), injected, mkdtempSync(join(tmpdir(), 'mtls-pod-')), { syncEveryMs: 500 });

@@ -144,8 +144,10 @@ describe('the product installed with Helm on a real node', () => {
     await kubectl(['apply', '-f', '-'], mockDeployment('payments-mock', 'payments-mock'));
     const [pod] = await waitPodsReady('payments-mock');
     const readyMs = Date.now() - created;
-    const containers = (pod.spec.containers as Json[]).map((c) => c.name);
-    expect(containers).toEqual(expect.arrayContaining(['mock', SIDECAR_CONTAINER]));
+    expect((pod.spec.containers as Json[]).map((c) => c.name)).toEqual(['mock']);
+    expect((pod.spec.initContainers as Json[]).map((c) => [c.name, c.restartPolicy])).toEqual([
+      [SIDECAR_CONTAINER, 'Always'],
+    ]);
     const volumes = (pod.spec.volumes as Json[]).filter((v) => v.secret).map((v) => v.secret.secretName);
     expect(volumes).toContain('payments-server');
 

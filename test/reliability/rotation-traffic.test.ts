@@ -11,8 +11,8 @@ import {
   NO_API_TOKEN_VOLUME,
   SERVICE_ACCOUNT_TOKEN_DIR,
   SIDECAR_ADMIN_PORT,
-  SIDECAR_CONTAINER,
   SIDECAR_VOLUME,
+  sidecarContainerOf,
 } from '../../operator/api/injection.ts';
 import { type MtlsEndpoint } from '../../operator/api/types.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
@@ -252,7 +252,7 @@ describe('reliability: traffic through rotation, CA rollover and the injected po
             },
           },
         });
-        return created.spec?.containers.some((c) => c.name === SIDECAR_CONTAINER) ? created : undefined;
+        return sidecarContainerOf(created) ? created : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 1_000 },
     );
@@ -477,7 +477,7 @@ describe('reliability: traffic through rotation, CA rollover and the injected po
   it('mounts: the server Secret read-only with a restrictive mode, the CA Secret in no pod, no API token in the sidecar', async () => {
     expect(pod).toBeDefined();
     const spec = (await core().readNamespacedPod({ namespace, name: 'traffic-mock' })).spec!;
-    const sidecar = spec.containers.find((c) => c.name === SIDECAR_CONTAINER)!;
+    const sidecar = sidecarContainerOf({ spec })!;
     const volumeOf = (name: string) => spec.volumes?.find((v) => v.name === name);
 
     // The server Secret: read-only, files readable by owner and group only (the sidecar runs as group 0).

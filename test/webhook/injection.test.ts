@@ -75,8 +75,14 @@ describe('webhook: sidecar injection against the real API server', () => {
       body: deployment('payments', { app: 'payments-mock' }),
     });
     const pod = await podOf(injected, 'payments-mock');
-    const sidecar = pod.spec!.containers.find((c) => c.name === 'mtls-sidecar');
-    expect(sidecar).toBeDefined();
+    // A native sidecar: an init container that keeps running, started (and probed) before the app.
+    expect(pod.spec!.containers.map((c) => c.name)).toEqual(['mock']);
+    const sidecar = pod.spec!.initContainers?.find((c) => c.name === 'mtls-sidecar');
+    expect(sidecar?.restartPolicy).toBe('Always');
+    expect(sidecar?.startupProbe?.httpGet).toMatchObject({ path: '/readyz', port: 'mtls-admin' });
+    // kubectl logs/exec land in the app, and the app keeps serving while its endpoints are withdrawn.
+    expect(pod.metadata?.annotations?.['kubectl.kubernetes.io/default-container']).toBe('mock');
+    expect(pod.spec!.containers[0]!.lifecycle?.preStop).toEqual({ sleep: { seconds: 5 } });
     expect(sidecar!.args).toEqual(
       expect.arrayContaining([
         'sidecar',

@@ -1,6 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
 import { connect } from 'node:tls';
-import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
+import { SIDECAR_CONTAINER, sidecarContainerOf } from '../../operator/api/injection.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
 import { issueCA } from '../../operator/pki/issue.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
@@ -69,7 +69,7 @@ describe('webhook: injection does not wait for a leader', () => {
       spec: { containers: [{ name: 'mock', image: 'registry.invalid/mock:1' }] },
     });
     const first = await core().createNamespacedPod({ namespace, body: pod('first') });
-    expect(first.spec!.containers.map((c) => c.name)).toContain(SIDECAR_CONTAINER);
+    expect(sidecarContainerOf(first)?.name).toBe(SIDECAR_CONTAINER);
 
     // Someone resets the caBundle (a re-install, a hand edit): the API server would no longer trust us.
     const foreign = await issueCA({
@@ -88,7 +88,7 @@ describe('webhook: injection does not wait for a leader', () => {
     });
     await waitFor('the replica to be ready again', async () => webhook.ready);
     const second = await core().createNamespacedPod({ namespace, body: pod('second') });
-    expect(second.spec!.containers.map((c) => c.name)).toContain(SIDECAR_CONTAINER);
+    expect(sidecarContainerOf(second)?.name).toBe(SIDECAR_CONTAINER);
   });
 
   it('two replicas while another holds the lease: /readyz is false until the caBundle verifies what each serves', async () => {
