@@ -18,6 +18,7 @@ import {
   type Reply,
   REPO_ROOT,
   reportNodeFigures,
+  runScriptPod,
   secretData as supportSecretData,
   steadyLoad,
 } from './support/node.ts';
@@ -244,33 +245,14 @@ describe('the product installed with Helm on a real node', () => {
       });
       (async () => { const out = {}; for (const t of targets) out[t.mode] = { none: await one(t, false), issued: await one(t, true) }; console.log(JSON.stringify(out)); })();`;
     const targets = MODES.map((mode) => ({ mode, ip: ips[mode], sni: sni(mode) }));
-    const pod = {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'table-client', namespace: NS, labels: { app: 'table-client' } },
-      spec: {
-        restartPolicy: 'Never',
-        containers: [
-          {
-            name: 'client',
-            image: nodeState().image,
-            imagePullPolicy: 'IfNotPresent',
-            command: ['node', '-e', script],
-            env: [{ name: 'TARGETS', value: JSON.stringify(targets) }],
-            volumeMounts: [{ name: 'creds', mountPath: '/creds', readOnly: true }],
-          },
-        ],
-        securityContext: { runAsUser: 65532, runAsGroup: 0, fsGroup: 0 },
-        volumes: [{ name: 'creds', secret: { secretName: 'payments-client-billing' } }],
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
-    await waitFor(
-      'the client pod to finish',
-      async () => (await json(['get', 'pod', 'table-client', '-n', NS])).status.phase === 'Succeeded',
-      { timeoutMs: 90_000, intervalMs: 500 },
-    );
-    const table = JSON.parse((await kubectl(['logs', 'table-client', '-n', NS])).trim());
+    const output = await runScriptPod({
+      name: 'table-client',
+      namespace: NS,
+      script,
+      env: { TARGETS: JSON.stringify(targets) },
+      credentialsSecret: 'payments-client-billing',
+    });
+    const table = JSON.parse(output);
     expect(table).toEqual({
       standard: { none: 'TLS', issued: 'TLS' },
       flexible: { none: 'TLS', issued: 'mTLS' },

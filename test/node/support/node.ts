@@ -170,3 +170,50 @@ export function steadyLoad(send: () => Promise<Reply>, ratePerSecond = 10, maxMs
     },
   };
 }
+
+/**
+ * Runs `script` with node in a one-off pod on the pod network (the product image, as the sidecar's user, with a
+ * client Secret at /creds when given) and returns what it printed, once the pod has succeeded.
+ */
+export async function runScriptPod(options: {
+  name: string;
+  namespace: string;
+  script: string;
+  env?: Record<string, string>;
+  credentialsSecret?: string;
+  labels?: Record<string, string>;
+}): Promise<string> {
+  const { name, namespace, script, env = {}, credentialsSecret } = options;
+  const pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace, labels: options.labels ?? { app: name } },
+    spec: {
+      restartPolicy: 'Never',
+      containers: [
+        {
+          name: 'client',
+          image: nodeState().image,
+          imagePullPolicy: 'IfNotPresent',
+          command: ['node', '-e', script],
+          env: Object.entries(env).map(([key, value]) => ({ name: key, value })),
+          volumeMounts: credentialsSecret ? [{ name: 'creds', mountPath: '/creds', readOnly: true }] : [],
+        },
+      ],
+      securityContext: { runAsUser: 65532, runAsGroup: 0, fsGroup: 0 },
+      volumes: credentialsSecret ? [{ name: 'creds', secret: { secretName: credentialsSecret } }] : [],
+    },
+  };
+  await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const phase = (await kubectlJson(['get', 'pod', name, '-n', namespace])).status?.phase as string | undefined;
+    if (phase === 'Succeeded') break;
+    if (phase === 'Failed' || Date.now() > deadline) {
+      const logs = await kubectl(['logs', name, '-n', namespace]).catch((err: Error) => err.message);
+      throw new Error(`pod ${namespace}/${name} ${phase === 'Failed' ? 'failed' : 'did not finish in 120 s'}: ${logs}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  return (await kubectl(['logs', name, '-n', namespace])).trim();
+}
