@@ -74,6 +74,8 @@ export interface ReconcilerDeps {
   caPropagationDelayMs: number;
   /** Longest wait before looking at an endpoint again when nothing happens. */
   resyncMs: number;
+  /** The injected sidecar's admin port: no listener or upstream may use it. */
+  sidecarAdminPort?: number;
 }
 
 interface Note {
@@ -154,7 +156,10 @@ export class EndpointReconciler {
     const now = this.deps.now();
     let spec: ResolvedSpec;
     try {
-      spec = resolveSpec(ep, { caPropagationDelayMs: this.deps.caPropagationDelayMs });
+      spec = resolveSpec(ep, {
+        caPropagationDelayMs: this.deps.caPropagationDelayMs,
+        sidecarAdminPort: this.deps.sidecarAdminPort,
+      });
     } catch (err) {
       if (!(err instanceof SpecError)) throw err;
       await this.writeStatus(ep, (conditions) =>

@@ -31,6 +31,8 @@ export interface ControllerOptions {
   resyncMs?: number;
   caPropagationDelayMs?: number;
   now?: () => Date;
+  /** The injected sidecar's admin port (--sidecar-admin-port), which listeners may not use. */
+  sidecarAdminPort?: number;
   /** Watch one namespace only (tests, or a namespace-scoped install); all namespaces by default. */
   namespace?: string;
 }
@@ -124,6 +126,7 @@ export class EndpointController {
       now: options.now ?? (() => new Date()),
       caPropagationDelayMs: options.caPropagationDelayMs ?? 5 * 60_000,
       resyncMs: options.resyncMs ?? 10 * 60_000,
+      sidecarAdminPort: options.sidecarAdminPort,
     });
 
     const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);

@@ -24,7 +24,11 @@ export interface InjectorSettings {
   imagePullPolicy?: string;
   logLevel?: string;
   resources?: V1Container['resources'];
+  /** The sidecar's admin port (health, /metrics); SIDECAR_ADMIN_PORT unless the chart's sidecar.adminPort says otherwise. */
+  adminPort?: number;
 }
+
+const adminPortOf = (settings: InjectorSettings) => settings.adminPort ?? SIDECAR_ADMIN_PORT;
 
 export type InjectionDecision =
   | { action: 'skip'; reason: string }
@@ -50,11 +54,12 @@ export function isInjected(pod: V1Pod): boolean {
 /** The sidecar container for an endpoint, with args rendered from the sidecar's own flag definitions. */
 export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): V1Container {
   const spec = applyDefaults(ep.spec);
+  const adminPort = adminPortOf(settings);
   const args = renderSidecarArgs({
     listen: spec.listeners.map((l) => ({ mode: l.mode, port: l.port })),
     upstream: `127.0.0.1:${spec.upstreamPort}`,
     tlsDir: SIDECAR_TLS_DIR,
-    admin: `0.0.0.0:${SIDECAR_ADMIN_PORT}`,
+    admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
   });
   const probe = (path: string) => ({ httpGet: { path, port: 'mtls-admin' }, periodSeconds: 10 });
@@ -69,7 +74,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     ],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
-      { name: 'mtls-admin', containerPort: SIDECAR_ADMIN_PORT, protocol: 'TCP' },
+      { name: 'mtls-admin', containerPort: adminPort, protocol: 'TCP' },
     ],
     // The ServiceAccount admission plugin skips a container that already mounts the token path.
     volumeMounts: [
@@ -127,11 +132,19 @@ export function decideInjection(
   const patch: JsonPatchOp[] = [];
   const spec = pod.spec ?? { containers: [] };
   const taken = new Set((spec.containers ?? []).flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
-  const clash = applyDefaults(ep.spec).listeners.find((l) => taken.has(l.port) || l.port === SIDECAR_ADMIN_PORT);
-  if (clash || taken.has(SIDECAR_ADMIN_PORT)) {
+  const adminPort = adminPortOf(settings);
+  const listeners = applyDefaults(ep.spec).listeners;
+  const clash = listeners.find((l) => taken.has(l.port));
+  if (clash) {
     return {
       action: 'deny',
-      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash?.port ?? SIDECAR_ADMIN_PORT} is already used by a container of this pod; choose other spec.listeners ports`,
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash.port} is already used by a container of this pod; choose other spec.listeners ports`,
+    };
+  }
+  if (taken.has(adminPort) || listeners.some((l) => l.port === adminPort)) {
+    return {
+      action: 'deny',
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${adminPort} is the mTLS sidecar's admin port (health and metrics) and is already used by ${taken.has(adminPort) ? 'a container of this pod' : 'spec.listeners'}; move it, or install the operator with another sidecar.adminPort (--sidecar-admin-port)`,
     };
   }
   patch.push({ op: 'add', path: '/spec/containers/-', value: sidecarContainer(ep, settings) });

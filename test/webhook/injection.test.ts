@@ -90,7 +90,7 @@ describe('webhook: sidecar injection against the real API server', () => {
     );
     for (const listen of ['standard=8443', 'flexible=9443', 'strict=10443']) expect(sidecar!.args).toContain(listen);
     expect(sidecar!.ports?.map((p) => `${p.name}:${p.containerPort}`)).toEqual(
-      expect.arrayContaining(['mtls-standard:8443', 'mtls-flexible:9443', 'mtls-strict:10443']),
+      expect.arrayContaining(['mtls-standard:8443', 'mtls-flexible:9443', 'mtls-strict:10443', 'mtls-admin:15201']),
     );
     // The Secret volume, and an empty mask over the service-account token path: the sidecar gets no API token.
     expect(sidecar!.volumeMounts).toEqual([
