@@ -11,4 +11,10 @@ export const SIDECAR_TLS_DIR = '/var/run/mtls-operator/tls';
 export const SIDECAR_ADMIN_PORT = DEFAULT_ADMIN_PORT;
 /** Annotation the webhook sets on an injected pod: the endpoint whose sidecar it got. */
 export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
+/** The sidecar's container port for health and /metrics: the probes and the chart's PodMonitor name it. */
+export const ADMIN_PORT_NAME = 'mtls-admin';
+/** Set on injected pods (unless the pod has its own) so annotation-based Prometheus discovery scrapes the sidecar. */
+export const PROMETHEUS_SCRAPE_ANNOTATION = 'prometheus.io/scrape';
+export const PROMETHEUS_PORT_ANNOTATION = 'prometheus.io/port';
+export const PROMETHEUS_PATH_ANNOTATION = 'prometheus.io/path';
 export const listenerPortName = (mode: string) => `mtls-${mode}`;

@@ -1,9 +1,13 @@
 import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
 import { applyDefaults } from '../api/defaults.ts';
 import {
+  ADMIN_PORT_NAME,
   INJECTED_ANNOTATION,
   listenerPortName,
   NO_API_TOKEN_VOLUME,
+  PROMETHEUS_PATH_ANNOTATION,
+  PROMETHEUS_PORT_ANNOTATION,
+  PROMETHEUS_SCRAPE_ANNOTATION,
   SERVICE_ACCOUNT_TOKEN_DIR,
   SIDECAR_ADMIN_PORT,
   SIDECAR_CONTAINER,
@@ -62,7 +66,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
   });
-  const probe = (path: string) => ({ httpGet: { path, port: 'mtls-admin' }, periodSeconds: 10 });
+  const probe = (path: string) => ({ httpGet: { path, port: ADMIN_PORT_NAME }, periodSeconds: 10 });
   return {
     name: SIDECAR_CONTAINER,
     image: settings.image,
@@ -74,7 +78,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     ],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
-      { name: 'mtls-admin', containerPort: adminPort, protocol: 'TCP' },
+      { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },
     ],
     // The ServiceAccount admission plugin skips a container that already mounts the token path.
     volumeMounts: [
@@ -151,16 +155,30 @@ export function decideInjection(
   if (spec.volumes)
     for (const volume of sidecarVolumes(ep)) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
   else patch.push({ op: 'add', path: '/spec/volumes', value: sidecarVolumes(ep) });
+  const annotations = { [INJECTED_ANNOTATION]: ep.metadata!.name!, ...scrapeAnnotations(pod, adminPort) };
   if (pod.metadata?.annotations) {
-    patch.push({
-      op: 'add',
-      path: `/metadata/annotations/${escapePointer(INJECTED_ANNOTATION)}`,
-      value: ep.metadata!.name,
-    });
+    for (const [key, value] of Object.entries(annotations))
+      patch.push({ op: 'add', path: `/metadata/annotations/${escapePointer(key)}`, value });
   } else {
-    patch.push({ op: 'add', path: '/metadata/annotations', value: { [INJECTED_ANNOTATION]: ep.metadata!.name } });
+    patch.push({ op: 'add', path: '/metadata/annotations', value: annotations });
   }
   return { action: 'inject', endpoint: ep.metadata!.name!, patch };
+}
+
+/**
+ * The prometheus.io annotations that point Prometheus's annotation-based pod discovery (the `kubernetes-pods`
+ * job of its example configuration and of most charts) at the sidecar's /metrics. A pod can name one scrape
+ * target this way: when the pod already has any of them, its owner scrapes the app itself and they are left
+ * as they are (none added, none overwritten; the PodMonitor, which selects the admin port, still works).
+ */
+export function scrapeAnnotations(pod: V1Pod, adminPort: number): Record<string, string> {
+  const existing = pod.metadata?.annotations ?? {};
+  const ours = {
+    [PROMETHEUS_SCRAPE_ANNOTATION]: 'true',
+    [PROMETHEUS_PORT_ANNOTATION]: String(adminPort),
+    [PROMETHEUS_PATH_ANNOTATION]: '/metrics',
+  };
+  return Object.keys(ours).some((key) => key in existing) ? {} : ours;
 }
 
 function escapePointer(segment: string): string {

@@ -108,7 +108,7 @@ describe('Helm chart and plain manifests', () => {
         '--strict',
         CHART,
         '--set',
-        'replicaCount=3,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.failurePolicy=Fail',
+        'replicaCount=3,metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.failurePolicy=Fail',
       ]),
     ).resolves.toContain('0 chart(s) failed');
     await expect(helm(['lint', '--strict', CHART, '--set', 'webhook.failurePolicy=Sometimes'])).rejects.toThrow(

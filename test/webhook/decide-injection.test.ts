@@ -26,6 +26,19 @@ function injected(decision: InjectionDecision): JsonPatchOp[] {
   return decision.patch;
 }
 
+/** The pod's annotations after the patch is applied. */
+function annotationsAfter(before: V1Pod, patch: JsonPatchOp[]): Record<string, string> {
+  const result = { ...(before.metadata?.annotations ?? {}) };
+  for (const op of patch) {
+    if (op.path === '/metadata/annotations') Object.assign(result, op.value as Record<string, string>);
+    else if (op.path.startsWith('/metadata/annotations/')) {
+      const key = op.path.slice('/metadata/annotations/'.length).replace(/~1/g, '/').replace(/~0/g, '~');
+      result[key] = op.value as string;
+    }
+  }
+  return result;
+}
+
 const sidecarOf = (patch: JsonPatchOp[]) =>
   patch.find((op) => op.path === '/spec/containers/-')!.value as {
     args: string[];
@@ -69,5 +82,41 @@ describe('admin port', () => {
     );
     expect(() => resolveSpec(onPort)).not.toThrow();
     expect(() => resolveSpec(endpoint({ upstreamPort: 15201 }))).toThrow(/spec\.upstreamPort: 15201 is the sidecar's/);
+  });
+});
+
+describe('prometheus.io annotations', () => {
+  const scrape = {
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': String(SIDECAR_ADMIN_PORT),
+    'prometheus.io/path': '/metrics',
+  };
+
+  it("point Prometheus's pod discovery at the sidecar's admin port, with or without annotations on the pod", () => {
+    for (const before of [pod(), pod({ team: 'a' })]) {
+      expect(annotationsAfter(before, injected(decideInjection(before, [endpoint()], settings)))).toEqual({
+        ...before.metadata?.annotations,
+        'mtls.operator.dev/injected-by': 'payments',
+        ...scrape,
+      });
+    }
+    const custom = pod();
+    expect(
+      annotationsAfter(custom, injected(decideInjection(custom, [endpoint()], { ...settings, adminPort: 17001 }))),
+    ).toMatchObject({ 'prometheus.io/port': '17001' });
+  });
+
+  it('leave a pod that names its own scrape target as it is', () => {
+    const own = pod({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' });
+    expect(annotationsAfter(own, injected(decideInjection(own, [endpoint()], settings)))).toEqual({
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': '9090',
+      'mtls.operator.dev/injected-by': 'payments',
+    });
+    const off = pod({ 'prometheus.io/scrape': 'false' });
+    expect(annotationsAfter(off, injected(decideInjection(off, [endpoint()], settings)))).toEqual({
+      'prometheus.io/scrape': 'false',
+      'mtls.operator.dev/injected-by': 'payments',
+    });
   });
 });

@@ -109,6 +109,13 @@ describe('webhook: sidecar injection against the real API server', () => {
       capabilities: { drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
     });
+    // Prometheus's annotation-based pod discovery finds the sidecar's /metrics.
+    expect(pod.metadata?.annotations).toMatchObject({
+      'mtls.operator.dev/injected-by': 'payments',
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': '15201',
+      'prometheus.io/path': '/metrics',
+    });
     const volume = pod.spec!.volumes!.find((v) => v.name === 'mtls-server-tls');
     expect(volume?.secret).toEqual({ secretName: 'payments-server', defaultMode: 0o440 });
     // The controller counts it.
