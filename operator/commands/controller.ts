@@ -210,11 +210,20 @@ export async function run(argv: string[]): Promise<number> {
         },
       );
     };
-    if (!elector) return startController();
+    const lease = { name: flags['lease-name'] };
+    if (!elector) {
+      metrics.leader.set(lease, 1); // the only replica
+      return startController();
+    }
+    metrics.leader.set(lease, 0);
     controllerReady = true; // a standby waits for the lease; its readiness is its webhook's
     void elector.run({
-      onStartedLeading: startController,
+      onStartedLeading: () => {
+        metrics.leader.set(lease, 1);
+        startController();
+      },
       onStoppedLeading: () => {
+        metrics.leader.set(lease, 0);
         exitCode = 1;
         resolve();
       },

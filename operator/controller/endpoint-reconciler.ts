@@ -20,7 +20,7 @@ import { isConflict, isNotFound } from '../kube/errors.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 import { listenerPortName, SIDECAR_CONTAINER } from '../api/injection.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
-import type { CertificateLabels, OperatorMetrics } from '../metrics.ts';
+import type { CertificateLabels, ConditionStatus, OperatorMetrics } from '../metrics.ts';
 import { parseCertificates } from '../pki/x509.ts';
 import {
   type CaState,
@@ -134,10 +134,12 @@ export class EndpointReconciler {
     const ep = this.deps.view.endpoint(namespace, name);
     if (!ep || ep.metadata?.deletionTimestamp) {
       // Its Secrets and Services carry ownerReferences: the garbage collector removes them.
-      this.deps.metrics.pruneEndpoint(namespace, name);
+      this.deps.metrics.forgetEndpoint(namespace, name);
       this.renewBeforeWarned.delete(key);
       return {};
     }
+    // What the API server says now, until this reconcile writes its own (Unknown before the first).
+    this.deps.metrics.setEndpointReady(namespace, name, readyStatus(ep.status?.conditions));
     const stopTimer = this.deps.metrics.reconcileDuration.startTimer();
     try {
       return await this.reconcileEndpoint(ep, namespace, name);
@@ -918,14 +920,17 @@ export class EndpointReconciler {
       conditions: conditions((current.conditions as Condition[] | undefined) ?? []),
     };
     for (const [key, value] of Object.entries(desired)) if (value === undefined) desired[key] = null;
-    if (canonicalJson(desired) === canonicalJson(current)) return;
-    await this.deps.writer.patchStatus(
-      ENDPOINT_RESOURCE,
-      ep.metadata!.namespace!,
-      ep.metadata!.name!,
-      ep.metadata?.resourceVersion,
-      desired,
-    );
+    if (canonicalJson(desired) !== canonicalJson(current)) {
+      await this.deps.writer.patchStatus(
+        ENDPOINT_RESOURCE,
+        ep.metadata!.namespace!,
+        ep.metadata!.name!,
+        ep.metadata?.resourceVersion,
+        desired,
+      );
+    }
+    const ready = readyStatus(desired.conditions as Condition[]);
+    this.deps.metrics.setEndpointReady(ep.metadata!.namespace!, ep.metadata!.name!, ready);
   }
 
   /**
@@ -959,6 +964,11 @@ export class EndpointReconciler {
     for (const client of run.clients) set({ ...base, certificate: 'client', client: client.name }, client);
     this.deps.metrics.pruneEndpoint(run.namespace, run.name, series);
   }
+}
+
+/** The status of the Ready condition, Unknown when there is none yet. */
+function readyStatus(conditions: readonly Condition[] | undefined): ConditionStatus {
+  return conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
 }
 
 function issuanceHash(parts: (string | number)[]): string {

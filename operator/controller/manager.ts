@@ -57,7 +57,7 @@ export function trimPod(pod: V1Pod): void {
  * through the `mtls.operator.dev/endpoint` label, so a deleted or edited Secret is repaired at once.
  */
 export class EndpointController {
-  readonly queue = new WorkQueue();
+  readonly queue: WorkQueue;
   readonly writer: KubeWriter;
   private readonly log = logger('controller');
   private readonly endpoints: ResilientInformer<MtlsEndpoint>;
@@ -71,6 +71,7 @@ export class EndpointController {
 
   constructor(options: ControllerOptions) {
     this.options = options;
+    this.queue = new WorkQueue({ metrics: options.metrics.workQueueMetrics('mtlsendpoint') });
     const kc = options.kubeConfig;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const core = kc.makeApiClient(CoreV1Api);
