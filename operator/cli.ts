@@ -1,84 +1,21 @@
 #!/usr/bin/env node
-import { packageVersion } from './defaults.ts';
-import { UsageError } from './flags.ts';
+import { requiredNodeRange, unmetMinimum } from './node-version.ts';
 
-/**
- * The one executable. Each subcommand lives in its own module and is imported only when chosen, so the
- * sidecar never loads the Kubernetes client and starts fast.
+/*
+ * The executable's entry (package.json bin, the image's ENTRYPOINT, `npm run mtls-operator`): it checks the
+ * Node version, then loads the CLI (main.ts). ESM imports are all loaded before a module's code runs, so on
+ * an older Node a dependency fails first, with its own stack trace (on Node 20, undici's use of zlib's zstd).
+ * Hence only Node built-ins here and in node-version.ts, and the CLI behind a dynamic import. The required
+ * version is package.json's engines.node, read at run time: one source of truth. (From source, on a Node
+ * without type stripping, Node itself refuses the .ts file first: npm's scripts use the pinned Node.)
  */
-interface Command {
-  summary: string;
-  load: () => Promise<{ run: (argv: string[]) => Promise<number> }>;
+
+const minimum = unmetMinimum(process.versions.node, requiredNodeRange());
+if (minimum) {
+  process.stderr.write(
+    `mtls-operator: needs Node.js ${minimum} or newer; this is Node.js ${process.versions.node} (${process.execPath})\n`,
+  );
+  process.exitCode = 1;
+} else {
+  await import('./main.ts');
 }
-
-const COMMANDS: Record<string, Command> = {
-  controller: {
-    summary: 'run the operator: controller, admission webhook, metrics, leader election',
-    load: () => import('./commands/controller.ts'),
-  },
-  sidecar: {
-    summary: 'run the TLS sidecar in front of a plain-HTTP upstream',
-    load: () => import('../sidecar/main.ts'),
-  },
-  credentials: {
-    summary: "write a client's tls.crt/tls.key/ca.crt from the cluster and print a curl line",
-    load: () => import('./commands/credentials.ts'),
-  },
-  dev: {
-    summary: 'run everything locally: control plane, operator, a sample mock with its sidecar',
-    load: () => import('./commands/dev.ts'),
-  },
-  controlplane: {
-    summary: 'start the local control plane (etcd, kube-apiserver, kube-controller-manager); --node adds a real node',
-    load: () => import('./commands/controlplane.ts'),
-  },
-  'echo-mock': {
-    summary: 'a plain-HTTP mock that answers with the identity the sidecar forwarded (for trying the product)',
-    load: () => import('./commands/echo-mock.ts'),
-  },
-  image: {
-    summary: "build the image with buildah (no registry needed) and load it into the local node's containerd",
-    load: () => import('./commands/image.ts'),
-  },
-};
-
-function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
-  const lines = Object.entries(COMMANDS).map(([name, cmd]) => `  ${name.padEnd(width)}  ${cmd.summary}`);
-  return `Usage: mtls-operator <command> [flags]\n\nCommands:\n${lines.join('\n')}\n\nRun 'mtls-operator <command> --help' for a command's flags.\n`;
-}
-
-export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
-    return 0;
-  }
-  if (name === '--version' || name === 'version') {
-    process.stdout.write(`mtls-operator ${packageVersion()}\n`);
-    return 0;
-  }
-  const command = COMMANDS[name];
-  if (!command) {
-    process.stderr.write(`mtls-operator: unknown command '${name}'\n\n${usage()}`);
-    return 2;
-  }
-  return (await command.load()).run(rest);
-}
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    if (err instanceof UsageError) {
-      process.stderr.write(
-        `mtls-operator ${process.argv[2]}: ${err.message}\nRun 'mtls-operator ${process.argv[2]} --help' for its flags.\n`,
-      );
-      process.exitCode = 2;
-      return;
-    }
-    process.stderr.write(`mtls-operator: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);

@@ -7,8 +7,15 @@ import { type FlagSpecs, helpText, parseFlags, UsageError } from '../operator/fl
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
 
+/**
+ * The admin port (health and /metrics), clear of the ports meshes and proxies take for themselves: Istio
+ * 15000-15090 (15021 is its health port), Linkerd 41xx, Envoy's admin 9901, Consul 19000 and 20000+. The
+ * operator's default for injected sidecars (`--sidecar-admin-port`, chart value sidecar.adminPort) is this one.
+ */
+export const DEFAULT_ADMIN_PORT = 15201;
+
 export const SIDECAR_DEFAULTS = {
-  admin: '127.0.0.1:15021',
+  admin: `127.0.0.1:${DEFAULT_ADMIN_PORT}`,
   handshakeTimeoutMs: 10_000,
   headersTimeoutMs: 15_000,
   requestTimeoutMs: 60_000,

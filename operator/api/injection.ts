@@ -1,4 +1,5 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { DEFAULT_ADMIN_PORT } from '../../sidecar/flags.ts';
 
 /** Names of contract 3 (injection) that the webhook writes and the controller and tests read. */
 export const SIDECAR_CONTAINER = 'mtls-sidecar';
@@ -7,9 +8,16 @@ export const SIDECAR_VOLUME = 'mtls-server-tls';
 export const NO_API_TOKEN_VOLUME = 'mtls-no-api-token';
 export const SERVICE_ACCOUNT_TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 export const SIDECAR_TLS_DIR = '/var/run/mtls-operator/tls';
-export const SIDECAR_ADMIN_PORT = 15021;
+/** The injected sidecar's admin port unless the operator is told otherwise (--sidecar-admin-port): the sidecar's own default. */
+export const SIDECAR_ADMIN_PORT = DEFAULT_ADMIN_PORT;
 /** Annotation the webhook sets on an injected pod: the endpoint whose sidecar it got. */
 export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
+/** The sidecar's container port for health and /metrics: the probes and the chart's PodMonitor name it. */
+export const ADMIN_PORT_NAME = 'mtls-admin';
+/** Set on injected pods (unless the pod has its own) so annotation-based Prometheus discovery scrapes the sidecar. */
+export const PROMETHEUS_SCRAPE_ANNOTATION = 'prometheus.io/scrape';
+export const PROMETHEUS_PORT_ANNOTATION = 'prometheus.io/port';
+export const PROMETHEUS_PATH_ANNOTATION = 'prometheus.io/path';
 export const listenerPortName = (mode: string) => `mtls-${mode}`;
 
 /**

@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../api/duration.ts';
+import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import { EndpointController } from '../controller/manager.ts';
 import { DEFAULT_SIDECAR_IMAGE } from '../defaults.ts';
 import { Webhook } from '../webhook/webhook.ts';
@@ -54,6 +55,12 @@ export const CONTROLLER_FLAGS = {
     value: 'IMAGE',
     help: 'image of the injected sidecar',
     default: DEFAULT_SIDECAR_IMAGE,
+  },
+  'sidecar-admin-port': {
+    type: 'string',
+    value: 'N',
+    help: "port of injected sidecars' health and /metrics (listeners may not use it)",
+    default: String(SIDECAR_ADMIN_PORT),
   },
   'sidecar-log-level': { type: 'string', value: 'LEVEL', help: 'log level of injected sidecars', default: 'info' },
   'sidecar-resources': {
@@ -110,6 +117,8 @@ export async function run(argv: string[]): Promise<number> {
   const log = logger('operator');
   const kc = loadKubeConfig(flags.kubeconfig);
 
+  const sidecarAdminPort = port('sidecar-admin-port', flags['sidecar-admin-port']);
+  if (sidecarAdminPort === 0) throw new UsageError('--sidecar-admin-port: 0 is not a port a probe can reach');
   const metrics = new OperatorMetrics({ processMetrics: true });
   const controller = new EndpointController({
     kubeConfig: kc,
@@ -118,6 +127,7 @@ export async function run(argv: string[]): Promise<number> {
     resyncMs: duration('resync', flags.resync),
     caPropagationDelayMs: duration('ca-propagation-delay', flags['ca-propagation-delay']),
     namespace: flags.namespace,
+    sidecarAdminPort,
   });
   const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
   const owner = flags['owner-deployment']
@@ -149,6 +159,7 @@ export async function run(argv: string[]): Promise<number> {
         settings: {
           image: flags['sidecar-image'],
           logLevel: flags['sidecar-log-level'],
+          adminPort: sidecarAdminPort,
           resources: flags['sidecar-resources'] ? json('sidecar-resources', flags['sidecar-resources']) : undefined,
         },
         ownerReferences,
@@ -199,11 +210,20 @@ export async function run(argv: string[]): Promise<number> {
         },
       );
     };
-    if (!elector) return startController();
+    const lease = { name: flags['lease-name'] };
+    if (!elector) {
+      metrics.leader.set(lease, 1); // the only replica
+      return startController();
+    }
+    metrics.leader.set(lease, 0);
     controllerReady = true; // a standby waits for the lease; its readiness is its webhook's
     void elector.run({
-      onStartedLeading: startController,
+      onStartedLeading: () => {
+        metrics.leader.set(lease, 1);
+        startController();
+      },
       onStoppedLeading: () => {
+        metrics.leader.set(lease, 0);
         exitCode = 1;
         resolve();
       },

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { applyDefaults } from '../api/defaults.ts';
 import { parseDuration } from '../api/duration.ts';
-import { sidecarContainerOf } from '../api/injection.ts';
+import { SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../api/injection.ts';
 import { ENDPOINT_RESOURCE, INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../api/types.ts';
 import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
@@ -219,10 +219,7 @@ export async function run(argv: string[]): Promise<number> {
     });
     const injected = await waitUntil(
       'the injected pod',
-      async () =>
-        (await core.listNamespacedPod({ namespace })).items.find((p) =>
-          sidecarContainerOf(p) !== undefined,
-        ),
+      async () => (await core.listNamespacedPod({ namespace })).items.find((p) => sidecarContainerOf(p) !== undefined),
       operator,
     );
 
@@ -233,7 +230,7 @@ export async function run(argv: string[]): Promise<number> {
     pod = await runInjectedPod(kc, injected, podDir);
     await waitUntil(
       'the sidecar to be ready',
-      async () => (await fetch('http://127.0.0.1:15021/readyz').catch(() => undefined))?.ok === true,
+      async () => (await fetch(`http://127.0.0.1:${SIDECAR_ADMIN_PORT}/readyz`).catch(() => undefined))?.ok === true,
       pod.child,
     );
 
@@ -271,7 +268,7 @@ export async function run(argv: string[]): Promise<number> {
     say(`  ${plane.binaries.kubectl} describe mtlsendpoint ${name} -n ${namespace}`);
     say(`  ${plane.binaries.kubectl} get secrets,services,pods -n ${namespace}`);
     say(`  curl -s http://127.0.0.1:${metricsPort}/metrics | grep ^mtls_      # operator metrics`);
-    say('  curl -s http://127.0.0.1:15021/metrics | grep ^mtls_sidecar     # sidecar metrics');
+    say(`  curl -s http://127.0.0.1:${SIDECAR_ADMIN_PORT}/metrics | grep ^mtls_sidecar     # sidecar metrics`);
     say(`  operator log: ${operatorLog}`);
     if (flags.validity)
       say(

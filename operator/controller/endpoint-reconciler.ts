@@ -20,7 +20,7 @@ import { isConflict, isNotFound } from '../kube/errors.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 import { listenerPortName, SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../api/injection.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
-import type { CertificateLabels, OperatorMetrics } from '../metrics.ts';
+import type { CertificateLabels, ConditionStatus, OperatorMetrics } from '../metrics.ts';
 import { parseCertificates } from '../pki/x509.ts';
 import {
   type CaState,
@@ -76,6 +76,8 @@ export interface ReconcilerDeps {
   caPropagationDelayMs: number;
   /** Longest wait before looking at an endpoint again when nothing happens. */
   resyncMs: number;
+  /** The injected sidecar's admin port: no listener or upstream may use it. */
+  sidecarAdminPort?: number;
 }
 
 interface Note {
@@ -136,10 +138,12 @@ export class EndpointReconciler {
     const ep = this.deps.view.endpoint(namespace, name);
     if (!ep || ep.metadata?.deletionTimestamp) {
       // Its Secrets and Services carry ownerReferences: the garbage collector removes them.
-      this.deps.metrics.pruneEndpoint(namespace, name);
+      this.deps.metrics.forgetEndpoint(namespace, name);
       this.renewBeforeWarned.delete(key);
       return {};
     }
+    // What the API server says now, until this reconcile writes its own (Unknown before the first).
+    this.deps.metrics.setEndpointReady(namespace, name, readyStatus(ep.status?.conditions));
     const stopTimer = this.deps.metrics.reconcileDuration.startTimer();
     try {
       return await this.reconcileEndpoint(ep, namespace, name);
@@ -158,7 +162,10 @@ export class EndpointReconciler {
     const now = this.deps.now();
     let spec: ResolvedSpec;
     try {
-      spec = resolveSpec(ep, { caPropagationDelayMs: this.deps.caPropagationDelayMs });
+      spec = resolveSpec(ep, {
+        caPropagationDelayMs: this.deps.caPropagationDelayMs,
+        sidecarAdminPort: this.deps.sidecarAdminPort,
+      });
     } catch (err) {
       if (!(err instanceof SpecError)) throw err;
       await this.writeStatus(ep, (conditions) =>
@@ -740,7 +747,7 @@ export class EndpointReconciler {
 
   /** Keeps the one policy `desiredNetworkPolicy` asks for, and deletes any other this endpoint owns. */
   private async ensureNetworkPolicy(run: Run): Promise<void> {
-    const desired = desiredNetworkPolicy(run, run.spec, SIDECAR_ADMIN_PORT);
+    const desired = desiredNetworkPolicy(run, run.spec, this.deps.sidecarAdminPort ?? SIDECAR_ADMIN_PORT);
     const owned = this.deps.view.networkPoliciesOf(run.namespace, run.name);
     for (const policy of owned) {
       if (policy.metadata?.name !== desired?.metadata?.name)
@@ -944,14 +951,17 @@ export class EndpointReconciler {
       conditions: conditions((current.conditions as Condition[] | undefined) ?? []),
     };
     for (const [key, value] of Object.entries(desired)) if (value === undefined) desired[key] = null;
-    if (canonicalJson(desired) === canonicalJson(current)) return;
-    await this.deps.writer.patchStatus(
-      ENDPOINT_RESOURCE,
-      ep.metadata!.namespace!,
-      ep.metadata!.name!,
-      ep.metadata?.resourceVersion,
-      desired,
-    );
+    if (canonicalJson(desired) !== canonicalJson(current)) {
+      await this.deps.writer.patchStatus(
+        ENDPOINT_RESOURCE,
+        ep.metadata!.namespace!,
+        ep.metadata!.name!,
+        ep.metadata?.resourceVersion,
+        desired,
+      );
+    }
+    const ready = readyStatus(desired.conditions as Condition[]);
+    this.deps.metrics.setEndpointReady(ep.metadata!.namespace!, ep.metadata!.name!, ready);
   }
 
   /**
@@ -985,6 +995,11 @@ export class EndpointReconciler {
     for (const client of run.clients) set({ ...base, certificate: 'client', client: client.name }, client);
     this.deps.metrics.pruneEndpoint(run.namespace, run.name, series);
   }
+}
+
+/** The status of the Ready condition, Unknown when there is none yet. */
+function readyStatus(conditions: readonly Condition[] | undefined): ConditionStatus {
+  return conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
 }
 
 function issuanceHash(parts: (string | number)[]): string {

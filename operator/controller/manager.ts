@@ -33,6 +33,8 @@ export interface ControllerOptions {
   resyncMs?: number;
   caPropagationDelayMs?: number;
   now?: () => Date;
+  /** The injected sidecar's admin port (--sidecar-admin-port), which listeners may not use. */
+  sidecarAdminPort?: number;
   /** Watch one namespace only (tests, or a namespace-scoped install); all namespaces by default. */
   namespace?: string;
 }
@@ -58,7 +60,7 @@ export function trimPod(pod: V1Pod): void {
  * through the `mtls.operator.dev/endpoint` label, so a deleted or edited Secret is repaired at once.
  */
 export class EndpointController {
-  readonly queue = new WorkQueue();
+  readonly queue: WorkQueue;
   readonly writer: KubeWriter;
   private readonly log = logger('controller');
   private readonly endpoints: ResilientInformer<MtlsEndpoint>;
@@ -73,6 +75,7 @@ export class EndpointController {
 
   constructor(options: ControllerOptions) {
     this.options = options;
+    this.queue = new WorkQueue({ metrics: options.metrics.workQueueMetrics('mtlsendpoint') });
     const kc = options.kubeConfig;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const core = kc.makeApiClient(CoreV1Api);
@@ -140,6 +143,7 @@ export class EndpointController {
       now: options.now ?? (() => new Date()),
       caPropagationDelayMs: options.caPropagationDelayMs ?? 5 * 60_000,
       resyncMs: options.resyncMs ?? 10 * 60_000,
+      sidecarAdminPort: options.sidecarAdminPort,
     });
 
     const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);

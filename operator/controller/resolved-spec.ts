@@ -38,6 +38,8 @@ export const MIN_CA_VALIDITY_PROPAGATION_DELAYS = 4;
 export interface ResolveOptions {
   /** The operator's --ca-propagation-delay; when given, a CA too short-lived for a rollover is refused. */
   caPropagationDelayMs?: number;
+  /** The injected sidecar's admin port (--sidecar-admin-port); SIDECAR_ADMIN_PORT when not given. */
+  sidecarAdminPort?: number;
 }
 
 export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): ResolvedSpec {
@@ -78,12 +80,15 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
         `set a longer caValidity (or run the operator with a shorter --ca-propagation-delay)`,
     );
   }
+  const adminPort = options.sidecarAdminPort ?? SIDECAR_ADMIN_PORT;
   for (const [field, port] of [
     ...spec.listeners.map((l, i) => [`spec.listeners[${i}].port`, l.port] as const),
     ['spec.upstreamPort', spec.upstreamPort] as const,
   ]) {
-    if (port === SIDECAR_ADMIN_PORT) {
-      throw new SpecError(`${field}: ${port} is the sidecar's admin port (health and metrics); choose another port`);
+    if (port === adminPort) {
+      throw new SpecError(
+        `${field}: ${port} is the sidecar's admin port (health and metrics; the operator's --sidecar-admin-port, chart value sidecar.adminPort); choose another port`,
+      );
     }
   }
   const selector = spec.podSelector ?? {};

@@ -6,6 +6,23 @@
 export interface WorkQueueOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /** Told what the queue does, as client-go's workqueue metrics provider is. */
+  metrics?: WorkQueueMetrics;
+  /** Milliseconds on a monotonic clock (tests pass their own). */
+  now?: () => number;
+}
+
+/** What client-go's workqueue reports: depth, adds, time waiting in the queue, time being worked on, retries. */
+export interface WorkQueueMetrics {
+  /** A key was added that was not already waiting (a key added while it is processed counts: it runs again). */
+  added(): void;
+  depth(keys: number): void;
+  /** A worker took a key that had waited this long since it was added. */
+  waited(seconds: number): void;
+  /** A worker finished a key after this long. */
+  worked(seconds: number): void;
+  /** A key was re-added after a failure (with backoff). */
+  retried(): void;
 }
 
 export class WorkQueue {
@@ -19,27 +36,57 @@ export class WorkQueue {
   private shuttingDown = false;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
+  private readonly metrics: WorkQueueMetrics | undefined;
+  private readonly now: () => number;
+  /** When each key waiting (queued, or dirty while processed) was first added. */
+  private readonly addedAt = new Map<string, number>();
+  private readonly startedAt = new Map<string, number>();
 
   constructor(options: WorkQueueOptions = {}) {
     this.baseDelayMs = options.baseDelayMs ?? 500;
     this.maxDelayMs = options.maxDelayMs ?? 5 * 60_000;
+    this.metrics = options.metrics;
+    this.now = options.now ?? (() => performance.now());
+    this.metrics?.depth(0);
   }
 
   add(key: string): void {
     if (this.shuttingDown) return;
     if (this.processing.has(key)) {
+      if (!this.dirty.has(key)) this.noteAdded(key);
       this.dirty.add(key);
       return;
     }
     if (this.queued.has(key)) return;
+    this.noteAdded(key);
+    this.enqueue(key);
+  }
+
+  private noteAdded(key: string): void {
+    this.metrics?.added();
+    if (!this.addedAt.has(key)) this.addedAt.set(key, this.now());
+  }
+
+  private enqueue(key: string): void {
     const waiter = this.waiters.shift();
     if (waiter) {
-      this.processing.add(key);
+      this.start(key);
       waiter(key);
       return;
     }
     this.queued.add(key);
     this.queue.push(key);
+    this.metrics?.depth(this.queue.length);
+  }
+
+  /** A worker takes the key. */
+  private start(key: string): void {
+    this.processing.add(key);
+    const now = this.now();
+    const addedAt = this.addedAt.get(key);
+    this.addedAt.delete(key);
+    if (addedAt !== undefined) this.metrics?.waited((now - addedAt) / 1000);
+    this.startedAt.set(key, now);
   }
 
   /** Adds `key` after `delayMs`, unless an earlier add for it is already scheduled. */
@@ -66,6 +113,7 @@ export class WorkQueue {
   addRateLimited(key: string, baseMs = this.baseDelayMs): number {
     const failures = this.failures.get(key) ?? 0;
     this.failures.set(key, failures + 1);
+    this.metrics?.retried();
     const delay = Math.min(baseMs * 2 ** failures, this.maxDelayMs);
     this.addAfter(key, delay);
     return delay;
@@ -86,7 +134,8 @@ export class WorkQueue {
     const key = this.queue.shift();
     if (key !== undefined) {
       this.queued.delete(key);
-      this.processing.add(key);
+      this.metrics?.depth(this.queue.length);
+      this.start(key);
       return Promise.resolve(key);
     }
     return new Promise((resolve) => this.waiters.push(resolve));
@@ -94,7 +143,10 @@ export class WorkQueue {
 
   done(key: string): void {
     this.processing.delete(key);
-    if (this.dirty.delete(key)) this.add(key);
+    const startedAt = this.startedAt.get(key);
+    this.startedAt.delete(key);
+    if (startedAt !== undefined) this.metrics?.worked((this.now() - startedAt) / 1000);
+    if (this.dirty.delete(key) && !this.shuttingDown) this.enqueue(key);
   }
 
   get length(): number {

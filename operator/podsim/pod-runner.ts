@@ -30,7 +30,7 @@ export interface SimulatedPod {
  * this package's `mtls-operator`. The one substitution is each mount path -> its local folder.
  *
  * A real pod has a network namespace of its own, so two pods may both listen on, say, the sidecar's fixed
- * admin port 15021; simulated pods share the host's. `portMap` ({containerPort: hostPort}) stands in for
+ * admin port (15201 by default); simulated pods share the host's. `portMap` ({containerPort: hostPort}) stands in for
  * that: a `HOST:PORT` or `MODE=PORT` argument whose port is in the map is given the host port instead.
  */
 export async function runInjectedPod(

@@ -1,9 +1,13 @@
 import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
 import { applyDefaults } from '../api/defaults.ts';
 import {
+  ADMIN_PORT_NAME,
   INJECTED_ANNOTATION,
   listenerPortName,
   NO_API_TOKEN_VOLUME,
+  PROMETHEUS_PATH_ANNOTATION,
+  PROMETHEUS_PORT_ANNOTATION,
+  PROMETHEUS_SCRAPE_ANNOTATION,
   SERVICE_ACCOUNT_TOKEN_DIR,
   SIDECAR_ADMIN_PORT,
   SIDECAR_CONTAINER,
@@ -25,7 +29,11 @@ export interface InjectorSettings {
   imagePullPolicy?: string;
   logLevel?: string;
   resources?: V1Container['resources'];
+  /** The sidecar's admin port (health, /metrics); SIDECAR_ADMIN_PORT unless the chart's sidecar.adminPort says otherwise. */
+  adminPort?: number;
 }
+
+const adminPortOf = (settings: InjectorSettings) => settings.adminPort ?? SIDECAR_ADMIN_PORT;
 
 export type InjectionDecision =
   | { action: 'skip'; reason: string }
@@ -58,14 +66,15 @@ export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-conta
  */
 export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): V1Container {
   const spec = applyDefaults(ep.spec);
+  const adminPort = adminPortOf(settings);
   const args = renderSidecarArgs({
     listen: spec.listeners.map((l) => ({ mode: l.mode, port: l.port })),
     upstream: `127.0.0.1:${spec.upstreamPort}`,
     tlsDir: SIDECAR_TLS_DIR,
-    admin: `0.0.0.0:${SIDECAR_ADMIN_PORT}`,
+    admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
   });
-  const probe = (path: string) => ({ httpGet: { path, port: 'mtls-admin' }, periodSeconds: 10 });
+  const probe = (path: string) => ({ httpGet: { path, port: ADMIN_PORT_NAME }, periodSeconds: 10 });
   return {
     name: SIDECAR_CONTAINER,
     image: settings.image,
@@ -77,7 +86,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     ],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
-      { name: 'mtls-admin', containerPort: SIDECAR_ADMIN_PORT, protocol: 'TCP' },
+      { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },
     ],
     // The ServiceAccount admission plugin skips a container that already mounts the token path.
     volumeMounts: [
@@ -144,11 +153,19 @@ export function decideInjection(
     ...(spec.initContainers ?? []).filter((c) => c.restartPolicy === 'Always'),
   ];
   const taken = new Set(running.flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
-  const clash = applyDefaults(ep.spec).listeners.find((l) => taken.has(l.port) || l.port === SIDECAR_ADMIN_PORT);
-  if (clash || taken.has(SIDECAR_ADMIN_PORT)) {
+  const adminPort = adminPortOf(settings);
+  const listeners = applyDefaults(ep.spec).listeners;
+  const clash = listeners.find((l) => taken.has(l.port));
+  if (clash) {
     return {
       action: 'deny',
-      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash?.port ?? SIDECAR_ADMIN_PORT} is already used by a container of this pod; choose other spec.listeners ports`,
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash.port} is already used by a container of this pod; choose other spec.listeners ports`,
+    };
+  }
+  if (taken.has(adminPort) || listeners.some((l) => l.port === adminPort)) {
+    return {
+      action: 'deny',
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${adminPort} is the mTLS sidecar's admin port (health and metrics) and is already used by ${taken.has(adminPort) ? 'a container of this pod' : 'spec.listeners'}; move it, or install the operator with another sidecar.adminPort (--sidecar-admin-port)`,
     };
   }
   const sidecar = sidecarContainer(ep, settings);
@@ -158,7 +175,10 @@ export function decideInjection(
   if (spec.volumes)
     for (const volume of sidecarVolumes(ep)) patch.push({ op: 'add', path: '/spec/volumes/-', value: volume });
   else patch.push({ op: 'add', path: '/spec/volumes', value: sidecarVolumes(ep) });
-  const annotations: Record<string, string> = { [INJECTED_ANNOTATION]: ep.metadata!.name! };
+  const annotations: Record<string, string> = {
+    [INJECTED_ANNOTATION]: ep.metadata!.name!,
+    ...scrapeAnnotations(pod, adminPort),
+  };
   const appContainer = spec.containers?.[0]?.name;
   if (appContainer && !pod.metadata?.annotations?.[DEFAULT_CONTAINER_ANNOTATION])
     annotations[DEFAULT_CONTAINER_ANNOTATION] = appContainer;
@@ -186,6 +206,22 @@ function preStopWaits(spec: NonNullable<V1Pod['spec']>): JsonPatchOp[] {
       ? [{ op: 'add', path: `/spec/containers/${index}/lifecycle/preStop`, value: preStop }]
       : [{ op: 'add', path: `/spec/containers/${index}/lifecycle`, value: { preStop } }];
   });
+}
+
+/**
+ * The prometheus.io annotations that point Prometheus's annotation-based pod discovery (the `kubernetes-pods`
+ * job of its example configuration and of most charts) at the sidecar's /metrics. A pod can name one scrape
+ * target this way: when the pod already has any of them, its owner scrapes the app itself and they are left
+ * as they are (none added, none overwritten; the PodMonitor, which selects the admin port, still works).
+ */
+export function scrapeAnnotations(pod: V1Pod, adminPort: number): Record<string, string> {
+  const existing = pod.metadata?.annotations ?? {};
+  const ours = {
+    [PROMETHEUS_SCRAPE_ANNOTATION]: 'true',
+    [PROMETHEUS_PORT_ANNOTATION]: String(adminPort),
+    [PROMETHEUS_PATH_ANNOTATION]: '/metrics',
+  };
+  return Object.keys(ours).some((key) => key in existing) ? {} : ours;
 }
 
 function escapePointer(segment: string): string {

@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
 import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
 import { DEFAULT_SIDECAR_RESOURCES, OPERATOR_HEAP_MIB, operatorEnv } from '../../operator/defaults.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
@@ -107,7 +108,7 @@ describe('Helm chart and plain manifests', () => {
         '--strict',
         CHART,
         '--set',
-        'replicaCount=3,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.failurePolicy=Fail',
+        'replicaCount=3,metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.failurePolicy=Fail',
       ]),
     ).resolves.toContain('0 chart(s) failed');
     await expect(helm(['lint', '--strict', CHART, '--set', 'webhook.failurePolicy=Sometimes'])).rejects.toThrow(
@@ -125,9 +126,11 @@ describe('Helm chart and plain manifests', () => {
     expect(crd).toEqual(k8s.loadYaml(readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8')));
     // The sidecar's resources: the chart's default is the injector's own.
     const values = k8s.loadYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as {
-      sidecar: { resources: unknown };
+      sidecar: { resources: unknown; adminPort: number };
     };
     expect(values.sidecar.resources).toEqual(DEFAULT_SIDECAR_RESOURCES);
+    // And its admin port the operator's (and so the sidecar's) default.
+    expect(values.sidecar.adminPort).toBe(SIDECAR_ADMIN_PORT);
     // The operator runs as bench:controller measured it.
     const env = Object.fromEntries(
       (deploymentOf(objects).spec!.template.spec!.containers[0]!.env ?? []).map((e) => [e.name, e.value]),
@@ -147,6 +150,7 @@ describe('Helm chart and plain manifests', () => {
         'controller',
         '--webhook-configuration=mtls-operator',
         '--lease-name=mtls-operator-leader',
+        `--sidecar-admin-port=${SIDECAR_ADMIN_PORT}`,
         '--owner-deployment=mtls-operator',
       ]),
     );
@@ -168,7 +172,7 @@ describe('Helm chart and plain manifests', () => {
 
     const custom = await render('mtls', 'ops', [
       '--set',
-      'webhook.failurePolicy=Fail,webhook.timeoutSeconds=10,replicaCount=3,metrics.prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,sidecar.image=registry.example/sidecar:9,sidecar.logLevel=debug',
+      'webhook.failurePolicy=Fail,webhook.timeoutSeconds=10,replicaCount=3,metrics.prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,sidecar.image=registry.example/sidecar:9,sidecar.logLevel=debug,sidecar.adminPort=17001',
     ]);
     expect(find<k8s.V1Deployment>(custom, 'Deployment').spec?.replicas).toBe(3);
     expect(find<k8s.V1MutatingWebhookConfiguration>(custom, 'MutatingWebhookConfiguration').webhooks![0]).toMatchObject(
@@ -176,7 +180,11 @@ describe('Helm chart and plain manifests', () => {
     );
     const args = find<k8s.V1Deployment>(custom, 'Deployment').spec!.template.spec!.containers[0]!.args!;
     expect(args).toEqual(
-      expect.arrayContaining(['--sidecar-image=registry.example/sidecar:9', '--sidecar-log-level=debug']),
+      expect.arrayContaining([
+        '--sidecar-image=registry.example/sidecar:9',
+        '--sidecar-log-level=debug',
+        '--sidecar-admin-port=17001',
+      ]),
     );
     const rule = JSON.stringify(custom.find((o) => o.kind === 'PrometheusRule'));
     for (const alert of [

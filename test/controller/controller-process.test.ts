@@ -60,6 +60,15 @@ describe('mtls-operator controller: two processes, one leader', () => {
       /mtls_certificate_expiration_timestamp_seconds\{namespace="[^"]+",endpoint="ha",certificate="client",client="one"\}/,
     );
     expect(await metricsOf(second)).not.toMatch(/mtls_reconcile_total\{result="success"\} [1-9]/);
+    // The leader gauge: 1 on the leader, 0 on the standby.
+    expect(leaderMetrics).toContain('mtls_leader_election_master_status{name="mtls-operator-leader"} 1');
+    expect(await metricsOf(second)).toContain('mtls_leader_election_master_status{name="mtls-operator-leader"} 0');
+    // Set once the status write returns, which may be just after the test saw Ready.
+    await waitFor('the ready gauge', async () =>
+      /mtls_endpoint_ready_status\{namespace="[^"]+",endpoint="ha",condition="True"\} 1/.test(await metricsOf(first))
+        ? true
+        : undefined,
+    );
 
     const killedAt = Date.now();
     first.child.kill('SIGKILL');
@@ -87,6 +96,7 @@ describe('mtls-operator controller: two processes, one leader', () => {
     await waitReady(namespace, 'ha');
     expect(takeoverMs).toBeLessThan(15_000 + 5_000); // lease duration + a retry period or two
     expect(second.output.join('')).toContain('became leader');
+    expect(await metricsOf(second)).toContain('mtls_leader_election_master_status{name="mtls-operator-leader"} 1');
     // No private key ever reaches the logs.
     expect(first.output.join('') + second.output.join('')).not.toMatch(/PRIVATE KEY/);
   }, 120_000);
@@ -121,6 +131,7 @@ describe('mtls-operator controller: two processes, one leader', () => {
       // A lease left to expire would take 15 s (the lease duration) at least.
       expect(takeoverMs).toBeLessThan(15_000 / 2);
       expect(second.output.join('')).toContain('became leader');
+      expect(await metricsOf(second)).toContain('mtls_leader_election_master_status{name="mtls-operator-leader"} 1');
       // The new leader works: a spec change is acted upon.
       await kubectl([
         'patch',

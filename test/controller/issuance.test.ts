@@ -253,15 +253,16 @@ describe('controller: issuance against the real API server', () => {
   });
 
   it('marks a spec it cannot act on Ready=False with a message that says what to change', async () => {
-    // Valid for the schema, but 15021 is where the injected sidecar serves health and metrics.
-    await createEndpoint(namespace, 'clash', { upstreamPort: 8080, listeners: [{ mode: 'strict', port: 15021 }] });
+    // Valid for the schema, but 15201 is where the injected sidecar serves health and metrics by default.
+    await createEndpoint(namespace, 'clash', { upstreamPort: 8080, listeners: [{ mode: 'strict', port: 15201 }] });
     const ep = await waitFor('Ready=False', async () => {
       const e = await getEndpoint(namespace, 'clash');
       return condition(e, 'Ready')?.status === 'False' ? e : undefined;
     });
     expect(condition(ep, 'Ready')).toMatchObject({
       reason: 'InvalidSpec',
-      message: "spec.listeners[0].port: 15021 is the sidecar's admin port (health and metrics); choose another port",
+      message:
+        "spec.listeners[0].port: 15201 is the sidecar's admin port (health and metrics; the operator's --sidecar-admin-port, chart value sidecar.adminPort); choose another port",
     });
     expect(await readSecret(namespace, 'clash-ca')).toBeUndefined();
   });

@@ -32,4 +32,40 @@ describe('WorkQueue (client-go semantics)', () => {
     expect(queue.addRateLimited('ns/failing')).toBe(10);
     queue.shutDown();
   });
+
+  it("reports client-go's metrics: adds, depth, time waiting, time worked, retries", async () => {
+    let now = 0;
+    const seen = { added: 0, depth: [] as number[], waited: [] as number[], worked: [] as number[], retried: 0 };
+    const queue = new WorkQueue({
+      now: () => now,
+      metrics: {
+        added: () => seen.added++,
+        depth: (keys) => seen.depth.push(keys),
+        waited: (s) => seen.waited.push(s),
+        worked: (s) => seen.worked.push(s),
+        retried: () => seen.retried++,
+      },
+    });
+    queue.add('ns/a');
+    queue.add('ns/a'); // already waiting: not an add
+    now = 1_500;
+    queue.add('ns/b');
+    expect(seen.added).toBe(2);
+    expect(seen.depth).toEqual([0, 1, 2]);
+    now = 2_000;
+    expect(await queue.get()).toBe('ns/a');
+    expect(seen.waited).toEqual([2]); // seconds since its first add
+    queue.add('ns/a'); // while processed: it will run again, an add
+    expect(seen.added).toBe(3);
+    now = 2_250;
+    queue.done('ns/a');
+    expect(seen.worked).toEqual([0.25]);
+    expect(await queue.get()).toBe('ns/b');
+    expect(await queue.get()).toBe('ns/a');
+    expect(seen.waited).toEqual([2, 0.75, 0.25]); // b since 1.5 s; a since its add while processed, at 2 s
+    expect(seen.depth.at(-1)).toBe(0);
+    queue.addRateLimited('ns/a');
+    expect(seen.retried).toBe(1);
+    queue.shutDown();
+  });
 });

@@ -307,6 +307,14 @@ describe('MtlsEndpoint CRD on the real API server', () => {
           lastTransitionTime: '2026-01-01T00:00:00Z',
           observedGeneration: 1,
         },
+        {
+          type: 'Degraded',
+          status: 'True',
+          reason: 'PodsNotInjected',
+          message: '1 selected pod(s) run without the mTLS sidecar',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+          observedGeneration: 1,
+        },
       ],
       ca: {
         secretName: 'payments-ca',
@@ -363,9 +371,18 @@ describe('MtlsEndpoint CRD on the real API server', () => {
 
     const table = await kubectl(['get', '-n', namespace, 'mtlsep', 'payments', '-o', 'wide']);
     const [header, row] = table.trim().split('\n');
-    expect(header!.split(/\s+/)).toEqual(['NAME', 'READY', 'MODES', 'SERVER-EXPIRY', 'ROLLOVER', 'AGE']);
+    expect(header!.split(/\s+/)).toEqual([
+      'NAME',
+      'READY',
+      'DEGRADED',
+      'MODES',
+      'SERVER-EXPIRY',
+      'DEGRADED-REASON',
+      'ROLLOVER',
+      'AGE',
+    ]);
     expect(row).toMatch(
-      /^payments\s+True\s+standard:8443,flexible:9443,strict:10443\s+2027-01-01T00:00:00Z\s+Propagating\s+\d+s/,
+      /^payments\s+True\s+True\s+standard:8443,flexible:9443,strict:10443\s+2027-01-01T00:00:00Z\s+PodsNotInjected\s+Propagating\s+\d+s/,
     );
   });
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
-import { sidecarContainerOf } from '../../operator/api/injection.ts';
+import { SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../../operator/api/injection.ts';
 import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
 import { startOperator } from '../support/operator.ts';
 import {
@@ -80,9 +80,13 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
     pod = await runInjectedPod(kubeConfig(), injected, mkdtempSync(join(tmpdir(), 'mtls-pod-')), { syncEveryMs: 500 });
     // Exactly the injected args, but for the Secret mount path.
     expect(pod.args.filter((a, i) => a !== pod!.injectedArgs[i])).toEqual([pod.volumes['mtls-server-tls']]);
-    await waitFor('the sidecar to be ready', async () => (await fetch('http://127.0.0.1:15021/readyz')).ok, {
-      timeoutMs: 20_000,
-    });
+    await waitFor(
+      'the sidecar to be ready',
+      async () => (await fetch(`http://127.0.0.1:${SIDECAR_ADMIN_PORT}/readyz`)).ok,
+      {
+        timeoutMs: 20_000,
+      },
+    );
 
     const client = await readSecret(namespace, 'payments-client-billing');
     const stranger = await makePki();
@@ -297,7 +301,7 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
   });
 });
 
-// In this file, not its own: it uses the same fixed sidecar admin port (15021) as the test above.
+// In this file, not its own: it uses the same fixed sidecar admin port (SIDECAR_ADMIN_PORT, 15201) as the test above.
 describe("mtls-operator dev (the README's first command)", () => {
   it('brings up the whole product and prints the mode table obtained with real requests', async () => {
     const child = spawn(

@@ -1,6 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { parseDuration } from '../../operator/api/duration.ts';
+import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
 import { ENDPOINT_LABEL, ENDPOINT_RESOURCE, type MtlsEndpoint } from '../../operator/api/types.ts';
 import { issueCA, issueServer } from '../../operator/pki/issue.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
@@ -29,7 +30,6 @@ const MANAGED = 'app.kubernetes.io/managed-by=mtls-operator';
 /** The spawned operator's --ca-propagation-delay: a CA must live four times that for a graceful rollover. */
 const CA_PROPAGATION_DELAY = '5m';
 const MIN_CA_VALIDITY_MS = 4 * parseDuration(CA_PROPAGATION_DELAY);
-const SIDECAR_ADMIN_PORT = 15021;
 
 const summary = { tried: 0, handled: 0, refused: 0, invalid: 0, valid: 0, corruptions: 0, repaired: 0, leaks: -1 };
 

@@ -96,7 +96,7 @@ describe('webhook: sidecar injection against the real API server', () => {
     );
     for (const listen of ['standard=8443', 'flexible=9443', 'strict=10443']) expect(sidecar!.args).toContain(listen);
     expect(sidecar!.ports?.map((p) => `${p.name}:${p.containerPort}`)).toEqual(
-      expect.arrayContaining(['mtls-standard:8443', 'mtls-flexible:9443', 'mtls-strict:10443']),
+      expect.arrayContaining(['mtls-standard:8443', 'mtls-flexible:9443', 'mtls-strict:10443', 'mtls-admin:15201']),
     );
     // The Secret volume, and an empty mask over the service-account token path: the sidecar gets no API token.
     expect(sidecar!.volumeMounts).toEqual([
@@ -114,6 +114,13 @@ describe('webhook: sidecar injection against the real API server', () => {
       allowPrivilegeEscalation: false,
       capabilities: { drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
+    });
+    // Prometheus's annotation-based pod discovery finds the sidecar's /metrics.
+    expect(pod.metadata?.annotations).toMatchObject({
+      'mtls.operator.dev/injected-by': 'payments',
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': '15201',
+      'prometheus.io/path': '/metrics',
     });
     const volume = pod.spec!.volumes!.find((v) => v.name === 'mtls-server-tls');
     expect(volume?.secret).toEqual({ secretName: 'payments-server', defaultMode: 0o440 });
