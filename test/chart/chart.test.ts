@@ -288,7 +288,7 @@ describe('Helm chart and plain manifests', () => {
       const review = await postAdmission(webhookPort, workload);
       expect(review.response.allowed).toBe(true);
       expect(JSON.parse(Buffer.from(review.response.patch, 'base64').toString())).toEqual(
-        expect.arrayContaining([expect.objectContaining({ op: 'add', path: '/spec/containers/-' })]),
+        expect.arrayContaining([expect.objectContaining({ op: 'add', path: '/spec/initContainers' })]),
       );
       // rotate
       await waitFor(

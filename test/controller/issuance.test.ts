@@ -122,7 +122,7 @@ describe('controller: issuance against the real API server', () => {
     expect(ep.status?.clients?.map((c) => c.name)).toEqual(['billing']);
     expect(ep.status?.modes).toBe('standard:8443,flexible:9443,strict:10443');
     const columns = await kubectl(['get', 'mtls', 'payments', '-n', namespace]);
-    expect(columns).toMatch(/payments\s+True\s+standard:8443,flexible:9443,strict:10443\s+20\d\d-/);
+    expect(columns).toMatch(/payments\s+True\s+False\s+standard:8443,flexible:9443,strict:10443\s+20\d\d-/);
 
     const services = await core().listNamespacedService({
       namespace,

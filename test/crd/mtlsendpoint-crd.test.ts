@@ -31,6 +31,7 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       upstreamPort: 8080,
       listeners: [{ mode: 'strict', port: 8443 }],
       certificates: { validity: '8760h', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
+      networkPolicy: 'Enforce',
     });
   });
 
@@ -66,6 +67,7 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       certificates: { validity: '8760h', renewBefore: '', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
       clients: [{ name: 'billing' }],
       allowedClients: ['billing'],
+      networkPolicy: 'Enforce',
     });
   });
 
@@ -343,6 +345,7 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       revokedSerials: ['2b'],
       modes: modesSummary((await get('payments')).spec.listeners!),
       injectedPods: 2,
+      networkPolicy: 'payments-mtls-only',
     };
     await kubectl([
       'patch',
@@ -378,11 +381,12 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       'MODES',
       'SERVER-EXPIRY',
       'DEGRADED-REASON',
+      'NETWORK-POLICY',
       'ROLLOVER',
       'AGE',
     ]);
     expect(row).toMatch(
-      /^payments\s+True\s+True\s+standard:8443,flexible:9443,strict:10443\s+2027-01-01T00:00:00Z\s+PodsNotInjected\s+Propagating\s+\d+s/,
+      /^payments\s+True\s+True\s+standard:8443,flexible:9443,strict:10443\s+2027-01-01T00:00:00Z\s+PodsNotInjected\s+payments-mtls-only\s+Propagating\s+\d+s/,
     );
   });
 

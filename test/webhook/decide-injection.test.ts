@@ -40,7 +40,7 @@ function annotationsAfter(before: V1Pod, patch: JsonPatchOp[]): Record<string, s
 }
 
 const sidecarOf = (patch: JsonPatchOp[]) =>
-  patch.find((op) => op.path === '/spec/containers/-')!.value as {
+  (patch.find((op) => op.path === '/spec/initContainers')!.value as unknown[])[0] as {
     args: string[];
     ports: { name: string; containerPort: number }[];
     readinessProbe: { httpGet: { port: string } };
@@ -97,6 +97,7 @@ describe('prometheus.io annotations', () => {
       expect(annotationsAfter(before, injected(decideInjection(before, [endpoint()], settings)))).toEqual({
         ...before.metadata?.annotations,
         'mtls.operator.dev/injected-by': 'payments',
+        'kubectl.kubernetes.io/default-container': 'mock',
         ...scrape,
       });
     }
@@ -112,11 +113,13 @@ describe('prometheus.io annotations', () => {
       'prometheus.io/scrape': 'true',
       'prometheus.io/port': '9090',
       'mtls.operator.dev/injected-by': 'payments',
+      'kubectl.kubernetes.io/default-container': 'mock',
     });
     const off = pod({ 'prometheus.io/scrape': 'false' });
     expect(annotationsAfter(off, injected(decideInjection(off, [endpoint()], settings)))).toEqual({
       'prometheus.io/scrape': 'false',
       'mtls.operator.dev/injected-by': 'payments',
+      'kubectl.kubernetes.io/default-container': 'mock',
     });
   });
 });
