@@ -1,9 +1,11 @@
 // `controlplane --node` started, killed and stopped by the test itself: it runs before the real-node tier,
 // which keeps one node up for all of its files (only one node can run at a time).
-import base from './jest.config.js';
+import { integration, run } from './jest.config.js';
 
 export default {
-  ...base,
+  ...run,
+  ...integration,
+  displayName: 'node-lifecycle',
   testMatch: ['<rootDir>/test/node-lifecycle/**/*.test.ts'],
   testPathIgnorePatterns: [],
   globalSetup: undefined,

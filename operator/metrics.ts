@@ -8,7 +8,7 @@ const CONDITION_STATUSES: readonly ConditionStatus[] = ['True', 'False', 'Unknow
 /** Seconds from 1 ms to 10 min: a key waits from nothing (idle queue) to minutes (a backlog after a restart). */
 const QUEUE_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600];
 
-/** The operator's Prometheus metrics (names are public: DESIGN.md), on a registry of its own. */
+/** The operator's Prometheus metrics (names are public: docs/DESIGN.md contract 5), on a registry of its own. */
 export class OperatorMetrics {
   readonly registry = new Registry();
   readonly expiration = new Gauge({

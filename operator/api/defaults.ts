@@ -3,7 +3,7 @@ import type { Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
- * test/crd/defaults.test.ts, so the schema and the controller cannot drift apart. The controller applies them
+ * test/crd/schema.unit.test.ts, so the schema and the controller cannot drift apart. The controller applies them
  * itself too (`applyDefaults`): objects stored before the CRD defaulted a field lack it.
  */
 export const DEFAULT_LISTENERS: readonly Readonly<Listener>[] = [{ mode: 'strict', port: 8443 }];

@@ -1,7 +1,7 @@
 import type { KubernetesObject, V1LabelSelector } from '@kubernetes/client-node';
 import type { KeyAlgorithm } from '../pki/x509.ts';
 
-/** The MtlsEndpoint API (DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
+/** The MtlsEndpoint API (docs/DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
 export const GROUP = 'mtls.operator.dev';
 export const VERSION = 'v1alpha1';
 export const KIND = 'MtlsEndpoint';

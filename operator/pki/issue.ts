@@ -11,7 +11,7 @@ import {
 } from './x509.ts';
 
 /**
- * Issuing the certificates of one MtlsEndpoint (DESIGN.md contract 2). Pure: no Kubernetes, no clock — the
+ * Issuing the certificates of one MtlsEndpoint (docs/DESIGN.md contract 2). Pure: no Kubernetes, no clock — the
  * caller passes `now`, so a test (or the controller's clock) decides every date.
  *
  * Choices:

@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
+import { ENDPOINT_LABEL } from '../../operator/api/types.ts';
 import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
 import { DEFAULT_SIDECAR_RESOURCES, OPERATOR_HEAP_MIB, operatorEnv } from '../../operator/defaults.ts';
 import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { parseCertificates } from '../../operator/pki/x509.ts';
 import {
   createTestNamespace,
   deleteTestNamespace,
@@ -16,9 +18,23 @@ import {
   kubectl,
   waitFor,
 } from '../support/cluster.ts';
-import { core, createEndpoint, getEndpoint, installCrd, readSecret, waitReady } from '../support/endpoints.ts';
+import {
+  core,
+  createEndpoint,
+  getEndpoint,
+  installCrd,
+  readSecret,
+  secretText,
+  waitReady,
+} from '../support/endpoints.ts';
 
 const run = promisify(execFile);
+
+/** The names of the Secrets the operator keeps for an endpoint (by its label), sorted. */
+const endpointSecrets = async (namespace: string, endpoint: string) =>
+  (await core().listNamespacedSecret({ namespace, labelSelector: `${ENDPOINT_LABEL}=${endpoint}` })).items
+    .map((secret) => secret.metadata!.name!)
+    .sort();
 const CHART = new URL('../../charts/mtls-operator', import.meta.url).pathname;
 const ROOT = new URL('../..', import.meta.url).pathname;
 
@@ -311,6 +327,7 @@ describe('Helm chart and plain manifests', () => {
         '{"spec":{"clients":[{"name":"a"}]}}',
       ]);
       await waitFor('client b revoked', async () => ((await readSecret(workload, 'rbac-client-b')) ? undefined : true));
+      expect(await endpointSecrets(workload, 'rbac')).toEqual(['rbac-ca', 'rbac-client-a', 'rbac-server']);
       // delete
       await kubectl(['delete', '-n', workload, 'mtlsendpoint', 'rbac']);
       expect(output.join('')).not.toMatch(/forbidden/i);
@@ -337,7 +354,10 @@ describe('Helm chart and plain manifests', () => {
       expect(await can('update', `deployments/${fullname}`, '-n', namespace)).toBe('no');
       expect(await can('get', 'deployments/another', '-n', namespace)).toBe('no');
       expect(await can('list', 'deployments', '-n', namespace)).toBe('no');
-      expect(await core().listNamespacedSecret({ namespace: workload })).toBeDefined();
+      // The Secrets it wrote carry the owner reference its RBAC let it set: they go with the endpoint.
+      await waitFor('the garbage collector to delete the Secrets of the deleted endpoint', async () =>
+        (await endpointSecrets(workload, 'rbac')).length === 0 ? true : undefined,
+      );
     }, 120_000);
   });
 });
@@ -425,8 +445,14 @@ describe('helm install and uninstall against the real API server', () => {
     expect((await getEndpoint(workload, 'kept')).metadata?.name).toBe('kept');
     const ca = await readSecret(workload, 'kept-ca');
     expect(Object.keys(ca?.data ?? {})).toEqual(expect.arrayContaining(['ca.crt', 'ca.key']));
-    expect(await readSecret(workload, 'kept-server')).toBeDefined();
-    expect(await readSecret(workload, 'kept-client-a')).toBeDefined();
+    const keptCa = parseCertificates(secretText(ca, 'ca.crt'))[0]!;
+    const server = await readSecret(workload, 'kept-server');
+    const client = await readSecret(workload, 'kept-client-a');
+    expect(Object.keys(server?.data ?? {}).sort()).toEqual(['ca.crl', 'ca.crt', 'tls.crt', 'tls.key']);
+    expect(Object.keys(client?.data ?? {}).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    // Still the chain of the kept CA: a reinstalled operator picks it up instead of issuing a new one.
+    expect(parseCertificates(secretText(server, 'tls.crt'))[0]!.issuer).toBe(keptCa.subject);
+    expect(parseCertificates(secretText(client, 'tls.crt'))[0]!.issuer).toBe(keptCa.subject);
 
     // Installed again: its first replica leads at once (a stale Lease would hold it off for 15 s).
     await install();

@@ -1,3 +1,4 @@
+import { ROLLOVER_PHASE_ANNOTATION, ROLLOVER_SINCE_ANNOTATION } from '../../operator/controller/ca-state.ts';
 import { EndpointController } from '../../operator/controller/manager.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { parseCertificates } from '../../operator/pki/x509.ts';
@@ -13,6 +14,7 @@ import {
 } from '../support/endpoints.ts';
 import { openssl, pemFiles } from '../support/openssl.ts';
 
+const PROPAGATION_MS = 2_000;
 const serialOf = (pem: string) => parseCertificates(pem)[0]!.serialNumber.toLowerCase();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -35,7 +37,7 @@ describe('controller: rotation and CA rollover with short lifetimes', () => {
       metrics,
       namespace,
       resyncMs: 60_000, // rotation must come from the scheduled requeue, not from a resync
-      caPropagationDelayMs: 2_000,
+      caPropagationDelayMs: PROPAGATION_MS,
     });
     await controller.start();
   });
@@ -81,22 +83,43 @@ describe('controller: rotation and CA rollover with short lifetimes', () => {
     });
     await waitReady(namespace, 'rollover');
     const originalCa = secretText(await readSecret(namespace, 'rollover-ca'), 'ca.crt');
+    const originalCaSubject = parseCertificates(originalCa)[0]!.subject;
     const originalClient = secretText(await readSecret(namespace, 'rollover-client-app'), 'tls.crt');
-    const seen = { bundleOfTwo: false, rolloverCondition: false, clientStillTrusted: true, leafOnNewCa: false };
+    const seen = { bundleOfTwo: false, rolloverCondition: false, leafOnNewCa: false };
     let newCa = '';
+    // When the old CA may leave the bundle that listeners verify clients against: not before the new CA has
+    // signed for caPropagationDelayMs (phase Retiring since + delay), nor before the last client certificate
+    // the old CA signed has expired (a replaced, unrevoked one is still presented by a client that has not
+    // re-read its Secret). Both are tracked as they are seen; so is the first poll that no longer found the
+    // old CA.
+    let retiringSince: number | undefined;
+    let lastOldClientNotAfter = 0;
+    let oldCaGoneAt: number | undefined;
+    let oldCaGoneTooEarly: string | undefined;
 
     await waitFor(
       'the rollover to complete',
       async () => {
-        const [ca, server, ep] = await Promise.all([
+        const [ca, server, client, ep] = await Promise.all([
           readSecret(namespace, 'rollover-ca'),
           readSecret(namespace, 'rollover-server'),
+          readSecret(namespace, 'rollover-client-app'),
           getEndpoint(namespace, 'rollover'),
         ]);
+        // Every read above answered before this instant: a bundle without the old CA was served no later.
+        const readBy = Date.now();
         const bundle = secretText(server, 'ca.crt');
         const bundleCerts = parseCertificates(bundle);
         if (bundleCerts.length === 2) seen.bundleOfTwo = true;
         if (condition(ep, 'CARollover')?.status === 'True') seen.rolloverCondition = true;
+        const annotations = ca?.metadata?.annotations ?? {};
+        if (annotations[ROLLOVER_PHASE_ANNOTATION] === 'Retiring' && retiringSince === undefined) {
+          retiringSince = Date.parse(annotations[ROLLOVER_SINCE_ANNOTATION]!);
+        }
+        const clientCert = parseCertificates(secretText(client, 'tls.crt'))[0]!;
+        if (clientCert.issuer === originalCaSubject) {
+          lastOldClientNotAfter = Math.max(lastOldClientNotAfter, clientCert.notAfter.getTime());
+        }
         const currentCa = secretText(ca, 'ca.crt');
         if (currentCa !== originalCa) {
           newCa = currentCa;
@@ -109,10 +132,16 @@ describe('controller: rotation and CA rollover with short lifetimes', () => {
             seen.leafOnNewCa = true;
           }
         }
-        // A client holding its original certificate keeps working as long as the old CA is in the bundle.
-        const originalStillValid = parseCertificates(originalClient)[0]!.notAfter > new Date();
-        if (originalStillValid && bundle.includes(originalCa.trim()) === false && !seen.leafOnNewCa) {
-          seen.clientStillTrusted = false;
+        if (!bundle.includes(originalCa.trim()) && oldCaGoneAt === undefined) {
+          oldCaGoneAt = readBy;
+          const due = Math.max(lastOldClientNotAfter, (retiringSince ?? Infinity) + PROPAGATION_MS);
+          if (readBy < due) {
+            oldCaGoneTooEarly =
+              `the old CA left the server's bundle by ${new Date(readBy).toISOString()}, before ` +
+              `${retiringSince === undefined ? 'the new CA signed anything' : new Date(due).toISOString()} ` +
+              `(Retiring since ${retiringSince === undefined ? '-' : new Date(retiringSince).toISOString()}, ` +
+              `last old-CA client certificate valid until ${new Date(lastOldClientNotAfter).toISOString()})`;
+          }
         }
         return seen.leafOnNewCa && bundleCerts.length === 1 && condition(ep, 'CARollover')?.status === 'False'
           ? true
@@ -120,7 +149,12 @@ describe('controller: rotation and CA rollover with short lifetimes', () => {
       },
       { timeoutMs: 60_000, intervalMs: 150 },
     );
-    expect(seen).toEqual({ bundleOfTwo: true, rolloverCondition: true, clientStillTrusted: true, leafOnNewCa: true });
+    // The original client certificate was seen, so the deadline is a real one; the old CA did leave, and not early.
+    expect(lastOldClientNotAfter).toBeGreaterThanOrEqual(parseCertificates(originalClient)[0]!.notAfter.getTime());
+    expect(retiringSince).toBeDefined();
+    expect(oldCaGoneAt).toBeDefined();
+    expect(oldCaGoneTooEarly).toBeUndefined();
+    expect(seen).toEqual({ bundleOfTwo: true, rolloverCondition: true, leafOnNewCa: true });
     const finalBundle = secretText(await readSecret(namespace, 'rollover-server'), 'ca.crt');
     expect(finalBundle.trim()).toBe(newCa.trim());
     const files = pemFiles({

@@ -33,7 +33,7 @@ const MIN_CA_VALIDITY_MS = 4 * parseDuration(CA_PROPAGATION_DELAY);
 
 const summary = { tried: 0, handled: 0, refused: 0, invalid: 0, valid: 0, corruptions: 0, repaired: 0, leaks: -1 };
 
-// ---- the documented rules (README "The MtlsEndpoint", DESIGN.md contract 1), as an oracle -------------------
+// ---- the documented rules (README "The MtlsEndpoint", docs/DESIGN.md contract 1), as an oracle -------------------
 
 type Outcome = 'refused' | 'invalid' | 'valid';
 

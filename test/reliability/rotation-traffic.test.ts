@@ -458,7 +458,7 @@ describe('reliability: traffic through rotation, CA rollover and the injected po
     // The served certificates are the ones the Secret held: both CAs' leaves went through the sidecar.
     const serverSerials = new Set((history.get(`${ENDPOINT}-server`) ?? []).map((v) => v.serial));
     expect([...servedSerials].filter((s) => !serverSerials.has(s))).toEqual([]);
-    // DESIGN.md's table: a valid (not expired, not revoked) certificate of this endpoint's CA is accepted,
+    // docs/DESIGN.md's mode table: a valid (not expired, not revoked) certificate of this endpoint's CA is accepted,
     // also one that was replaced and whose CA has since rolled over; once expired it is refused.
     expect(stale.failed).toEqual([]);
     expect(stale.accepted).toBeGreaterThan(10);
