@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { Logger } from '../operator/log.ts';
+import type { Logger } from './log.ts';
 import type { Mode, ResolvedSidecarConfig } from './flags.ts';
 import {
   BODY_CHUNKED,

@@ -1,6 +1,6 @@
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer as createTlsServer, type Server, type TLSSocket } from 'node:tls';
-import type { Logger } from '../operator/log.ts';
+import type { Logger } from './log.ts';
 import type { Listener, ResolvedSidecarConfig } from './flags.ts';
 import { ForwardContext, ProxyConnection } from './forward.ts';
 import type { SidecarMetrics } from './metrics.ts';

@@ -1,6 +1,7 @@
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { errorMessage, logger } from '../operator/log.ts';
+import { errorMessage } from '../operator/log-text.ts';
+import { logger } from './log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { startSweeper } from './forward.ts';

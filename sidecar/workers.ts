@@ -1,6 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { untilSignal } from '../operator/commands/run-until-signal.ts';
-import { errorMessage, logger } from '../operator/log.ts';
+import { errorMessage } from '../operator/log-text.ts';
+import { logger } from './log.ts';
 import { renderSidecarArgs, type ResolvedSidecarConfig, SIDECAR_DEFAULTS } from './flags.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { startSidecar } from './sidecar.ts';
