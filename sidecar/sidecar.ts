@@ -111,7 +111,7 @@ export async function startSidecar(
   ];
   const metricsText = async (): Promise<string> => {
     if (!options.siblingMetrics) return metrics.registry.metricsText();
-    const sum = new SidecarMetrics();
+    const sum = new SidecarMetrics({ sampleProcess: false });
     sum.registry.merge(metrics.registry.snapshot());
     for (const snapshot of await options.siblingMetrics()) sum.registry.merge(snapshot);
     return sum.registry.metricsText();

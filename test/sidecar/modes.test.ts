@@ -224,6 +224,11 @@ describe('sidecar: the mode table with real TLS clients', () => {
     expect(text).toMatch(/mtls_sidecar_requests_total\{mode="standard",code="200"\} [1-9]/);
     expect(text).toContain('mtls_sidecar_request_duration_seconds_bucket');
     expect(text).toMatch(/mtls_sidecar_certificate_expiration_timestamp_seconds \d+/);
+    // What Prometheus users expect of any process (process-metrics.ts), read at scrape time.
+    expect(text).toMatch(/^# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes \d+$/m);
+    expect(text).toMatch(/^process_cpu_seconds_total [\d.e-]+$/m);
+    expect(text).toMatch(/^process_open_fds \d+$/m);
+    expect(text).toMatch(/^process_start_time_seconds [\d.]+$/m);
     expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/readyz`)).status).toBe(200);
   });
 });
