@@ -3,8 +3,9 @@ import { redactPrivateKeys } from '../operator/log-text.ts';
 /**
  * The sidecar's logs: one JSON object per line on stderr with the same fields, in the same order, as the
  * operator's winston logs (operator/log.ts): `component`, the event's fields, `level`, `message`, `time`.
- * Its own few lines instead of winston because loading winston costs every pod ~13 MiB of resident memory
- * (bench/RESULTS.md); the sidecar logs a handful of event kinds and needs none of its transports or formats.
+ * Its own few lines instead of winston because winston cost every pod 8 MiB of resident memory (the idle
+ * sidecar went from 69 to 61 MiB without it; bench/RESULTS.md); the sidecar logs a handful of event kinds and
+ * needs none of its transports or formats.
  * Level names are npm's (error, warn, info, http, verbose, debug, silly), from MTLS_LOG_LEVEL or LOG_LEVEL.
  */
 const LEVELS: Record<string, number> = { error: 0, warn: 1, info: 2, http: 3, verbose: 4, debug: 5, silly: 6 };
