@@ -140,7 +140,7 @@ const t = medians['tls-server']!;
 const lines = [
   '## Sidecar memory beside the runtime (`npm run bench:sidecar-memory`)',
   '',
-  `Produced by \`${BEFORE ? `MTLS_BENCH_SIDECAR_BEFORE=${relative(ROOT, BEFORE)} ` : ''}npm run bench:sidecar-memory\` on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores (${cpus()[0]?.model.trim()}), Node ${process.version}, NODE_OPTIONS "${SIDECAR_NODE_OPTIONS}" for every process.`,
+  `Produced by \`${process.env.MTLS_BENCH_RUNS ? `MTLS_BENCH_RUNS=${RUNS} ` : ''}${BEFORE ? `MTLS_BENCH_SIDECAR_BEFORE=${relative(ROOT, BEFORE)} ` : ''}npm run bench:sidecar-memory\` on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores (${cpus()[0]?.model.trim()}), Node ${process.version}, NODE_OPTIONS "${SIDECAR_NODE_OPTIONS}" for every process.`,
   `The sidecar compiled, with three listeners (standard, flexible, strict; load on strict); the bare TLS server is bench/node-tls-relay.ts;`,
   `the bare process an idle timer. Each pinned to core 0; ab, openssl s_time and the nginx mock (1 KiB) on core 1. Median of ${RUNS} runs.`,
   `Idle: RSS ${IDLE_SECONDS} s after start. Keep-alive: ${REQUESTS} requests at concurrency 32 (ab -k). Flood: ${FLOOD_SECONDS} s of full TLS 1.3`,
