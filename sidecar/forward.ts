@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { Logger } from '../operator/log.ts';
+import type { Logger } from './log.ts';
 import type { Mode, ResolvedSidecarConfig } from './flags.ts';
 import {
   BODY_CHUNKED,
@@ -108,7 +108,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
  * synchronously and whatever outlives it (bytes for the client, a partial response head) is copied.
  */
 const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-const CLOSE_GRACE_MS = 5_000;
+/** How long a connection the sidecar has ended may take to close its side before it is destroyed. */
+export const CLOSE_GRACE_MS = 5_000;
 
 export class ProxyConnection {
   private readonly client: TLSSocket;

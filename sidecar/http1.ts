@@ -62,7 +62,7 @@ const COLON = 58;
 const COMMA = 44;
 
 /** tchar (RFC 9110 5.6.2) by byte: the characters of a method, a field name, a token. */
-const TCHAR = new Uint8Array(256);
+export const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
   TCHAR[c.charCodeAt(0)] = 1;
 
@@ -481,6 +481,7 @@ export class ChunkedBody {
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
+  403: 'Forbidden',
   405: 'Method Not Allowed',
   408: 'Request Timeout',
   431: 'Request Header Fields Too Large',

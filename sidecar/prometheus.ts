@@ -79,11 +79,14 @@ export class Counter<L extends string = string> implements Metric {
 export class Gauge implements Metric {
   readonly name: string;
   private readonly help: string;
+  private readonly combine: 'min' | 'sum';
   value = Number.NaN;
 
-  constructor(registry: Registry, name: string, help: string) {
+  /** `combine`: how the values of several processes add up (--workers): the smallest, or their sum. */
+  constructor(registry: Registry, name: string, help: string, combine: 'min' | 'sum' = 'min') {
     this.name = name;
     this.help = help;
+    this.combine = combine;
     registry.add(this);
   }
 
@@ -100,10 +103,11 @@ export class Gauge implements Metric {
     return { name: this.name, series: [{ labels: {}, value: this.value }] };
   }
 
-  /** Workers serve the same files: the earliest expiry any of them holds is the one that matters. */
   merge(snapshot: MetricSnapshot): void {
     const value = snapshot.series[0]?.value ?? Number.NaN;
-    if (!Number.isNaN(value) && !(value >= this.value)) this.value = value;
+    if (Number.isNaN(value)) return;
+    if (this.combine === 'sum') this.value = Number.isNaN(this.value) ? value : this.value + value;
+    else if (!(value >= this.value)) this.value = value;
   }
 }
 
@@ -192,18 +196,26 @@ export class Histogram<L extends string = string> implements Metric {
 export class Registry {
   readonly contentType = 'text/plain; version=0.0.4; charset=utf-8';
   private readonly metrics: Metric[] = [];
+  private readonly collectors: (() => void)[] = [];
 
   add(metric: Metric): void {
     this.metrics.push(metric);
   }
 
+  /** `collect` sets metrics that are read at scrape time (process figures); it runs before each scrape. */
+  onCollect(collect: () => void): void {
+    this.collectors.push(collect);
+  }
+
   metricsText(): string {
+    for (const collect of this.collectors) collect();
     const out: string[] = [];
     for (const metric of this.metrics) metric.render(out);
     return out.join('\n') + '\n';
   }
 
   snapshot(): MetricSnapshot[] {
+    for (const collect of this.collectors) collect();
     return this.metrics.map((m) => m.snapshot());
   }
 

@@ -1,9 +1,10 @@
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer as createTlsServer, type Server, type TLSSocket } from 'node:tls';
-import type { Logger } from '../operator/log.ts';
+import type { Logger } from './log.ts';
 import type { Listener, ResolvedSidecarConfig } from './flags.ts';
 import { ForwardContext, ProxyConnection } from './forward.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { answerRefused, refusalResponse } from './refusal-answer.ts';
 import type { RefusalLog, RefusalReason } from './refusal-log.ts';
 import type { TlsMaterial } from './tls-material.ts';
 import { verifyClient, xfcc } from './verify.ts';
@@ -28,8 +29,8 @@ export function contextOptions(tls: TlsMaterial, listener: Listener): TlsMateria
 /**
  * One TLS listener: terminates TLS with the listener's mode and hands each verified connection to the
  * forwarding path (forward.ts). The mode check runs when the handshake completes, before any byte of the
- * connection is read: a refused client (with TLS 1.3 it sees the refusal after its own handshake, as the
- * connection closing) never has a request parsed, let alone forwarded.
+ * connection is read: a refused client is answered 400 or 403 with the reason (refusal-answer.ts, which also
+ * says why that is not a TLS alert) and never has a request forwarded.
  */
 export function createListener(
   listener: Listener,
@@ -72,7 +73,7 @@ export function createListener(
         subject: verdict.subject,
         serial: verdict.serial,
       });
-      socket.destroy();
+      answerRefused(socket, refusalResponse(verdict), config);
       return;
     }
     success.inc();
@@ -105,6 +106,8 @@ export function createListener(
     // With a tlsClientError listener Node leaves the connection to it: the handshake timeout and OpenSSL's
     // own errors (a garbled or SSLv2 hello, ...) would otherwise keep the TCP connection open until the client
     // leaves, so a handshake flood or a byte-a-second ClientHello pinned connections up to --max-connections.
+    // OpenSSL's alert for the error (protocol_version, handshake_failure, decode_error, ...) is already on its
+    // way: Node flushes it before it reports the error.
     socket.destroy();
   });
   return { server, forward, sockets };

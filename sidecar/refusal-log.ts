@@ -1,4 +1,4 @@
-import type { Logger } from '../operator/log.ts';
+import type { Logger } from './log.ts';
 
 export type RefusalReason =
   'no_certificate' | 'unknown_ca' | 'expired' | 'revoked' | 'not_allowed' | 'bad_certificate' | 'protocol';

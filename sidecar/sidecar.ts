@@ -1,6 +1,7 @@
-import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { errorMessage, logger } from '../operator/log.ts';
+import { type RunningAdmin, startAdmin } from './admin.ts';
+import { errorMessage } from '../operator/log-text.ts';
+import { logger } from './log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { startSweeper } from './forward.ts';
@@ -8,10 +9,6 @@ import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
-
-// Not `import { createServer } from 'node:http'`: an ESM import of node:http evaluates all its lazy exports
-// (WebSocket, fetch: undici), which costs the sidecar ~14 MiB of resident memory for an admin port.
-const { createServer: createHttpServer } = process.getBuiltinModule('node:http');
 
 export interface SidecarOptions {
   /** Share the listening ports with sibling processes (SO_REUSEPORT; --workers). */
@@ -114,38 +111,20 @@ export async function startSidecar(
   ];
   const metricsText = async (): Promise<string> => {
     if (!options.siblingMetrics) return metrics.registry.metricsText();
-    const sum = new SidecarMetrics();
+    const sum = new SidecarMetrics({ sampleProcess: false });
     sum.registry.merge(metrics.registry.snapshot());
     for (const snapshot of await options.siblingMetrics()) sum.registry.merge(snapshot);
     return sum.registry.metricsText();
   };
-  const admin: HttpServer | undefined =
+  const admin: RunningAdmin | undefined =
     options.admin === false
       ? undefined
-      : createHttpServer((req, res) => {
-          if (req.url === '/healthz') return void res.end('ok\n');
-          if (req.url === '/readyz') {
-            res.statusCode = ready ? 200 : 503;
-            return void res.end(ready ? 'ok\n' : 'draining\n');
-          }
-          if (req.url === '/metrics') {
-            void metricsText().then((text) => {
-              res.setHeader('content-type', metrics.registry.contentType);
-              res.end(text);
-            });
-            return;
-          }
-          res.statusCode = 404;
-          res.end('not found\n');
+      : await startAdmin(adminHost.replace(/^\[|\]$/g, ''), Number(adminPortText), {
+          ready: () => ready,
+          metrics: metricsText,
+          metricsContentType: metrics.registry.contentType,
         });
-  const adminPort = !admin
-    ? 0
-    : await new Promise<number>((resolve, reject) => {
-        admin.once('error', reject);
-        admin.listen(Number(adminPortText), adminHost.replace(/^\[|\]$/g, ''), () =>
-          resolve((admin.address() as AddressInfo).port),
-        );
-      });
+  const adminPort = admin?.port ?? 0;
   log.info('sidecar serving', {
     listeners: config.listen.map((l, i) => `${l.mode}=${ports[i]}`),
     upstream: config.upstream,
@@ -171,7 +150,7 @@ export async function startSidecar(
       clearTimeout(force);
       stopSweeper();
       refusals.close();
-      if (admin) await new Promise<void>((resolve) => admin.close(() => resolve()));
+      await admin?.close();
       log.info('sidecar stopped');
     },
   };

@@ -1,6 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { type FSWatcher, watch } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { type CrlFacts, readCrl, signedBy } from './crl-check.ts';
@@ -103,17 +102,17 @@ export interface TlsFiles {
 export async function readTlsFiles(dir: string): Promise<TlsFiles> {
   const text: TlsFiles['text'] = {};
   const errors: string[] = [];
-  await Promise.all(
-    FILES.map(async (name) => {
-      try {
-        text[name] = await readFile(join(dir, name), 'utf8');
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (!(name === 'ca.crl' && code === 'ENOENT'))
-          errors.push(`${join(dir, name)}: ${code ?? (err as Error).message}`);
-      }
-    }),
-  );
+  // Synchronous on purpose: four small files on a tmpfs (a Secret volume), read at start and at each poll.
+  // Async reads would start libuv's thread pool: ~1 MiB of resident memory the sidecar needs for nothing else.
+  for (const name of FILES) {
+    try {
+      text[name] = readFileSync(join(dir, name), 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!(name === 'ca.crl' && code === 'ENOENT'))
+        errors.push(`${join(dir, name)}: ${code ?? (err as Error).message}`);
+    }
+  }
   const hash = createHash('sha256');
   for (const name of FILES) hash.update(text[name] ?? '').update('\0');
   for (const error of errors) hash.update(error);

@@ -65,7 +65,11 @@ export function verifyClient(socket: TLSSocket, mode: Mode, allowClients: readon
   const serial = cert.serialNumber?.toLowerCase();
   if (!socket.authorized) {
     const code = String(socket.authorizationError ?? 'UNKNOWN');
-    return { accept: false, reason: REASONS[code] ?? 'bad_certificate', detail: code, subject, serial };
+    // Node reports OpenSSL's last error: for a self-signed certificate that is the missing CRL of its
+    // "issuer" (itself), not that nobody trusts it.
+    const selfSigned = code === 'UNABLE_TO_GET_CRL' && JSON.stringify(cert.issuer) === JSON.stringify(cert.subject);
+    const reason = selfSigned ? 'unknown_ca' : (REASONS[code] ?? 'bad_certificate');
+    return { accept: false, reason, detail: code, subject, serial };
   }
   const commonName = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0]! : (cert.subject?.CN ?? '');
   if (allowClients.length > 0 && !allowClients.includes(commonName)) {

@@ -1,6 +1,7 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { untilSignal } from '../operator/commands/run-until-signal.ts';
-import { errorMessage, logger } from '../operator/log.ts';
+import { errorMessage } from '../operator/log-text.ts';
+import { logger } from './log.ts';
 import { renderSidecarArgs, type ResolvedSidecarConfig, SIDECAR_DEFAULTS } from './flags.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { startSidecar } from './sidecar.ts';
@@ -75,6 +76,8 @@ export async function runWorkerGroup(config: ResolvedSidecarConfig, cliPath: str
     workers: 1,
   });
 
+  // Loaded here, not imported: a single-process sidecar (the default) does not pay for child_process.
+  const { fork } = process.getBuiltinModule('node:child_process');
   let stopping = false;
   const restarts = new Map<number, number[]>();
   const spawnWorker = (slot: number): void => {

@@ -217,7 +217,7 @@ export async function runDevOnCluster(options: DevOnClusterOptions): Promise<num
     say('Try it yourself:');
     say(`  ${curlLine(creds, `https://${strict.servername}:${strict.targetPort}/hello`, strict.address)}`);
     say(
-      `  curl --cacert ${creds.ca} --resolve ${strict.servername}:${strict.targetPort}:${strict.address} https://${strict.servername}:${strict.targetPort}/hello   # refused: no certificate`,
+      `  curl --cacert ${creds.ca} --resolve ${strict.servername}:${strict.targetPort}:${strict.address} https://${strict.servername}:${strict.targetPort}/hello   # 400 No required SSL certificate was sent`,
     );
     say();
     say('Look around:');

@@ -3,9 +3,13 @@ import { connect } from 'node:tls';
 import type { Mode } from '../api/types.ts';
 import { issueCA, issueClient, type PemPair } from '../pki/issue.ts';
 
-type Outcome = 'accepted' | 'refused';
+/**
+ * `accepted`, or how the sidecar refused: `refused (400)` / `refused (403)` is its answer with the reason
+ * (sidecar/refusal-answer.ts); `refused (no answer)` is a closed connection or a TLS alert.
+ */
+type Outcome = 'accepted' | `refused (${number | 'no answer' | 'not the mock'})`;
 
-/** One request over a fresh TLS connection; what the mock saw, or refused. */
+/** One request over a fresh TLS connection; what the mock saw, or how it was refused. */
 function probe(
   address: string,
   port: number,
@@ -30,18 +34,16 @@ function probe(
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
         res.on('end', () => {
+          if (res.statusCode !== 200) return resolve({ outcome: `refused (${res.statusCode ?? 0})` });
           try {
-            resolve({
-              outcome: res.statusCode === 200 ? 'accepted' : 'refused',
-              verify: JSON.parse(body).clientVerify,
-            });
+            resolve({ outcome: 'accepted', verify: JSON.parse(body).clientVerify });
           } catch {
-            resolve({ outcome: 'refused' });
+            resolve({ outcome: 'refused (not the mock)' });
           }
         });
       },
     );
-    req.on('error', () => resolve({ outcome: 'refused' }));
+    req.on('error', () => resolve({ outcome: 'refused (no answer)' }));
     req.on('timeout', () => req.destroy());
     req.end();
   });
@@ -113,8 +115,8 @@ export async function waitForListeners(rows: TableRow[], timeoutMs = 60_000): Pr
 
 const EXPECTED: Record<Mode, string[]> = {
   standard: ['accepted', 'accepted', 'accepted'],
-  flexible: ['accepted', 'accepted (mTLS)', 'refused'],
-  strict: ['refused', 'accepted (mTLS)', 'refused'],
+  flexible: ['accepted', 'accepted (mTLS)', 'refused (400)'],
+  strict: ['refused (400)', 'accepted (mTLS)', 'refused (400)'],
 };
 
 /** Sends the table's real requests and prints it; false when a cell differs from the README's mode table. */
@@ -133,7 +135,7 @@ export async function printModeTable(
     const cells: string[] = [];
     for (const cert of [undefined, issued, stranger]) {
       const result = await probe(row.address, row.targetPort, row.servername, ca, cert);
-      cells.push(result.outcome === 'accepted' ? `accepted${result.verify === 'SUCCESS' ? ' (mTLS)' : ''}` : 'refused');
+      cells.push(result.outcome === 'accepted' && result.verify === 'SUCCESS' ? 'accepted (mTLS)' : result.outcome);
     }
     if (cells.join() !== EXPECTED[row.mode].join()) ok = false;
     say(`  ${`${row.mode} :${row.port}`.padEnd(18)}${cells.map((c) => c.padEnd(26)).join('')}`);

@@ -259,7 +259,7 @@ export async function run(argv: string[]): Promise<number> {
     say('Try it yourself:');
     say(`  ${curlLine(creds, `https://${strictHost}:${strict.port}/hello`, '127.0.0.1')}`);
     say(
-      `  curl --cacert ${creds.ca} --resolve ${strictHost}:${strict.port}:127.0.0.1 https://${strictHost}:${strict.port}/hello   # refused: no certificate`,
+      `  curl --cacert ${creds.ca} --resolve ${strictHost}:${strict.port}:127.0.0.1 https://${strictHost}:${strict.port}/hello   # 400 No required SSL certificate was sent`,
     );
     say();
     say('Look around:');

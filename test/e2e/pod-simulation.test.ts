@@ -110,6 +110,8 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
           '-sS',
           '--max-time',
           '10',
+          '-w',
+          '\n%{http_code}',
           '--cacert',
           files['ca.crt']!,
           ...certArgs,
@@ -117,9 +119,12 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
           `${host}:${PORTS[mode]}:127.0.0.1`,
           `https://${host}:${PORTS[mode]}/orders`,
         ]);
-        return JSON.parse(stdout).headers['x-client-verify'] as string;
-      } catch {
-        return 'refused';
+        const status = stdout.slice(stdout.lastIndexOf('\n') + 1);
+        const body = stdout.slice(0, stdout.lastIndexOf('\n'));
+        if (status !== '200') return `${status} ${body.slice(0, body.indexOf(':'))}`;
+        return JSON.parse(body).headers['x-client-verify'] as string;
+      } catch (err) {
+        return `no answer: ${(err as Error).message.split('\n')[0]}`;
       }
     };
     const table: Record<string, string> = {};
@@ -133,10 +138,10 @@ describe('end to end: the injected pod spec, run as kubelet would, against real 
       'standard/unknown': 'NONE',
       'flexible/none': 'NONE',
       'flexible/issued': 'SUCCESS',
-      'flexible/unknown': 'refused',
-      'strict/none': 'refused',
+      'flexible/unknown': '400 The SSL certificate error (unknown_ca)',
+      'strict/none': '400 No required SSL certificate was sent (no_certificate)',
       'strict/issued': 'SUCCESS',
-      'strict/unknown': 'refused',
+      'strict/unknown': '400 The SSL certificate error (unknown_ca)',
     });
 
     // Rotation through the controller: a spec change re-issues the server certificate.
@@ -325,8 +330,8 @@ describe("mtls-operator dev (the README's first command)", () => {
     const code = await new Promise((resolve) => child.on('exit', resolve));
     expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' });
     expect(stdout).toMatch(/standard :8443\s+accepted\s+accepted\s+accepted/);
-    expect(stdout).toMatch(/flexible :9443\s+accepted\s+accepted \(mTLS\)\s+refused/);
-    expect(stdout).toMatch(/strict :10443\s+refused\s+accepted \(mTLS\)\s+refused/);
+    expect(stdout).toMatch(/flexible :9443\s+accepted\s+accepted \(mTLS\)\s+refused \(400\)/);
+    expect(stdout).toMatch(/strict :10443\s+refused \(400\)\s+accepted \(mTLS\)\s+refused \(400\)/);
     expect(stdout).toContain('export KUBECONFIG=');
     expect(stdout).toMatch(
       /curl --cert \S+tls\.crt --key \S+tls\.key --cacert \S+ca\.crt --resolve payments-strict\.readme\.svc:10443:127\.0\.0\.1/,

@@ -164,6 +164,12 @@ describe('the product installed with Helm on a real node', () => {
     reportNodeFigures(`mock Deployment created to pod Ready (with sidecar) ${readyMs} ms`);
   });
 
+  /** How the sidecar refused: its status and the reason its answer names, or how the connection ended. */
+  const refusal = (reply: Reply) =>
+    reply.status === undefined
+      ? `no answer: ${reply.error}`
+      : `${reply.status} ${/^[^(]*\((\w+)\)/.exec(reply.body ?? '')?.[1] ?? reply.body}`;
+
   it('answers the mode table through each ClusterIP: no certificate, issued, unknown CA, expired, revoked', async () => {
     // A client that is then removed from the spec: its certificate is revoked and lands in the CRL.
     const departed = await waitFor('the departed client Secret', () => clientCreds('payments', 'departed'));
@@ -202,7 +208,7 @@ describe('the product installed with Helm on a real node', () => {
     const revokedAt = Date.now();
     await waitFor(
       'the revocation to reach the sidecar through kubelet',
-      async () => (await httpsTo(ips.strict!, sni('strict'), ca, departed)).status === undefined,
+      async () => refusal(await httpsTo(ips.strict!, sni('strict'), ca, departed)) === '400 revoked',
       { timeoutMs: 120_000, intervalMs: 1_000 },
     );
     const revocationMs = Date.now() - revokedAt;
@@ -220,13 +226,26 @@ describe('the product installed with Helm on a real node', () => {
       for (const [label, client] of Object.entries(clients)) {
         const reply: Reply = await httpsTo(ips[mode]!, sni(mode), ca, client, '/table');
         table[mode]![label] =
-          reply.status === 200 ? (JSON.parse(reply.body!).clientVerify === 'SUCCESS' ? 'mTLS' : 'TLS') : 'refused';
+          reply.status === 200 ? (JSON.parse(reply.body!).clientVerify === 'SUCCESS' ? 'mTLS' : 'TLS') : refusal(reply);
       }
     }
+    // A refusal is the sidecar's answer with its reason (sidecar/refusal-answer.ts), not a closed connection.
     expect(table).toEqual({
       standard: { none: 'TLS', issued: 'TLS', 'unknown CA': 'TLS', expired: 'TLS', revoked: 'TLS' },
-      flexible: { none: 'TLS', issued: 'mTLS', 'unknown CA': 'refused', expired: 'refused', revoked: 'refused' },
-      strict: { none: 'refused', issued: 'mTLS', 'unknown CA': 'refused', expired: 'refused', revoked: 'refused' },
+      flexible: {
+        none: 'TLS',
+        issued: 'mTLS',
+        'unknown CA': '400 unknown_ca',
+        expired: '400 expired',
+        revoked: '400 revoked',
+      },
+      strict: {
+        none: '400 no_certificate',
+        issued: 'mTLS',
+        'unknown CA': '400 unknown_ca',
+        expired: '400 expired',
+        revoked: '400 revoked',
+      },
     });
     reportNodeFigures(
       `mode table from the host: 15 / 15 as documented; revocation reached the sidecar in ${revocationMs} ms`,
@@ -240,8 +259,8 @@ describe('the product installed with Helm on a real node', () => {
       const targets = JSON.parse(process.env.TARGETS);
       const one = (t, withCert) => new Promise((done) => {
         const req = https.request({ host: t.ip, port: 443, servername: t.sni, path: '/from-pod', ca, agent: false, timeout: 5000,
-          ...(withCert ? { cert, key } : {}) }, (res) => { let b = ''; res.on('data', (d) => (b += d)); res.on('end', () => done(res.statusCode === 200 ? JSON.parse(b).clientVerify === 'SUCCESS' ? 'mTLS' : 'TLS' : 'refused')); });
-        req.on('error', () => done('refused')); req.on('timeout', () => req.destroy()); req.end();
+          ...(withCert ? { cert, key } : {}) }, (res) => { let b = ''; res.on('data', (d) => (b += d)); res.on('end', () => done(res.statusCode === 200 ? JSON.parse(b).clientVerify === 'SUCCESS' ? 'mTLS' : 'TLS' : res.statusCode + ' ' + ((/^[^(]*\\((\\w+)\\)/.exec(b) || [])[1] || b))); });
+        req.on('error', (err) => done('no answer: ' + (err.code || err.message))); req.on('timeout', () => req.destroy()); req.end();
       });
       (async () => { const out = {}; for (const t of targets) out[t.mode] = { none: await one(t, false), issued: await one(t, true) }; console.log(JSON.stringify(out)); })();`;
     const targets = MODES.map((mode) => ({ mode, ip: ips[mode], sni: sni(mode) }));
@@ -256,7 +275,7 @@ describe('the product installed with Helm on a real node', () => {
     expect(table).toEqual({
       standard: { none: 'TLS', issued: 'TLS' },
       flexible: { none: 'TLS', issued: 'mTLS' },
-      strict: { none: 'refused', issued: 'mTLS' },
+      strict: { none: '400 no_certificate', issued: 'mTLS' },
     });
   });
 

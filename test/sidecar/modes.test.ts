@@ -19,16 +19,19 @@ function sClient(args: string[]): Promise<string> {
   });
 }
 
-/** What the DESIGN.md table says each mode does with each kind of client. */
+/**
+ * What the DESIGN.md table says each mode does with each kind of client; a refusal is answered 400 with its
+ * reason (refusal-answer.ts).
+ */
 const TABLE = {
-  none: { standard: 'accepted', flexible: 'accepted', strict: 'refused' },
+  none: { standard: 'accepted', flexible: 'accepted', strict: 'no_certificate' },
   valid: { standard: 'accepted', flexible: 'accepted', strict: 'accepted' },
-  unknownCa: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
-  selfSigned: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
-  expired: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
-  notYetValid: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
-  revoked: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
-  serverAuthOnly: { standard: 'accepted', flexible: 'refused', strict: 'refused' },
+  unknownCa: { standard: 'accepted', flexible: 'unknown_ca', strict: 'unknown_ca' },
+  selfSigned: { standard: 'accepted', flexible: 'unknown_ca', strict: 'unknown_ca' },
+  expired: { standard: 'accepted', flexible: 'expired', strict: 'expired' },
+  notYetValid: { standard: 'accepted', flexible: 'bad_certificate', strict: 'bad_certificate' },
+  revoked: { standard: 'accepted', flexible: 'revoked', strict: 'revoked' },
+  serverAuthOnly: { standard: 'accepted', flexible: 'bad_certificate', strict: 'bad_certificate' },
 } as const;
 type Kind = keyof typeof TABLE;
 const MODES = ['standard', 'flexible', 'strict'] as const;
@@ -72,8 +75,8 @@ describe('sidecar: the mode table with real TLS clients', () => {
   for (const kind of Object.keys(TABLE) as Kind[]) {
     for (const mode of MODES) {
       const expected = TABLE[kind][mode];
-      it(`${mode}: ${kind} certificate -> ${expected}`, async () => {
-        const path = expected === 'refused' ? `/must-not-arrive/${mode}/${kind}` : '/';
+      it(`${mode}: ${kind} certificate -> ${expected === 'accepted' ? expected : `400 (${expected})`}`, async () => {
+        const path = expected === 'accepted' ? '/' : `/must-not-arrive/${mode}/${kind}`;
         const result = await httpsGet(port(mode), { ca: pki.ca.certPem, client: clientFor(kind), path });
         if (expected === 'accepted') {
           expect(result.error).toBeUndefined();
@@ -89,12 +92,57 @@ describe('sidecar: the mode table with real TLS clients', () => {
             expect(seen.headers['x-forwarded-client-cert']).toBeUndefined();
           }
         } else {
-          expect(result.status).toBeUndefined();
-          expect(result.error).toBeDefined();
+          // An answer the client can read, not a closed connection.
+          expect({ status: result.status, error: result.error, connection: result.headers?.connection }).toEqual({
+            status: 400,
+            error: undefined,
+            connection: 'close',
+          });
+          expect(result.body).toMatch(
+            new RegExp(`^(No required SSL certificate was sent|The SSL certificate error) \\(${expected}\\): `),
+          );
         }
       });
     }
   }
+
+  it('answers a refused client that is still sending a large body with its 400, not a reset', async () => {
+    const result = await httpsGet(port('strict'), {
+      ca: pki.ca.certPem,
+      method: 'POST',
+      path: '/must-not-arrive/big-body',
+      body: 'x'.repeat(4 << 20),
+    });
+    expect({ status: result.status, error: result.error }).toEqual({ status: 400, error: undefined });
+  });
+
+  it('closes a refused connection that does not speak HTTP with close_notify and no HTTP answer', async () => {
+    // openssl s_client tells a TLS close (close_notify: "closed", exit 0) from a bare one ("unexpected eof").
+    const child = spawn(
+      'openssl',
+      [
+        's_client',
+        '-connect',
+        `127.0.0.1:${port('strict')}`,
+        '-CAfile',
+        pemFiles({ 'ca.pem': pki.ca.certPem })['ca.pem']!,
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // stdin stays open: s_client must leave because the sidecar closed, not because its input ended.
+    child.stdin.write('\x00\x01 not http\r\n\r\n');
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    child.stdin.destroy();
+    expect({ code, unexpectedEof: /unexpected eof/i.test(out), http: out.includes('HTTP/1.1') }).toEqual({
+      code: 0,
+      unexpectedEof: false,
+      http: false,
+    });
+    expect(out).toMatch(/^closed$/m);
+  });
 
   it('never forwards a request of a refused client to the upstream', () => {
     expect(upstream.requests.length).toBeGreaterThan(0);
@@ -138,7 +186,10 @@ describe('sidecar: the mode table with real TLS clients', () => {
     ];
     const ok = await run('curl', ['--cert', files['c.pem']!, '--key', files['k.pem']!, ...base]);
     expect(JSON.parse(ok.stdout).url).toBe('/hello');
-    await expect(run('curl', base)).rejects.toThrow();
+    // What a person sees: the reason, not "Empty reply from server" (-f: curl's exit status says 4xx).
+    const refused = await run('curl', ['-w', '%{http_code}', ...base]);
+    expect(refused.stdout).toMatch(/^No required SSL certificate was sent \(no_certificate\): .*\n400$/);
+    await expect(run('curl', ['-f', ...base])).rejects.toThrow(/returned error: 400/);
   });
 
   it('openssl s_client: TLS 1.1 is refused on every listener, TLS 1.2 and 1.3 work', async () => {
@@ -157,7 +208,8 @@ describe('sidecar: the mode table with real TLS clients', () => {
           files['k.pem']!,
           '-brief',
         ]);
-      expect(await attempt('-tls1_1')).toMatch(/FAILED|alert|no protocols available|wrong version/i);
+      // OpenSSL's own alert for the version (Node sends it before the sidecar closes the connection).
+      expect(await attempt('-tls1_1')).toMatch(/FAILED.*(alert protocol version|no protocols available)/is);
       expect(await attempt('-tls1_2')).toMatch(/Protocol version: TLSv1\.2/);
       expect(await attempt('-tls1_3')).toMatch(/Protocol version: TLSv1\.3/);
     }
@@ -172,6 +224,11 @@ describe('sidecar: the mode table with real TLS clients', () => {
     expect(text).toMatch(/mtls_sidecar_requests_total\{mode="standard",code="200"\} [1-9]/);
     expect(text).toContain('mtls_sidecar_request_duration_seconds_bucket');
     expect(text).toMatch(/mtls_sidecar_certificate_expiration_timestamp_seconds \d+/);
+    // What Prometheus users expect of any process (process-metrics.ts), read at scrape time.
+    expect(text).toMatch(/^# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes \d+$/m);
+    expect(text).toMatch(/^process_cpu_seconds_total [\d.e-]+$/m);
+    expect(text).toMatch(/^process_open_fds \d+$/m);
+    expect(text).toMatch(/^process_start_time_seconds [\d.]+$/m);
     expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/readyz`)).status).toBe(200);
   });
 });
