@@ -2,7 +2,7 @@ import { ProcessMetrics, sampleProcess } from './process-metrics.ts';
 import { Counter, Gauge, Histogram, Registry } from './prometheus.ts';
 
 /**
- * The sidecar's Prometheus metrics (names are public: DESIGN.md), on a registry of its own, and the process
+ * The sidecar's Prometheus metrics (names are public: docs/DESIGN.md), on a registry of its own, and the process
  * figures every Prometheus client exports (process-metrics.ts).
  */
 export class SidecarMetrics {

@@ -48,7 +48,7 @@ function uriOf(cert: PeerCertificate): string | undefined {
 }
 
 /**
- * The DESIGN.md mode table for one connection. `standard` never asked for a certificate. `flexible` takes
+ * The docs/DESIGN.md mode table for one connection. `standard` never asked for a certificate. `flexible` takes
  * none but refuses a bad one; `strict` refuses everything but a valid one. OpenSSL has already checked the
  * chain, validity, client-auth purpose and (when ca.crl is present) revocation; we add the allow-list.
  */

@@ -350,7 +350,7 @@ export class EndpointReconciler {
   /**
    * Drops the old CA from the bundles once every leaf is signed by the new one and has had time to spread,
    * and once every client certificate the old CA signed has expired: a replaced client certificate that was
-   * not revoked is still a valid credential of this endpoint (DESIGN.md's mode table), and a client that has
+   * not revoked is still a valid credential of this endpoint (docs/DESIGN.md's mode table), and a client that has
    * not re-read its Secret yet presents it. (Leaves never outlive their CA, so this ends by the old CA's expiry.)
    */
   private async retireOldCa(run: Run, state: CaState): Promise<void> {

@@ -20,7 +20,7 @@ function sClient(args: string[]): Promise<string> {
 }
 
 /**
- * What the DESIGN.md table says each mode does with each kind of client; a refusal is answered 400 with its
+ * What the docs/DESIGN.md table says each mode does with each kind of client; a refusal is answered 400 with its
  * reason (refusal-answer.ts).
  */
 const TABLE = {
@@ -215,7 +215,7 @@ describe('sidecar: the mode table with real TLS clients', () => {
     }
   });
 
-  it('counts handshakes and requests in /metrics with the DESIGN.md names', async () => {
+  it('counts handshakes and requests in /metrics with the docs/DESIGN.md names', async () => {
     const text = await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/metrics`)).text();
     expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="strict",result="no_certificate"\} [1-9]/);
     expect(text).toMatch(/mtls_sidecar_handshakes_total\{mode="flexible",result="revoked"\} [1-9]/);
