@@ -802,6 +802,7 @@ describe('reliability: bad input', () => {
     );
 
     const stored = new Map((await endpoints()).map((ep) => [ep.metadata!.name!, ep]));
+    const readAtMs = Date.now();
     const secrets = await managedSecrets();
     const services = (await core.listNamespacedService({ namespace, labelSelector: MANAGED })).items;
     await pool(accepted, 4, async (t) => {
@@ -823,7 +824,7 @@ describe('reliability: bad input', () => {
       if (ready.status === 'True') {
         t.outcome = 'valid';
         // Ready=True is a promise: Secrets that verify, hold their keys, and name what the spec asked for.
-        t.problems.push(...(await secretProblems(mine, t.name!, clients)));
+        t.problems.push(...(await secretProblems(mine, t.name!, clients, readAtMs)));
         const statusClients = (ep.status?.clients ?? []).map((c) => c.name).sort();
         if (JSON.stringify(statusClients) !== JSON.stringify([...clients].sort()))
           t.problems.push(`status.clients ${statusClients.length} != spec.clients ${clients.length}`);
@@ -853,7 +854,7 @@ describe('reliability: bad input', () => {
         if (t.c.expect === 'invalid' && !t.c.fields.some((f) => ready.message.includes(f)))
           t.problems.push(`Ready=False message does not name ${t.c.fields.join(' or ')}: ${ready.message}`);
         // Whatever exists for a spec the controller refused must not be broken either.
-        if (mine.length) t.problems.push(...(await secretProblems(mine, t.name!, clients)));
+        if (mine.length) t.problems.push(...(await secretProblems(mine, t.name!, clients, readAtMs)));
       }
     });
 

@@ -49,10 +49,11 @@ export const b64 = (secret: V1Secret | undefined, key: string): string | undefin
 export const serialOf = (pem: string) => parseCertificates(pem)[0]!.serialNumber.toLowerCase();
 
 /** `openssl verify -CAfile bundle cert`; resolves with an error text, or undefined when it verifies. */
-export async function verifyProblem(bundle: string, cert: string): Promise<string | undefined> {
+export async function verifyProblem(bundle: string, cert: string, atMs?: number): Promise<string | undefined> {
   const files = pemFiles({ 'bundle.pem': bundle, 'cert.pem': cert });
+  const at = atMs === undefined ? [] : ['-attime', String(Math.floor(atMs / 1000))];
   try {
-    const out = await openssl(['verify', '-CAfile', files['bundle.pem']!, files['cert.pem']!]);
+    const out = await openssl(['verify', ...at, '-CAfile', files['bundle.pem']!, files['cert.pem']!]);
     return out.includes(': OK') ? undefined : out;
   } catch (err) {
     return (err as Error).message;
@@ -74,8 +75,15 @@ export async function keyMatches(certPem: string, keyPem: string): Promise<boole
 /**
  * What a user would find wrong with an endpoint's Secrets: each leaf must verify against the bundle it ships
  * with and against the server's bundle (what the sidecar trusts), and hold the key of its certificate.
+ * Validity is judged at `readAtMs`, when the Secrets were read (default: now): a 10 s certificate read in
+ * time can expire while a loaded machine is still checking the rest.
  */
-export async function secretProblems(secrets: V1Secret[], endpoint: string, clients: string[]): Promise<string[]> {
+export async function secretProblems(
+  secrets: V1Secret[],
+  endpoint: string,
+  clients: string[],
+  readAtMs?: number,
+): Promise<string[]> {
   const problems: string[] = [];
   const byName = new Map(secrets.map((s) => [s.metadata!.name!, s]));
   const ca = byName.get(`${endpoint}-ca`);
@@ -100,13 +108,13 @@ export async function secretProblems(secrets: V1Secret[], endpoint: string, clie
       problems.push(`${name} is missing or incomplete`);
       continue;
     }
-    const own = await verifyProblem(bundle, crt);
+    const own = await verifyProblem(bundle, crt, readAtMs);
     if (own) problems.push(`${name}: does not verify against its own ca.crt: ${own}`);
-    const sidecar = await verifyProblem(serverBundle, crt);
+    const sidecar = await verifyProblem(serverBundle, crt, readAtMs);
     if (sidecar) problems.push(`${name}: does not verify against the server bundle: ${sidecar}`);
     if (!(await keyMatches(crt, key))) problems.push(`${name}: tls.key does not match tls.crt`);
     if (secret !== server) {
-      const serverCert = await verifyProblem(bundle, b64(server, 'tls.crt') ?? '');
+      const serverCert = await verifyProblem(bundle, b64(server, 'tls.crt') ?? '', readAtMs);
       if (serverCert) problems.push(`${name}: its ca.crt does not verify the server certificate: ${serverCert}`);
     }
   }
