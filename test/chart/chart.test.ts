@@ -355,10 +355,13 @@ describe('Helm chart and plain manifests', () => {
       expect(await can('get', 'deployments/another', '-n', namespace)).toBe('no');
       expect(await can('list', 'deployments', '-n', namespace)).toBe('no');
       // The Secrets it wrote carry the owner reference its RBAC let it set: they go with the endpoint.
-      await waitFor('the garbage collector to delete the Secrets of the deleted endpoint', async () =>
-        (await endpointSecrets(workload, 'rbac')).length === 0 ? true : undefined,
+      // The garbage collector resolves an owner of a kind it has not seen yet at its next discovery refresh (30 s).
+      await waitFor(
+        'the garbage collector to delete the Secrets of the deleted endpoint',
+        async () => ((await endpointSecrets(workload, 'rbac')).length === 0 ? true : undefined),
+        { timeoutMs: 90_000 },
       );
-    }, 120_000);
+    }, 180_000);
   });
 });
 
