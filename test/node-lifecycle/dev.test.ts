@@ -24,8 +24,8 @@ describe('mtls-operator dev on a real node', () => {
     expect(stderr).toContain('helm install mtls-operator charts/mtls-operator');
     expect(stdout).toMatch(/Real requests through the Services of pod payments-mock-/);
     expect(stdout).toMatch(/standard :8443\s+accepted\s+accepted\s+accepted/);
-    expect(stdout).toMatch(/flexible :9443\s+accepted\s+accepted \(mTLS\)\s+refused/);
-    expect(stdout).toMatch(/strict :10443\s+refused\s+accepted \(mTLS\)\s+refused/);
+    expect(stdout).toMatch(/flexible :9443\s+accepted\s+accepted \(mTLS\)\s+refused \(400\)/);
+    expect(stdout).toMatch(/strict :10443\s+refused \(400\)\s+accepted \(mTLS\)\s+refused \(400\)/);
     expect(stdout).toMatch(
       /--resolve payments-strict\.demo\.svc:443:198\.19\.0\.\d+ https:\/\/payments-strict\.demo\.svc:443\/hello/,
     );
