@@ -145,13 +145,15 @@ const TOKEN_KEEP_ALIVE = 2;
 const TOKEN_UPGRADE = 4;
 const TOKEN_IDENTITY = 8;
 const TOKEN_FRAMING = 16;
+const TOKEN_OTHER = 32;
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) the sidecar always removes, whether Connection names them or not. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade'];
 
 /**
- * The Connection tokens of buf[from, to) that matter here, as a bit set. `named`, when given, collects the
- * other tokens (lower-cased): header names the client marked hop-by-hop, to be removed.
+ * The Connection tokens of buf[from, to) that matter here, as a bit set; TOKEN_OTHER for any other token (a
+ * header the client marked hop-by-hop, to be removed: see dropConnectionNamed). `named`, when given, collects
+ * those other tokens, lower-cased.
  */
 function connectionTokens(buf: Buffer, from: number, to: number, named?: string[]): number {
   let bits = 0;
@@ -165,9 +167,9 @@ function connectionTokens(buf: Buffer, from: number, to: number, named?: string[
     else if (isIdentityHeader(buf, a, b)) bits |= TOKEN_IDENTITY;
     else if (nameIs(buf, a, b, 'content-length') || nameIs(buf, a, b, 'transfer-encoding') || nameIs(buf, a, b, 'host'))
       bits |= TOKEN_FRAMING;
-    else if (named && b > a) {
-      const name = buf.toString('latin1', a, b).toLowerCase();
-      if (!HOP_BY_HOP.includes(name)) named.push(name);
+    else if (b > a) {
+      bits |= TOKEN_OTHER;
+      named?.push(buf.toString('latin1', a, b).toLowerCase());
     }
     from = comma + 1;
   }
@@ -269,7 +271,6 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   let hosts = 0;
   let forwardedFor = '';
   let connection = 0;
-  const named: string[] = [];
   const drops: number[] = [];
   for (let ls = lineEnd + 2; ls < end + 2;) {
     let le = buf.indexOf(CR, ls);
@@ -302,7 +303,7 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
         break;
       case 10:
         if (nameIs(buf, ls, n, 'connection')) {
-          connection |= connectionTokens(buf, vs, le, named);
+          connection |= connectionTokens(buf, vs, le);
           drop = true;
         } else drop = nameIs(buf, ls, n, 'keep-alive');
         break;
@@ -370,7 +371,7 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   if (connection & TOKEN_IDENTITY) throw new HttpError(400, 'Connection names an identity header');
   // Removing them as hop-by-hop would change how the request is framed or routed.
   if (connection & TOKEN_FRAMING) throw new HttpError(400, 'Connection names a framing header or Host');
-  if (named.length) dropNamed(buf, lineEnd + 2, end, named, drops);
+  if (connection & TOKEN_OTHER) dropConnectionNamed(buf, lineEnd + 2, end, drops);
   if (h2c && protocols!.length === 0) throw new HttpError(400, 'h2c upgrade is not supported');
   const keepAlive = minor === 1 ? !(connection & TOKEN_CLOSE) : !!(connection & TOKEN_KEEP_ALIVE);
   const upgrade = !!protocols?.length && !!(connection & TOKEN_UPGRADE);
@@ -402,6 +403,9 @@ function restated(
   upgrade: string[] | null,
   teTrailers: boolean,
 ): string {
+  // The usual cases, without building a string.
+  if (!chunked && length < 0 && !upgrade && !teTrailers)
+    return minor === 1 ? (keepAlive ? '' : 'connection: close\r\n') : keepAlive ? 'connection: keep-alive\r\n' : '';
   let extra = chunked ? 'transfer-encoding: chunked\r\n' : length >= 0 ? `content-length: ${length}\r\n` : '';
   if (upgrade) extra += `connection: upgrade\r\nupgrade: ${upgrade.join(', ')}\r\n`;
   else if (minor === 1 && !keepAlive) extra += 'connection: close\r\n';
@@ -410,18 +414,32 @@ function restated(
   return extra;
 }
 
-/** Adds to `drops` (kept in order) the header lines of buf[from, end) whose names Connection listed. */
-function dropNamed(buf: Buffer, from: number, end: number, named: string[], drops: number[]): void {
-  const ranges: [number, number][] = [];
-  for (let i = 0; i < drops.length; i += 2) ranges.push([drops[i]!, drops[i + 1]!]);
+/** The name of the header line at `ls` ending at `le` is one of `names` (lower-case). */
+function lineNamed(buf: Buffer, ls: number, le: number, names: string[]): boolean {
+  const colon = buf.indexOf(COLON, ls);
+  return colon > ls && colon < le && names.some((name) => nameIs(buf, ls, colon, name));
+}
+
+/**
+ * Adds to `drops` (kept in order) the header lines of buf[from, end) that the Connection lines name (RFC 9110
+ * 7.6.1). Runs only for a Connection header that names something besides close, keep-alive and upgrade.
+ */
+function dropConnectionNamed(buf: Buffer, from: number, end: number, drops: number[]): void {
+  const lines: [number, number][] = [];
   for (let ls = from; ls < end + 2;) {
     let le = buf.indexOf(CR, ls);
     if (le < 0 || le > end) le = end;
-    const colon = buf.indexOf(COLON, ls);
-    if (named.some((name) => nameIs(buf, ls, colon, name)) && !ranges.some(([a]) => a === ls))
-      ranges.push([ls, le + 2]);
+    lines.push([ls, le]);
     ls = le + 2;
   }
+  const named: string[] = [];
+  for (const [ls, le] of lines)
+    if (lineNamed(buf, ls, le, ['connection'])) connectionTokens(buf, buf.indexOf(COLON, ls) + 1, le, named);
+  const others = named.filter((name) => !HOP_BY_HOP.includes(name));
+  const ranges: [number, number][] = [];
+  for (let i = 0; i < drops.length; i += 2) ranges.push([drops[i]!, drops[i + 1]!]);
+  for (const [ls, le] of lines)
+    if (lineNamed(buf, ls, le, others) && !ranges.some(([a]) => a === ls)) ranges.push([ls, le + 2]);
   ranges.sort((a, b) => a[0] - b[0]);
   drops.length = 0;
   for (const [a, b] of ranges) drops.push(a, b);
