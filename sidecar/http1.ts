@@ -262,6 +262,8 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   if (lines - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
 
   let length = -1;
+  /** The client's (first) Content-Length line is forwarded as written. */
+  let lengthKept = false;
   /** Transfer codings of all Transfer-Encoding lines, in order (several lines form one list). */
   let codings: string[] | undefined;
   /** Upgrade protocols, h2c left out; undefined without an Upgrade header. */
@@ -291,8 +293,12 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
           const value = contentLength(buf, vs, le);
           if (value < 0) throw new HttpError(400, 'invalid Content-Length');
           if (length >= 0 && value !== length) throw new HttpError(400, 'conflicting Content-Length headers');
+          // The first line goes on as written when it already says just the number; otherwise (leading zeros)
+          // it is re-stated, and a repeated line is dropped (RFC 9110 8.6).
+          const [a] = trimOws(buf, vs, le);
+          if (length < 0 && (buf[a] !== 48 || (value === 0 && buf[a + 1] !== 48))) lengthKept = true;
+          else drop = true;
           length = value;
-          drop = true;
         }
         break;
       case 17:
@@ -385,14 +391,16 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
     upgrade,
     lineEnd,
     drops,
-    extra: drops.length ? restated(chunked, length, minor, keepAlive, upgrade ? protocols! : null, teTrailers) : '',
+    extra: drops.length
+      ? restated(chunked, lengthKept ? -1 : length, minor, keepAlive, upgrade ? protocols! : null, teTrailers)
+      : '',
     forwardedFor,
   };
 }
 
 /**
  * The header lines the sidecar writes in place of the framing and hop-by-hop lines it removed: one
- * Content-Length or `Transfer-Encoding: chunked`, its own Connection for the upstream hop, the Upgrade it
+ * Content-Length (`length` -1 when the client's own line is kept) or `Transfer-Encoding: chunked`, its own Connection for the upstream hop, the Upgrade it
  * tunnels, and `TE: trailers` when the client accepts trailers in the response.
  */
 function restated(

@@ -1696,7 +1696,7 @@ describe('reliability: the sidecar under hostile clients', () => {
         `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
       );
       expect(status).toBe(200);
-      expect(linesNamed(upstream, 'content-length')).toEqual(['content-length: 2']);
+      expect(linesNamed(upstream, 'content-length')).toEqual(['Content-Length: 2']);
       for (const [i, host] of ['a.test/evil', 'user@a.test', 'a b', ''].entries()) {
         const bad = `/forwarded-host-${i}`;
         expect({ host, ...(await forward(bad, `GET ${bad} HTTP/1.1\r\nHost: ${host}\r\n\r\n`)) }).toEqual({
