@@ -3,6 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from './log.ts';
 import type { Mode, ResolvedSidecarConfig } from './flags.ts';
 import {
+  bareLineBreak,
   BODY_CHUNKED,
   BODY_LENGTH,
   BODY_NONE,
@@ -15,6 +16,7 @@ import {
   parseRequestHeadBytes,
   parseResponseHeadBytes,
   type RequestHead,
+  upstreamHeadBytes,
 } from './http1.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import type { RefusalLog } from './refusal-log.ts';
@@ -246,6 +248,9 @@ export class ProxyConnection {
     const max = this.ctx.settings.maxHeaderBytes;
     if (end < 0) {
       if (buf.length > max) return this.reject(new HttpError(431, `request head larger than ${max} bytes`));
+      // Lines ending in a bare LF (or CR) never make a CRLFCRLF: refused now, not at the headers timeout.
+      if (bareLineBreak(buf, from))
+        return this.reject(new HttpError(400, 'bare LF or CR in the request head (lines must end with CRLF)'));
       this.pending = buf;
       return;
     }
@@ -295,39 +300,32 @@ export class ProxyConnection {
     upstream.uncork();
   }
 
-  /**
-   * The head sent upstream: the request line, then the sidecar's identity headers (first, so an upstream that
-   * reads only so many headers still gets them), then the client's headers without its identity headers.
-   * Built as bytes with a few copies: no string per line.
-   */
+  /** The head sent upstream (see upstreamHeadBytes), with this connection's identity lines. */
   private upstreamHead(buf: Buffer, end: number, head: RequestHead): Buffer {
     const block = head.forwardedFor
       ? Buffer.from(`${this.identity}x-forwarded-for: ${head.forwardedFor}, ${this.peer}\r\n`, 'latin1')
       : this.identityBlock;
-    const lineTo = head.lineEnd + 2;
-    const headTo = end + 4;
-    let dropped = 0;
-    for (let i = 0; i < head.drops.length; i += 2) dropped += head.drops[i + 1]! - head.drops[i]!;
-    const out = Buffer.allocUnsafe(headTo + block.length - dropped);
-    let at = buf.copy(out, 0, 0, lineTo);
-    at += block.copy(out, at);
-    let from = lineTo;
-    for (let i = 0; i < head.drops.length; i += 2) {
-      at += buf.copy(out, at, from, head.drops[i]);
-      from = head.drops[i + 1]!;
-    }
-    buf.copy(out, at, from, headTo);
-    return out;
+    return upstreamHeadBytes(buf, end, head, block);
   }
 
   private forwardBody(buf: Buffer): void {
     let end: number;
     if (this.reqChunked) {
+      // A chunked body goes on re-serialised (sizes re-written, extensions and trailers left out).
+      const out: Buffer[] = [];
       try {
-        end = this.reqChunked.feed(buf, 0);
+        end = this.reqChunked.feed(buf, 0, out);
       } catch (err) {
         return this.reject(err as HttpError);
       }
+      const upstream = this.upstream;
+      if (out.length > 1) upstream?.cork();
+      for (const piece of out) this.toUpstream(piece);
+      if (out.length > 1) upstream?.uncork();
+      if (end < 0) return;
+      this.requestSent();
+      if (end < buf.length) this.onClientData(buf.subarray(end));
+      return;
     } else if (this.bodyLeft >= buf.length) {
       this.bodyLeft -= buf.length;
       end = this.bodyLeft === 0 ? buf.length : -1;

@@ -7,6 +7,12 @@
  * trailers, whitespace other than SP/HTAB around a length or coding. The upstream connection belongs to one
  * client connection, so a smuggled request would carry whatever identity headers the client wrote itself:
  * those are stripped here (also in their underscore spelling), and h2c upgrades are refused.
+ *
+ * What goes upstream is re-serialised from what was parsed, never bytes the sidecar did not understand: the
+ * request line (HTTP/1.0 or 1.1 only), the framing it decided (one Content-Length, or Transfer-Encoding:
+ * chunked with the body re-chunked: sizes re-written, extensions and trailers dropped), its own Connection
+ * and Upgrade lines in place of the client's hop-by-hop headers (RFC 9110 7.6.1), and the other header lines
+ * as written, which the parser has checked.
  */
 
 /** A request the sidecar answers itself (400, 408, 431, 501, 505), with what was wrong for the log. */
@@ -38,8 +44,13 @@ export interface RequestHead {
   upgrade: boolean;
   /** Offset of the CR that ends the request line. */
   lineEnd: number;
-  /** Byte ranges [from, to) of the client's identity-header lines (each with its CRLF), to leave out. */
+  /**
+   * Byte ranges [from, to) of the client's header lines (each with its CRLF) that are not forwarded as
+   * written, in order: identity headers, framing headers (re-stated in `extra`), hop-by-hop headers.
+   */
   drops: number[];
+  /** Header lines (each with CRLF) the sidecar states itself from what it parsed: framing, connection, TE. */
+  extra: string;
   /** The client's own X-Forwarded-For values (dropped), comma-joined, or ''. */
   forwardedFor: string;
 }
@@ -60,6 +71,17 @@ const SP = 32;
 const HTAB = 9;
 const COLON = 58;
 const COMMA = 44;
+
+/** A hex digit's value by byte, -1 for other bytes. */
+const HEX = new Int8Array(256).fill(-1);
+for (let d = 0; d < 16; d++) {
+  HEX['0123456789abcdef'.charCodeAt(d)] = d;
+  HEX['0123456789ABCDEF'.charCodeAt(d)] = d;
+}
+
+/** The bytes of a host name or IPv4 address (RFC 3986 unreserved, no percent-encoding or sub-delims). */
+const REG_NAME = new Uint8Array(256);
+for (const c of '-._~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ') REG_NAME[c.charCodeAt(0)] = 1;
 
 /** tchar (RFC 9110 5.6.2) by byte: the characters of a method, a field name, a token. */
 export const TCHAR = new Uint8Array(256);
@@ -103,10 +125,12 @@ function trimOws(buf: Buffer, from: number, to: number): [number, number] {
   return [from, to];
 }
 
-/** A Content-Length value: 1 to 15 digits, nothing else. -1 if it is not one. */
+/** A Content-Length value: digits only, at most 15 of them after leading zeros. -1 if it is not one. */
 function contentLength(buf: Buffer, from: number, to: number): number {
   [from, to] = trimOws(buf, from, to);
-  if (to === from || to - from > 15) return -1;
+  if (to === from) return -1;
+  while (to - from > 1 && buf[from] === 48) from++;
+  if (to - from > 15) return -1;
   let n = 0;
   for (let i = from; i < to; i++) {
     const d = buf[i]! - 48;
@@ -120,9 +144,18 @@ const TOKEN_CLOSE = 1;
 const TOKEN_KEEP_ALIVE = 2;
 const TOKEN_UPGRADE = 4;
 const TOKEN_IDENTITY = 8;
+const TOKEN_FRAMING = 16;
+const TOKEN_OTHER = 32;
 
-/** The Connection tokens of buf[from, to) that matter here, as a bit set. */
-function connectionTokens(buf: Buffer, from: number, to: number): number {
+/** Hop-by-hop headers (RFC 9110 7.6.1) the sidecar always removes, whether Connection names them or not. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade'];
+
+/**
+ * The Connection tokens of buf[from, to) that matter here, as a bit set; TOKEN_OTHER for any other token (a
+ * header the client marked hop-by-hop, to be removed: see dropConnectionNamed). `named`, when given, collects
+ * those other tokens, lower-cased.
+ */
+function connectionTokens(buf: Buffer, from: number, to: number, named?: string[]): number {
   let bits = 0;
   while (from < to) {
     let comma = buf.indexOf(COMMA, from);
@@ -132,9 +165,39 @@ function connectionTokens(buf: Buffer, from: number, to: number): number {
     else if (nameIs(buf, a, b, 'keep-alive')) bits |= TOKEN_KEEP_ALIVE;
     else if (nameIs(buf, a, b, 'upgrade')) bits |= TOKEN_UPGRADE;
     else if (isIdentityHeader(buf, a, b)) bits |= TOKEN_IDENTITY;
+    else if (nameIs(buf, a, b, 'content-length') || nameIs(buf, a, b, 'transfer-encoding') || nameIs(buf, a, b, 'host'))
+      bits |= TOKEN_FRAMING;
+    else if (b > a) {
+      bits |= TOKEN_OTHER;
+      named?.push(buf.toString('latin1', a, b).toLowerCase());
+    }
     from = comma + 1;
   }
   return bits;
+}
+
+/**
+ * Whether a Host value (OWS-trimmed) is a uri-host with an optional port (RFC 9110 7.2, RFC 3986 3.2.2):
+ * a name or IPv4 address of letters, digits, '-', '.', '_', '~', or an IPv6 literal in brackets. No
+ * userinfo, path, query, whitespace or percent-encoding: an upstream that splits them differently would
+ * route or authorise on another host.
+ */
+export function validHost(buf: Buffer, from: number, to: number): boolean {
+  [from, to] = trimOws(buf, from, to);
+  let i = from;
+  if (buf[i] === 0x5b) {
+    i++;
+    while (i < to && (HEX[buf[i]!]! >= 0 || buf[i] === COLON || buf[i] === 0x2e)) i++;
+    if (i === from + 1 || buf[i] !== 0x5d) return false;
+    i++;
+  } else {
+    while (i < to && REG_NAME[buf[i]!]) i++;
+    if (i === from) return false;
+  }
+  if (i === to) return true;
+  if (buf[i] !== COLON) return false;
+  for (i++; i < to; i++) if (buf[i]! < 48 || buf[i]! > 57) return false;
+  return true;
 }
 
 /** The comma-separated list of buf[from, to), OWS-trimmed, lower-cased, empty elements left out. */
@@ -192,15 +255,21 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   ) {
     throw new HttpError(400, 'malformed request line');
   }
-  if (major !== 1) throw new HttpError(505, `HTTP/${major}.${minorDigit} is not supported`);
+  // HTTP/1.2-1.9 do not exist: reading them as 1.1 would forward a version the sidecar did not understand.
+  if (major !== 1 || minorDigit > 1) throw new HttpError(505, `HTTP/${major}.${minorDigit} is not supported`);
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not supported');
-  const minor = minorDigit === 0 ? 0 : 1;
+  const minor = minorDigit;
   if (lines - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
 
   let length = -1;
+  /** The client's (first) Content-Length line is forwarded as written. */
+  let lengthKept = false;
   /** Transfer codings of all Transfer-Encoding lines, in order (several lines form one list). */
   let codings: string[] | undefined;
-  let upgradeHeader = false;
+  /** Upgrade protocols, h2c left out; undefined without an Upgrade header. */
+  let protocols: string[] | undefined;
+  let h2c = false;
+  let teTrailers = false;
   let hosts = 0;
   let forwardedFor = '';
   let connection = 0;
@@ -216,35 +285,69 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
       throw new HttpError(400, `malformed header name "${buf.toString('latin1', ls, Math.min(colon, ls + 40))}"`);
     }
     const vs = n + 1;
+    // Framing and hop-by-hop lines are left out (drop = true) and re-stated from what was parsed.
+    let drop = false;
     switch (n - ls) {
       case 14:
         if (nameIs(buf, ls, n, 'content-length')) {
           const value = contentLength(buf, vs, le);
           if (value < 0) throw new HttpError(400, 'invalid Content-Length');
           if (length >= 0 && value !== length) throw new HttpError(400, 'conflicting Content-Length headers');
+          // The first line goes on as written when it already says just the number; otherwise (leading zeros)
+          // it is re-stated, and a repeated line is dropped (RFC 9110 8.6).
+          const [a] = trimOws(buf, vs, le);
+          if (length < 0 && (buf[a] !== 48 || (value === 0 && buf[a + 1] !== 48))) lengthKept = true;
+          else drop = true;
           length = value;
         }
         break;
       case 17:
-        if (nameIs(buf, ls, n, 'transfer-encoding')) (codings ??= []).push(...lowerList(buf, vs, le));
+        if (nameIs(buf, ls, n, 'transfer-encoding')) {
+          (codings ??= []).push(...lowerList(buf, vs, le));
+          drop = true;
+        }
         break;
       case 10:
-        if (nameIs(buf, ls, n, 'connection')) connection |= connectionTokens(buf, vs, le);
+        if (nameIs(buf, ls, n, 'connection')) {
+          connection |= connectionTokens(buf, vs, le);
+          drop = true;
+        } else drop = nameIs(buf, ls, n, 'keep-alive');
+        break;
+      case 16:
+        drop = nameIs(buf, ls, n, 'proxy-connection');
+        break;
+      case 2:
+        if (nameIs(buf, ls, n, 'te')) {
+          teTrailers ||= lowerList(buf, vs, le).some((c) => c === 'trailers' || c.startsWith('trailers;'));
+          drop = true;
+        }
         break;
       case 7:
         if (nameIs(buf, ls, n, 'upgrade')) {
-          upgradeHeader = true;
-          // h2c (RFC 7540 3.2, cleartext only): behind a tunnel the client would speak HTTP/2 to the upstream,
-          // past the identity-header rewrite. Over TLS it has no legitimate use.
-          if (lowerList(buf, vs, le).some((p) => /^h2c(\/|$)/.test(p)))
-            throw new HttpError(400, 'h2c upgrade is not supported');
+          protocols ??= [];
+          for (const p of buf.toString('latin1', vs, le).split(',')) {
+            const protocol = p.replace(/^[ \t]+|[ \t]+$/g, '');
+            if (!protocol) continue;
+            if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?$/.test(protocol))
+              throw new HttpError(400, 'invalid Upgrade header');
+            // h2c (RFC 7540 3.2, cleartext only): behind a tunnel the client would speak HTTP/2 to the
+            // upstream, past the identity-header rewrite. Over TLS it has no legitimate use: left out.
+            if (/^h2c(\/|$)/i.test(protocol)) h2c = true;
+            else protocols.push(protocol);
+          }
+          drop = true;
         }
         break;
       case 4:
-        if (nameIs(buf, ls, n, 'host') && ++hosts > 1) throw new HttpError(400, 'more than one Host header');
+        if (nameIs(buf, ls, n, 'host')) {
+          if (++hosts > 1) throw new HttpError(400, 'more than one Host header');
+          if (!validHost(buf, vs, le))
+            throw new HttpError(400, 'invalid Host header (a host name or address, and an optional port)');
+        }
         break;
     }
-    if ((n - ls === 15 || n - ls === 17 || n - ls === 23) && isIdentityHeader(buf, ls, n)) {
+    if (drop) drops.push(ls, le + 2);
+    else if ((n - ls === 15 || n - ls === 17 || n - ls === 23) && isIdentityHeader(buf, ls, n)) {
       drops.push(ls, le + 2);
       if (nameIs(buf, ls, n, 'x-forwarded-for', true)) {
         const [a, b] = trimOws(buf, vs, le);
@@ -264,37 +367,134 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
     if (codings.length === 0) throw new HttpError(400, 'invalid Transfer-Encoding');
     chunked = codings.indexOf('chunked') === codings.length - 1;
     if (!chunked) throw new HttpError(400, 'Transfer-Encoding must end with chunked');
+    // Other codings (gzip, chunked) are refused as nginx refuses them: only chunked is forwarded.
+    if (codings.length > 1)
+      throw new HttpError(501, `Transfer-Encoding "${codings.join(', ')}" is not implemented (only chunked)`);
   }
   if (hosts === 0 && minor === 1) throw new HttpError(400, 'no Host header in an HTTP/1.1 request');
   // An upstream that is itself a proxy would remove the headers Connection names: the identity headers
   // must reach the service behind it.
   if (connection & TOKEN_IDENTITY) throw new HttpError(400, 'Connection names an identity header');
+  // Removing them as hop-by-hop would change how the request is framed or routed.
+  if (connection & TOKEN_FRAMING) throw new HttpError(400, 'Connection names a framing header or Host');
+  if (connection & TOKEN_OTHER) dropConnectionNamed(buf, lineEnd + 2, end, drops);
+  if (h2c && protocols!.length === 0) throw new HttpError(400, 'h2c upgrade is not supported');
+  const keepAlive = minor === 1 ? !(connection & TOKEN_CLOSE) : !!(connection & TOKEN_KEEP_ALIVE);
+  const upgrade = !!protocols?.length && !!(connection & TOKEN_UPGRADE);
   return {
     method,
     target,
     minor,
     body: chunked ? BODY_CHUNKED : length > 0 ? BODY_LENGTH : BODY_NONE,
     length: Math.max(length, 0),
-    keepAlive: minor === 1 ? !(connection & TOKEN_CLOSE) : !!(connection & TOKEN_KEEP_ALIVE),
-    upgrade: upgradeHeader && !!(connection & TOKEN_UPGRADE),
+    keepAlive,
+    upgrade,
     lineEnd,
     drops,
+    extra: drops.length
+      ? restated(chunked, lengthKept ? -1 : length, minor, keepAlive, upgrade ? protocols! : null, teTrailers)
+      : '',
     forwardedFor,
   };
+}
+
+/**
+ * The header lines the sidecar writes in place of the framing and hop-by-hop lines it removed: one
+ * Content-Length (`length` -1 when the client's own line is kept) or `Transfer-Encoding: chunked`, its own Connection for the upstream hop, the Upgrade it
+ * tunnels, and `TE: trailers` when the client accepts trailers in the response.
+ */
+function restated(
+  chunked: boolean,
+  length: number,
+  minor: number,
+  keepAlive: boolean,
+  upgrade: string[] | null,
+  teTrailers: boolean,
+): string {
+  // The usual cases, without building a string.
+  if (!chunked && length < 0 && !upgrade && !teTrailers)
+    return minor === 1 ? (keepAlive ? '' : 'connection: close\r\n') : keepAlive ? 'connection: keep-alive\r\n' : '';
+  let extra = chunked ? 'transfer-encoding: chunked\r\n' : length >= 0 ? `content-length: ${length}\r\n` : '';
+  if (upgrade) extra += `connection: upgrade\r\nupgrade: ${upgrade.join(', ')}\r\n`;
+  else if (minor === 1 && !keepAlive) extra += 'connection: close\r\n';
+  else if (minor === 0 && keepAlive) extra += 'connection: keep-alive\r\n';
+  if (teTrailers) extra += 'te: trailers\r\n';
+  return extra;
+}
+
+/** The name of the header line at `ls` ending at `le` is one of `names` (lower-case). */
+function lineNamed(buf: Buffer, ls: number, le: number, names: string[]): boolean {
+  const colon = buf.indexOf(COLON, ls);
+  return colon > ls && colon < le && names.some((name) => nameIs(buf, ls, colon, name));
+}
+
+/**
+ * Adds to `drops` (kept in order) the header lines of buf[from, end) that the Connection lines name (RFC 9110
+ * 7.6.1). Runs only for a Connection header that names something besides close, keep-alive and upgrade.
+ */
+function dropConnectionNamed(buf: Buffer, from: number, end: number, drops: number[]): void {
+  const lines: [number, number][] = [];
+  for (let ls = from; ls < end + 2;) {
+    let le = buf.indexOf(CR, ls);
+    if (le < 0 || le > end) le = end;
+    lines.push([ls, le]);
+    ls = le + 2;
+  }
+  const named: string[] = [];
+  for (const [ls, le] of lines)
+    if (lineNamed(buf, ls, le, ['connection'])) connectionTokens(buf, buf.indexOf(COLON, ls) + 1, le, named);
+  const others = named.filter((name) => !HOP_BY_HOP.includes(name));
+  const ranges: [number, number][] = [];
+  for (let i = 0; i < drops.length; i += 2) ranges.push([drops[i]!, drops[i + 1]!]);
+  for (const [ls, le] of lines)
+    if (lineNamed(buf, ls, le, others) && !ranges.some(([a]) => a === ls)) ranges.push([ls, le + 2]);
+  ranges.sort((a, b) => a[0] - b[0]);
+  drops.length = 0;
+  for (const [a, b] of ranges) drops.push(a, b);
+}
+
+/**
+ * The head forwarded upstream, re-serialised from what was parsed: the request line, `block` (the sidecar's
+ * identity lines: first, so an upstream that reads only so many headers still gets them), the re-stated
+ * framing and connection lines, then the client's other header lines as written, and the blank line. Built
+ * as bytes with a few copies: no string per line.
+ */
+export function upstreamHeadBytes(buf: Buffer, end: number, head: RequestHead, block: Buffer): Buffer {
+  const lineTo = head.lineEnd + 2;
+  const headTo = end + 4;
+  let dropped = 0;
+  for (let i = 0; i < head.drops.length; i += 2) dropped += head.drops[i + 1]! - head.drops[i]!;
+  const out = Buffer.allocUnsafe(headTo + block.length + head.extra.length - dropped);
+  let at = buf.copy(out, 0, 0, lineTo);
+  at += block.copy(out, at);
+  if (head.extra) at += out.write(head.extra, at, 'latin1');
+  let from = lineTo;
+  for (let i = 0; i < head.drops.length; i += 2) {
+    at += buf.copy(out, at, from, head.drops[i]);
+    from = head.drops[i + 1]!;
+  }
+  buf.copy(out, at, from, headTo);
+  return out;
+}
+
+/**
+ * Whether the bytes of an incomplete head from `from` on hold a bare LF, or a CR followed by something
+ * other than LF: such a head can never be accepted, so it is refused at once rather than at the headers
+ * timeout. A CR at the very end may still be followed by its LF.
+ */
+export function bareLineBreak(buf: Buffer, from: number): boolean {
+  for (let i = buf.indexOf(LF, from); i >= 0; i = buf.indexOf(LF, i + 1)) if (i === 0 || buf[i - 1] !== CR) return true;
+  for (let i = buf.indexOf(CR, from); i >= 0 && i + 1 < buf.length; i = buf.indexOf(CR, i + 1))
+    if (buf[i + 1] !== LF) return true;
+  return false;
 }
 
 /** A request head as text (without the blank line that ends it), and what would be forwarded of it. */
 export function parseRequestHead(head: string): RequestHead & { kept: string } {
   const buf = Buffer.from(`${head}\r\n\r\n`, 'latin1');
   const parsed = parseRequestHeadBytes(buf, 0, buf.length - 4);
-  let kept = '';
-  let from = 0;
-  for (let i = 0; i < parsed.drops.length; i += 2) {
-    kept += buf.toString('latin1', from, parsed.drops[i]);
-    from = parsed.drops[i + 1]!;
-  }
-  kept = (kept + buf.toString('latin1', from)).replace(/(\r\n)+$/, '');
-  return { ...parsed, kept };
+  const forwarded = upstreamHeadBytes(buf, buf.length - 4, parsed, Buffer.alloc(0));
+  return { ...parsed, kept: forwarded.toString('latin1').replace(/(\r\n)+$/, '') };
 }
 
 /** Parses a response head, buf[start, end) with `end` at its CRLFCRLF, to find its framing (RFC 9112 6.3). */
@@ -376,14 +576,21 @@ const TRAILER_VALUE = 8;
 const TRAILER_LF = 9;
 const END_LF = 10;
 const DONE = 11;
+const SIZE_WS = 12;
 
-const MAX_SIZE_DIGITS = 12;
+/** The largest chunk size taken: 12 hex digits, leading zeros aside. */
+const MAX_CHUNK_SIZE = 2 ** 48 - 1;
 const MAX_LINE = 4096;
 const MAX_TRAILERS = 16 * 1024;
+const CRLF_BYTES = Buffer.from('\r\n');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 
 /**
  * Follows a chunked body as it streams by, without copying it: `feed` says where the body ends (the
  * offset just past the final CRLF) or -1 when the buffer ended first. Throws HttpError(400) on bad framing.
+ * Given `out`, it also re-serialises the body into it as it goes (the data as views of `buf`): sizes in
+ * lower-case hex without leading zeros, no chunk extensions, no trailers (dropped, as nginx drops them:
+ * an upstream that merged them into the headers would read forged identity or framing fields).
  */
 export class ChunkedBody {
   private state = SIZE;
@@ -392,13 +599,14 @@ export class ChunkedBody {
   private line = 0;
   private trailers = 0;
 
-  feed(buf: Buffer, start: number): number {
+  feed(buf: Buffer, start: number, out?: Buffer[]): number {
     let i = start;
     const n = buf.length;
     while (i < n) {
       const state = this.state;
       if (state === DATA) {
         const take = Math.min(this.size, n - i);
+        if (out) out.push(buf.subarray(i, i + take));
         this.size -= take;
         i += take;
         if (this.size === 0) this.state = DATA_CR;
@@ -409,18 +617,29 @@ export class ChunkedBody {
         case SIZE: {
           const v = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
           if (v >= 0) {
-            if (++this.digits > MAX_SIZE_DIGITS) throw new HttpError(400, 'chunk size too large');
+            // Leading zeros do not count against the size limit, only against the line's.
+            if (++this.digits > MAX_LINE) throw new HttpError(400, 'chunk size line too long');
             this.size = this.size * 16 + v;
+            if (this.size > MAX_CHUNK_SIZE) throw new HttpError(400, 'chunk size too large');
           } else if (this.digits > 0 && c === 13) {
             this.state = SIZE_LF;
-          } else if (this.digits > 0 && (c === 59 || c === 32 || c === 9)) {
+          } else if (this.digits > 0 && c === 59) {
             this.state = EXTENSION;
+            this.line = 0;
+          } else if (this.digits > 0 && (c === 32 || c === 9)) {
+            this.state = SIZE_WS;
             this.line = 0;
           } else {
             throw new HttpError(400, 'invalid chunk size');
           }
           break;
         }
+        // RFC 9112 7.1.1: whitespace after the size only before a ';' extension ("1 0", "a " are not sizes).
+        case SIZE_WS:
+          if (c === 59) this.state = EXTENSION;
+          else if ((c !== 32 && c !== 9) || ++this.line > MAX_LINE)
+            throw new HttpError(400, 'invalid chunk size (only ";" extensions may follow it)');
+          break;
         case EXTENSION:
           if (c === 13) this.state = SIZE_LF;
           else if ((c < 32 && c !== 9) || c === 127 || ++this.line > MAX_LINE)
@@ -430,6 +649,7 @@ export class ChunkedBody {
           if (c !== 10) throw new HttpError(400, 'chunk size line must end with CRLF');
           this.digits = 0;
           this.state = this.size === 0 ? TRAILER_START : DATA;
+          if (out && this.size > 0) out.push(Buffer.from(`${this.size.toString(16)}\r\n`, 'latin1'));
           break;
         case DATA_CR:
           if (c !== 13) throw new HttpError(400, 'chunk data must end with CRLF');
@@ -438,6 +658,7 @@ export class ChunkedBody {
         case DATA_LF:
           if (c !== 10) throw new HttpError(400, 'chunk data must end with CRLF');
           this.state = SIZE;
+          if (out) out.push(CRLF_BYTES);
           break;
         // Trailer fields are held to the same syntax as header fields (name ":" value, no obs-fold, no
         // control characters): an upstream reading a sloppy trailer section differently would end the body
@@ -466,6 +687,7 @@ export class ChunkedBody {
         case END_LF:
           if (c !== 10) throw new HttpError(400, 'chunked body must end with CRLF');
           this.state = DONE;
+          if (out) out.push(LAST_CHUNK);
           return i;
         default:
           return i - 1;

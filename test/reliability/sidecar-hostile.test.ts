@@ -74,6 +74,8 @@ const summary = {
 class Relay {
   /** `MALFORMED-<n>` / `SMUGGLED-<n>` tags seen in bytes that reached the upstream. */
   readonly seen = new Set<string>();
+  /** Every byte of the upstream connections whose first request targets /forwarded-*, by that path. */
+  readonly recorded = new Map<string, string>();
   readonly open = new Set<Socket>();
   connections = 0;
   readonly server: NetServer;
@@ -91,7 +93,11 @@ class Relay {
       relay.open.add(socket);
       const upstream = netConnect(target, '127.0.0.1');
       let tail = '';
+      let recording: string | null | undefined;
       socket.on('data', (chunk: Buffer) => {
+        if (recording === undefined)
+          recording = /^[A-Z]+ (\/forwarded-[^ ]+)/.exec(chunk.toString('latin1'))?.[1] ?? null;
+        if (recording) relay.recorded.set(recording, (relay.recorded.get(recording) ?? '') + chunk.toString('latin1'));
         const text = tail + chunk.toString('latin1');
         for (const m of text.matchAll(/(?:MALFORMED|SMUGGLED)-\d+/g)) relay.seen.add(m[0]);
         tail = text.slice(-24);
@@ -1589,6 +1595,165 @@ describe('reliability: the sidecar under hostile clients', () => {
       }
       expect(problems).toEqual([]);
     }, 240_000);
+  });
+
+  // Issue 19: what reaches the upstream is re-serialised from what the sidecar parsed, never the client's bytes.
+  describe('forwards exactly what it understood (issue 19)', () => {
+    /** Sends `request` (which asks to close) and returns the answer's status and the bytes the upstream got. */
+    const forward = async (path: string, request: string) => {
+      const result = await exchange('standard', request);
+      return { status: statusOf(result.text), upstream: relay.recorded.get(path) ?? '' };
+    };
+    const headOf = (upstream: string) => upstream.slice(0, upstream.indexOf('\r\n\r\n') + 2);
+    const linesNamed = (upstream: string, name: string) =>
+      headOf(upstream)
+        .split('\r\n')
+        .filter((l) => l.toLowerCase().startsWith(`${name}:`));
+
+    it('1. forwards Transfer-Encoding: chunked for ",chunked", "chunked,", ", chunked , " and an extra empty line', async () => {
+      const smuggled = 'GET /admin-19 HTTP/1.1\r\nHost: localhost\r\nX-Client-Verify: SUCCESS\r\n\r\n';
+      const body = `${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`;
+      const variants = [
+        ['Transfer-Encoding: ,chunked'],
+        ['Transfer-Encoding: chunked,'],
+        ['Transfer-Encoding: , chunked , '],
+        ['Transfer-Encoding: chunked', 'Transfer-Encoding:'],
+      ];
+      for (const [i, lines] of variants.entries()) {
+        const path = `/forwarded-te-${i}`;
+        const { status, upstream } = await forward(
+          path,
+          `POST ${path} HTTP/1.1\r\nHost: localhost\r\n${lines.join('\r\n')}\r\nConnection: close\r\n\r\n${body}`,
+        );
+        expect({ lines, status, te: linesNamed(upstream, 'transfer-encoding') }).toEqual({
+          lines,
+          status: 200,
+          te: ['transfer-encoding: chunked'],
+        });
+        expect(upstream.slice(headOf(upstream).length + 2)).toBe(body);
+      }
+    }, 60_000);
+
+    it('2. drops chunked trailers, identity and framing fields included', async () => {
+      const path = '/forwarded-trailers';
+      const { status, upstream } = await forward(
+        path,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n` +
+          '3\r\nabc\r\n0\r\nX-Client-Verify: FORGED-19\r\nX-Forwarded-Client-Cert: Hash=FORGED-19\r\n' +
+          'Content-Length: 5\r\nTransfer-Encoding: chunked\r\nHost: FORGED-19\r\n\r\n',
+      );
+      expect(status).toBe(200);
+      expect(upstream.slice(headOf(upstream).length + 2)).toBe('3\r\nabc\r\n0\r\n\r\n');
+    }, 30_000);
+
+    it('3. answers 505 to HTTP/1.2 and forwards nothing of it', async () => {
+      const path = '/forwarded-version';
+      const { status, upstream } = await forward(path, `GET ${path} HTTP/1.2\r\nHost: localhost\r\n\r\n`);
+      expect({ status, upstream }).toEqual({ status: 505, upstream: '' });
+    }, 30_000);
+
+    it('4. refuses junk after a chunk size, and forwards sizes re-serialised without extensions', async () => {
+      const junk = await forward(
+        '/forwarded-size-junk',
+        'POST /forwarded-size-junk HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5 6\r\nhello\r\n0\r\n\r\n',
+      );
+      expect(junk.status).toBe(400);
+      expect(junk.upstream).not.toContain('5 6');
+      const path = '/forwarded-size';
+      const { status, upstream } = await forward(
+        path,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n` +
+          '005;ext="x"\r\nhello\r\n0;last\r\n\r\n',
+      );
+      expect(status).toBe(200);
+      expect(upstream.slice(headOf(upstream).length + 2)).toBe('5\r\nhello\r\n0\r\n\r\n');
+    }, 30_000);
+
+    it('5. removes Connection, what it names, Keep-Alive, Proxy-Connection and TE (but trailers)', async () => {
+      const path = '/forwarded-hop';
+      const { status, upstream } = await forward(
+        path,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n` +
+          'Proxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nContent-Length: 2\r\nX-End: 1\r\n\r\nok',
+      );
+      expect(status).toBe(200);
+      const head = headOf(upstream).toLowerCase();
+      expect(head).not.toMatch(/x-hop|keep-alive|proxy-connection|deflate/);
+      expect(linesNamed(upstream, 'connection')).toEqual(['connection: close']);
+      expect(linesNamed(upstream, 'te')).toEqual(['te: trailers']);
+      expect(linesNamed(upstream, 'x-end')).toEqual(['X-End: 1']);
+      const named = await forward(
+        '/forwarded-hop-cl',
+        'POST /forwarded-hop-cl HTTP/1.1\r\nHost: localhost\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok',
+      );
+      expect(named).toEqual({ status: 400, upstream: '' });
+    }, 30_000);
+
+    it('6. forwards one Content-Length for equal duplicates, and refuses an invalid Host with 400', async () => {
+      const path = '/forwarded-cl';
+      const { status, upstream } = await forward(
+        path,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
+      );
+      expect(status).toBe(200);
+      expect(linesNamed(upstream, 'content-length')).toEqual(['Content-Length: 2']);
+      for (const [i, host] of ['a.test/evil', 'user@a.test', 'a b', ''].entries()) {
+        const bad = `/forwarded-host-${i}`;
+        expect({ host, ...(await forward(bad, `GET ${bad} HTTP/1.1\r\nHost: ${host}\r\n\r\n`)) }).toEqual({
+          host,
+          status: 400,
+          upstream: '',
+        });
+      }
+    }, 60_000);
+
+    it('7. upgrades "websocket, h2c" as websocket, accepts leading zeros, and refuses a bare-LF head with 400 (not 408)', async () => {
+      const socket = await openTls('standard');
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      const until = (pattern: RegExp) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 10_000);
+          const check = () => {
+            if (!pattern.test(text) && !socket.destroyed) return;
+            clearTimeout(timer);
+            socket.off('data', check);
+            resolve();
+          };
+          socket.on('data', check);
+          socket.once('close', check);
+        });
+      const upgraded = until(/\r\n\r\n/);
+      socket.write(
+        'GET /forwarded-ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\n\r\n',
+      );
+      await upgraded;
+      const echoed = until(/echo:ping/);
+      socket.write('ping');
+      await echoed;
+      socket.destroy();
+      expect(statusOf(text)).toBe(101);
+      expect(text).toContain('echo:ping');
+      const ws = relay.recorded.get('/forwarded-ws') ?? '';
+      expect(linesNamed(ws, 'upgrade')).toEqual(['upgrade: websocket']);
+
+      const path = '/forwarded-zeros-ok';
+      const ok = await forward(
+        path,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n` +
+          '0000000000005\r\nhello\r\n0\r\n\r\n',
+      );
+      expect(ok.status).toBe(200);
+      const cl = await forward(
+        '/forwarded-zeros-cl',
+        'POST /forwarded-zeros-cl HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0000000000000005\r\nConnection: close\r\n\r\nhello',
+      );
+      expect(cl.status).toBe(200);
+      expect(linesNamed(cl.upstream, 'content-length')).toEqual(['content-length: 5']);
+
+      const bareLf = await exchange('standard', 'GET /forwarded-lf HTTP/1.1\nHost: localhost\n\n');
+      expect(statusOf(bareLf.text)).toBe(400);
+    }, 60_000);
   });
 
   describe('an upstream that drops a kept-alive connection under a request', () => {

@@ -4,6 +4,7 @@ import {
   BODY_NONE,
   BODY_UNTIL_CLOSE,
   ChunkedBody,
+  bareLineBreak,
   errorResponse,
   HttpError,
   parseRequestHead,
@@ -115,11 +116,9 @@ describe('parseRequestHead: body framing (request smuggling)', () => {
     expectRefused(POST(`Content-Length: ${value}`), 400);
   });
 
-  it('Transfer-Encoding ending in chunked gives a chunked body', () => {
+  it('Transfer-Encoding: chunked gives a chunked body (other codings before it: 501, see issue 19 below)', () => {
     expect(parseRequestHead(POST('Transfer-Encoding: chunked')).body).toBe(BODY_CHUNKED);
     expect(parseRequestHead(POST('transfer-encoding:  Chunked\t')).body).toBe(BODY_CHUNKED);
-    expect(parseRequestHead(POST('Transfer-Encoding: gzip, chunked')).body).toBe(BODY_CHUNKED);
-    expect(parseRequestHead(POST('Transfer-Encoding: gzip', 'Transfer-Encoding: chunked')).body).toBe(BODY_CHUNKED);
   });
 
   it('refuses Content-Length together with Transfer-Encoding, in either order (CL.TE / TE.CL)', () => {
@@ -286,7 +285,7 @@ describe('parseRequestHead: connection management', () => {
 
   it('refuses an h2c upgrade (HTTP/2 behind the tunnel would bypass the identity-header rewrite)', () => {
     expectRefused(GET('Connection: Upgrade, HTTP2-Settings', 'Upgrade: h2c', 'HTTP2-Settings: AAMAAABkAAQAAP__'), 400);
-    expectRefused(GET('Connection: upgrade', 'Upgrade: websocket, H2C'), 400);
+    expectRefused(GET('Connection: upgrade', 'Upgrade: H2C/1'), 400);
   });
 });
 
@@ -430,7 +429,6 @@ describe('ChunkedBody', () => {
     ['an overlong extension', `3;${'e'.repeat(5_000)}\r\nabc\r\n0\r\n\r\n`, /extension/],
     ['a 13-digit size (overflow)', '1000000000000\r\n', /too large/],
     ['a 40-digit size (overflow)', `${'f'.repeat(40)}\r\n`, /too large/],
-    ['leading zeros past the digit limit', `${'0'.repeat(13)}3\r\nabc\r\n0\r\n\r\n`, /too large/],
     ['a bare LF in a trailer', '0\r\nX-A: 1\n\r\n', /trailer/],
     ['a bare LF ending the trailers', '0\r\n\n', /LF/],
     ['a bare CR in a trailer', '0\r\nX-A: 1\rX\r\n\r\n', /CRLF/],
@@ -513,5 +511,183 @@ describe('errorResponse', () => {
     const length = Number(/content-length: (\d+)/.exec(top)![1]);
     expect(length).toBe(Buffer.byteLength(body, 'latin1'));
     expect(length).toBe(Buffer.byteLength(body, 'utf8'));
+  });
+});
+
+/**
+ * Issue 19: the sidecar forwards a request re-serialised from what it parsed, never bytes it did not
+ * understand. `kept` is the head as forwarded (without the sidecar's identity block); `reframe` is a chunked
+ * body as forwarded.
+ */
+function reframe(text: string): string {
+  const out: Buffer[] = [];
+  const body = new ChunkedBody();
+  const end = body.feed(bytes(text), 0, out);
+  if (end !== text.length) throw new Error(`body ended at ${end} of ${text.length}`);
+  return Buffer.concat(out).toString('latin1');
+}
+
+describe('forwarding what was understood (issue 19)', () => {
+  it('1. forwards one normalised Transfer-Encoding: chunked, never the client line', () => {
+    for (const lines of [
+      ['Transfer-Encoding: ,chunked'],
+      ['Transfer-Encoding: chunked,'],
+      ['Transfer-Encoding: , chunked , '],
+      ['Transfer-Encoding: chunked', 'Transfer-Encoding:'],
+      ['Transfer-Encoding:', 'transfer-encoding: CHUNKED'],
+    ]) {
+      const h = parseRequestHead(POST('X-A: 1', ...lines, 'X-B: 2'));
+      expect([lines, h.body]).toEqual([lines, BODY_CHUNKED]);
+      expect([lines, h.kept]).toEqual([
+        lines,
+        head('POST /upload HTTP/1.1', 'transfer-encoding: chunked', 'Host: a', 'X-A: 1', 'X-B: 2'),
+      ]);
+    }
+  });
+
+  it('1. answers 501 to a transfer coding other than chunked (as nginx does), 400 to a broken list', () => {
+    expectRefused(POST('Transfer-Encoding: gzip, chunked'), 501, /not implemented/);
+    expectRefused(POST('Transfer-Encoding: gzip', 'Transfer-Encoding: chunked'), 501);
+    expectRefused(POST('Transfer-Encoding: chunked, chunked'), 400);
+    expectRefused(POST('Transfer-Encoding: ,'), 400);
+  });
+
+  it('2. drops chunked trailers (identity and framing fields included) from the forwarded body', () => {
+    const trailers =
+      'X-Client-Verify: SUCCESS\r\nX-Forwarded-Client-Cert: Hash=0\r\nContent-Length: 5\r\n' +
+      'Transfer-Encoding: chunked\r\nHost: evil\r\nX-Checksum: 1\r\n';
+    expect(reframe(`3\r\nabc\r\n0\r\n${trailers}\r\n`)).toBe('3\r\nabc\r\n0\r\n\r\n');
+  });
+
+  it('3. answers 505 to HTTP/1.2 through HTTP/1.9 (only 1.0 and 1.1 are HTTP/1.x)', () => {
+    for (let minor = 2; minor <= 9; minor++) expectRefused(head(`GET / HTTP/1.${minor}`, 'Host: a'), 505);
+    expect(parseRequestHead(head('GET / HTTP/1.1', 'Host: a')).minor).toBe(1);
+  });
+
+  it.each([
+    ['1 0', '1 0\r\nx\r\n0\r\n\r\n'],
+    ['5 6', '5 6\r\nhello\r\n0\r\n\r\n'],
+    ['2 erfrferferf', '2 erfrferferf\r\nab\r\n0\r\n\r\n'],
+    ['a space before CRLF', 'a \r\n0123456789\r\n0\r\n\r\n'],
+    ['a tab then junk', '3\tx\r\nabc\r\n0\r\n\r\n'],
+  ])('4. refuses a chunk-size line with junk after whitespace (%s)', (_name, body) => {
+    expect(feedWhole(bytes(body))).toMatch(/error: .*chunk size/);
+  });
+
+  it('4. re-serialises chunk sizes (lower-case hex, no leading zeros) and drops extensions', () => {
+    expect(reframe('3;name=value\r\nabc\r\n0;last\r\n\r\n')).toBe('3\r\nabc\r\n0\r\n\r\n');
+    expect(reframe('3 ;bws\r\nabc\r\n0\r\n\r\n')).toBe('3\r\nabc\r\n0\r\n\r\n');
+    expect(reframe('0000A\r\n0123456789\r\n00\r\n\r\n')).toBe('a\r\n0123456789\r\n0\r\n\r\n');
+    expect(reframe('1\r\na\r\n2\r\nbc\r\n0\r\n\r\n')).toBe('1\r\na\r\n2\r\nbc\r\n0\r\n\r\n');
+  });
+
+  it('4. re-serialises the same way fed byte by byte', () => {
+    const text = '00005;x=y\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n';
+    const body = new ChunkedBody();
+    const out: Buffer[] = [];
+    let end = -1;
+    for (let i = 0; i < text.length && end < 0; i++) end = body.feed(bytes(text[i]!), 0, out);
+    expect(end).toBe(1);
+    expect(Buffer.concat(out).toString('latin1')).toBe('5\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n');
+  });
+
+  it('5. removes hop-by-hop headers: Connection and what it names, Keep-Alive, Proxy-Connection, TE', () => {
+    const h = parseRequestHead(
+      GET(
+        'Connection: keep-alive, X-Other, TE',
+        'X-Other: 1',
+        'Keep-Alive: timeout=5',
+        'Proxy-Connection: keep-alive',
+        'TE: trailers, deflate;q=0.5',
+        'x-other: 2',
+        'X-Keep: 1',
+      ),
+    );
+    expect(h.kept).toBe(head('GET / HTTP/1.1', 'te: trailers', 'Host: a', 'X-Keep: 1'));
+    expect(parseRequestHead(GET('TE: deflate', 'X-Keep: 1')).kept).toBe(GET('X-Keep: 1'));
+  });
+
+  it('5. states the connection decision itself: close for 1.1, keep-alive for 1.0, upgrade for WebSocket', () => {
+    expect(parseRequestHead(GET('Connection: close')).kept).toBe(
+      head('GET / HTTP/1.1', 'connection: close', 'Host: a'),
+    );
+    expect(parseRequestHead(head('GET / HTTP/1.0', 'Connection: Keep-Alive')).kept).toBe(
+      head('GET / HTTP/1.0', 'connection: keep-alive'),
+    );
+    expect(parseRequestHead(head('GET / HTTP/1.0', 'Connection: close')).kept).toBe('GET / HTTP/1.0');
+    const ws = parseRequestHead(GET('Connection: keep-alive, Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Key: k'));
+    expect(ws.upgrade).toBe(true);
+    expect(ws.kept).toBe(
+      head('GET / HTTP/1.1', 'connection: upgrade', 'upgrade: websocket', 'Host: a', 'Sec-WebSocket-Key: k'),
+    );
+    // An Upgrade header that Connection does not name is no upgrade, and is not forwarded.
+    expect(parseRequestHead(GET('Upgrade: websocket')).kept).toBe(GET());
+  });
+
+  it('5. refuses a Connection header that names a framing header or Host (removing it would reframe the request)', () => {
+    expectRefused(POST('Connection: Content-Length', 'Content-Length: 5'), 400, /Connection names/);
+    expectRefused(POST('Connection: transfer-encoding', 'Transfer-Encoding: chunked'), 400, /Connection names/);
+    expectRefused(GET('Connection: host'), 400, /Connection names/);
+  });
+
+  it('6. collapses equal Content-Length lines into one (the first as written, or re-stated without leading zeros)', () => {
+    const h = parseRequestHead(POST('Content-Length: 5', 'X-A: 1', 'Content-Length: 5'));
+    expect(h.kept).toBe(POST('Content-Length: 5', 'X-A: 1'));
+    expect(parseRequestHead(POST('Content-Length: 0')).kept).toBe(POST('Content-Length: 0'));
+    expect(parseRequestHead(POST('Content-Length: 05', 'Content-Length: 5')).kept).toBe(
+      head('POST /upload HTTP/1.1', 'content-length: 5', 'Host: a'),
+    );
+    expect(parseRequestHead(POST('Content-Length: 00')).kept).toBe(
+      head('POST /upload HTTP/1.1', 'content-length: 0', 'Host: a'),
+    );
+  });
+
+  it.each([
+    ['a path', 'a.test/evil'],
+    ['userinfo', 'user@a.test'],
+    ['a space', 'a b'],
+    ['empty', ''],
+    ['only whitespace', ' \t'],
+    ['a backslash', 'a.test\\evil'],
+    ['a query', 'a.test?x'],
+    ['a fragment', 'a.test#x'],
+    ['a non-numeric port', 'a.test:http'],
+    ['an unclosed IPv6 literal', '[::1'],
+    ['junk after an IPv6 literal', '[::1]x'],
+    ['obs-text', 'caf\xe9.test'],
+    ['a comma list', 'a.test, b.test'],
+  ])('6. refuses an invalid Host (%s) with 400', (_name, value) => {
+    expectRefused(head('GET / HTTP/1.1', `Host: ${value}`), 400, /Host/);
+  });
+
+  it('6. accepts names, IPv4, IPv6 literals and ports in Host', () => {
+    for (const value of ['a.test', 'localhost:8443', '127.0.0.1', '[::1]:443', 'A-b_c.example.', 'x:']) {
+      expect([value, parseRequestHead(head('GET / HTTP/1.1', `Host: ${value}`)).method]).toEqual([value, 'GET']);
+    }
+  });
+
+  it('7. drops an h2c token from a WebSocket upgrade instead of refusing it; h2c alone is still refused', () => {
+    const h = parseRequestHead(GET('Connection: upgrade', 'Upgrade: websocket, h2c'));
+    expect(h.upgrade).toBe(true);
+    expect(h.kept).toBe(head('GET / HTTP/1.1', 'connection: upgrade', 'upgrade: websocket', 'Host: a'));
+    expectRefused(GET('Connection: upgrade', 'Upgrade: h2c'), 400, /h2c/);
+  });
+
+  it('7. does not count leading zeros against the length limits', () => {
+    expect(parseRequestHead(POST('Content-Length: 0000000000000005'))).toMatchObject({ body: BODY_LENGTH, length: 5 });
+    expect(parseRequestHead(POST(`Content-Length: ${'0'.repeat(40)}`))).toMatchObject({ body: BODY_NONE, length: 0 });
+    expect(feedWhole(bytes('0000000000005\r\nhello\r\n0\r\n\r\n'))).toBe(27);
+    expect(reframe(`${'0'.repeat(30)}5\r\nhello\r\n0\r\n\r\n`)).toBe('5\r\nhello\r\n0\r\n\r\n');
+    // The size line itself stays bounded.
+    expect(feedWhole(bytes(`${'0'.repeat(5_000)}5\r\n`))).toMatch(/error: .*too long/);
+  });
+
+  it('7. sees a bare LF or bare CR in an incomplete head at once (no wait for the headers timeout)', () => {
+    expect(bareLineBreak(bytes('GET / HTTP/1.1\nHost: a\n'), 0)).toBe(true);
+    expect(bareLineBreak(bytes('GET / HTTP/1.1\r\nHost: a\rX'), 0)).toBe(true);
+    expect(bareLineBreak(bytes('GET / HTTP/1.1\r\nHost: a\r\nX-A: 1'), 0)).toBe(false);
+    // A CR at the end of what has arrived may still be followed by its LF.
+    expect(bareLineBreak(bytes('GET / HTTP/1.1\r'), 0)).toBe(false);
+    expect(bareLineBreak(bytes('GET / HTTP/1.1\r\nHost: a\r\n\n'), 10)).toBe(true);
   });
 });

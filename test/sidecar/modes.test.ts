@@ -161,11 +161,19 @@ describe('sidecar: the mode table with real TLS clients', () => {
     expect(seen.headers['x-client-verify']).toBe('NONE');
     expect(seen.headers['x-forwarded-proto']).toBe('https');
     expect(seen.headers['x-forwarded-for']).toBe('10.9.9.9, 127.0.0.1');
-    // The sidecar's own headers come first, so an upstream that reads only so many headers still has them.
+    // The sidecar's own headers come first, so an upstream that reads only so many headers still has them:
+    // identity, then the connection line it states for its own hop (the client's Connection is hop-by-hop).
     const names = (upstream.requests.at(-1)!.rawHeaders.filter((_, i) => i % 2 === 0) as string[]).map((n) =>
       n.toLowerCase(),
     );
-    expect(names.slice(0, 4)).toEqual(['x-client-verify', 'x-forwarded-proto', 'x-forwarded-for', 'host']);
+    expect(names.slice(0, 5)).toEqual([
+      'x-client-verify',
+      'x-forwarded-proto',
+      'x-forwarded-for',
+      'connection',
+      'host',
+    ]);
+    expect(names.filter((n) => n === 'connection')).toHaveLength(1);
     const withCert = await httpsGet(port('strict'), { ca: pki.ca.certPem, client: pki.client, headers: spoof });
     expect(
       (JSON.parse(withCert.body!) as { headers: Record<string, string> }).headers['x-forwarded-client-cert'],
