@@ -1,7 +1,6 @@
-import { EndpointController } from '../../operator/controller/manager.ts';
-import { OperatorMetrics } from '../../operator/metrics.ts';
+import type { EndpointController } from '../../operator/controller/manager.ts';
 import { parseCertificates, x509 } from '../../operator/pki/x509.ts';
-import { createTestNamespace, deleteTestNamespace, kubeConfig, waitFor } from '../support/cluster.ts';
+import { createTestNamespace, deleteTestNamespace, waitFor } from '../support/cluster.ts';
 import {
   condition,
   core,
@@ -13,6 +12,7 @@ import {
   waitReady,
 } from '../support/endpoints.ts';
 import { openssl, pemFiles } from '../support/openssl.ts';
+import { startController } from '../support/operator.ts';
 
 const EXAMPLE_SPEC = {
   podSelector: { matchLabels: { app: 'payments-mock' } },
@@ -32,14 +32,7 @@ describe('controller: issuance against the real API server', () => {
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('ctrl-issue');
-    controller = new EndpointController({
-      kubeConfig: kubeConfig(),
-      metrics: new OperatorMetrics(),
-      namespace,
-      resyncMs: 2_000,
-      caPropagationDelayMs: 2_000,
-    });
-    await controller.start();
+    controller = await startController(namespace, { resyncMs: 2_000, caPropagationDelayMs: 2_000 });
   });
   afterAll(async () => {
     await controller?.stop();

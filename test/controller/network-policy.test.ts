@@ -1,8 +1,8 @@
 import * as k8s from '@kubernetes/client-node';
 import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
-import { EndpointController } from '../../operator/controller/manager.ts';
-import { OperatorMetrics } from '../../operator/metrics.ts';
+import type { EndpointController } from '../../operator/controller/manager.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubectl, waitFor } from '../support/cluster.ts';
+import { startController } from '../support/operator.ts';
 import { createEndpoint, getEndpoint, installCrd, waitReady } from '../support/endpoints.ts';
 
 const networking = () => kubeConfig().makeApiClient(k8s.NetworkingV1Api);
@@ -20,14 +20,7 @@ describe('controller: the NetworkPolicy of an endpoint, against the real API ser
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('ctrl-netpol');
-    controller = new EndpointController({
-      kubeConfig: kubeConfig(),
-      metrics: new OperatorMetrics(),
-      namespace,
-      resyncMs: 2_000,
-      caPropagationDelayMs: 2_000,
-    });
-    await controller.start();
+    controller = await startController(namespace, { resyncMs: 2_000, caPropagationDelayMs: 2_000 });
   });
   afterAll(async () => {
     await controller?.stop();

@@ -34,6 +34,22 @@ export async function loopbackWebhook(
   return { webhook, port, configurationName };
 }
 
+/** A controller in-process, scoped to one test namespace, started (caches synced, workers running). */
+export async function startController(
+  namespace: string,
+  { resyncMs = 2_000, caPropagationDelayMs }: { resyncMs?: number; caPropagationDelayMs?: number } = {},
+): Promise<EndpointController> {
+  const controller = new EndpointController({
+    kubeConfig: kubeConfig(),
+    metrics: new OperatorMetrics(),
+    namespace,
+    resyncMs,
+    caPropagationDelayMs,
+  });
+  await controller.start();
+  return controller;
+}
+
 /**
  * The operator in-process for one test namespace: a controller scoped to it and a loopback webhook that
  * owns its own MutatingWebhookConfiguration (a unique name per suite; `stop` removes it).
@@ -44,14 +60,7 @@ export async function startOperator(
 ) {
   const { webhook, configurationName } = await loopbackWebhook(namespace, `mtls-operator-test-${namespace}`);
   await webhook.start();
-  const controller = new EndpointController({
-    kubeConfig: kubeConfig(),
-    metrics: new OperatorMetrics(),
-    namespace,
-    resyncMs,
-    caPropagationDelayMs,
-  });
-  await controller.start();
+  const controller = await startController(namespace, { resyncMs, caPropagationDelayMs });
   return {
     webhook,
     controller,
