@@ -12,9 +12,9 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { KUBERNETES_VERSION } from '../operator/controlplane/binaries.ts';
+import { KUBERNETES_VERSION } from '../local/controlplane/binaries.ts';
 import { renderControllerSection, writeResultsSection } from './results-file.ts';
-import { freePort, LocalControlPlane } from '../operator/controlplane/local-control-plane.ts';
+import { freePort, LocalControlPlane } from '../local/controlplane/local-control-plane.ts';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../operator/api/types.ts';
 import { operatorEnv } from '../operator/defaults.ts';
 

@@ -1,4 +1,4 @@
-import { type FlagSpecs, helpText, parseFlags, UsageError } from '../operator/flags.ts';
+import { type FlagSpecs, helpText, parseFlags, UsageError } from '../common/flags.ts';
 
 /**
  * The sidecar's command line, defined once: `parseSidecarArgs` reads it, `renderSidecarArgs` writes it (the

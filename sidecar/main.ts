@@ -1,4 +1,4 @@
-import { untilSignal } from '../operator/commands/run-until-signal.ts';
+import { untilSignal } from '../common/signals.ts';
 import { parseSidecarArgs, sidecarHelp } from './flags.ts';
 import { startSidecar } from './sidecar.ts';
 import { isWorker, runWorker, runWorkerGroup } from './workers.ts';

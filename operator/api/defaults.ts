@@ -1,4 +1,4 @@
-import type { KeyAlgorithm } from '../pki/x509.ts';
+import type { KeyAlgorithm } from './types.ts';
 import type { Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
 
 /**

@@ -1,5 +1,4 @@
 import type { KubernetesObject, V1LabelSelector } from '@kubernetes/client-node';
-import type { KeyAlgorithm } from '../pki/x509.ts';
 
 /** The MtlsEndpoint API (docs/DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
 export const GROUP = 'mtls.operator.dev';
@@ -15,6 +14,9 @@ export const ENDPOINT_RESOURCE = { group: GROUP, version: VERSION, plural: PLURA
 
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
+
+export const KEY_ALGORITHMS = ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
+export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
 
 export interface Listener {
   mode: Mode;

@@ -42,7 +42,7 @@ import {
   type LeafIdentity,
   pairProblem,
   parseCrls,
-} from './certs.ts';
+} from '../pki/certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
 import { desiredNetworkPolicy, sameNetworkPolicySpec } from './network-policy.ts';

@@ -3,7 +3,7 @@ import type { V1LabelSelector } from '@kubernetes/client-node';
 import type { MtlsEndpoint, NetworkPolicyMode } from '../api/types.ts';
 import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
-import type { KeyAlgorithm } from '../pki/x509.ts';
+import type { KeyAlgorithm } from '../api/types.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
 export interface ResolvedSpec {
