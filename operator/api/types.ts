@@ -121,6 +121,13 @@ export interface MtlsEndpoint extends KubernetesObject {
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'mtls-operator';
 export const ENDPOINT_LABEL = 'mtls.operator.dev/endpoint';
+/** On the Secrets: which certificate it holds (`ca`, `server`, `client`), and for a client, whose. */
+export const CERTIFICATE_LABEL = 'mtls.operator.dev/certificate';
+export const CLIENT_LABEL = 'mtls.operator.dev/client';
+/** On a leaf Secret: a digest of what the leaf was issued for; a spec asking for something else re-issues it. */
+export const ISSUANCE_HASH_ANNOTATION = 'mtls.operator.dev/issuance-hash';
+/** On a client Secret: the still-valid certificates it held before, which a revocation must also cover. */
+export const PREVIOUS_SERIALS_ANNOTATION = 'mtls.operator.dev/previous-serials';
 /** On a namespace, value `enabled`: the webhook considers its pods. */
 export const INJECTION_NAMESPACE_LABEL = 'mtls.operator.dev/injection';
 export const INJECTION_ENABLED = 'enabled';

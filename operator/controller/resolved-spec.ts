@@ -21,6 +21,8 @@ export interface ResolvedSpec {
   /** The selector as a Service can say it: matchLabels only, absent when it uses matchExpressions. */
   podSelectorLabels?: Record<string, string>;
   networkPolicy: NetworkPolicyMode;
+  /** The injected sidecar's admin port, which the NetworkPolicy admits (health probes, metrics). */
+  sidecarAdminPort: number;
 }
 
 /** A spec the API server accepted but the controller cannot act on; the message says what to change. */
@@ -105,6 +107,7 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     podSelector: spec.podSelector,
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
     networkPolicy: spec.networkPolicy,
+    sidecarAdminPort: adminPort,
   };
 }
 
