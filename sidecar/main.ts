@@ -5,8 +5,8 @@ import { isWorker, runWorker, runWorkerGroup } from './workers.ts';
 
 /** `mtls-operator sidecar ...`: serve until SIGTERM, then drain. */
 export async function run(argv: string[]): Promise<number> {
-  const { config, help } = parseSidecarArgs(argv);
-  if (help) {
+  const { config } = parseSidecarArgs(argv);
+  if (!config) {
     process.stdout.write(sidecarHelp());
     return 0;
   }

@@ -17,7 +17,7 @@ import {
   type MtlsEndpoint,
 } from '../api/types.ts';
 import { EventRecorder } from '../kube/events.ts';
-import { ResilientInformer } from '../kube/informer.ts';
+import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
@@ -86,9 +86,11 @@ export class EndpointController {
       kc,
       `/apis/${group}/${version}${scope}/${plural}`,
       () =>
-        (ns
-          ? custom.listNamespacedCustomObject({ group, version, plural, namespace: ns })
-          : custom.listClusterCustomObject({ group, version, plural })) as never,
+        customObjectList<MtlsEndpoint>(
+          ns
+            ? custom.listNamespacedCustomObject({ group, version, plural, namespace: ns })
+            : custom.listClusterCustomObject({ group, version, plural }),
+        ),
       { name: 'mtlsendpoints' },
     );
     this.secrets = new ResilientInformer<V1Secret>(

@@ -153,7 +153,7 @@ describe('monitoring the injected sidecars', () => {
         '--admin',
         '127.0.0.1:0',
       ]);
-      sidecar = await startSidecar(config);
+      sidecar = await startSidecar(config!);
     });
     afterAll(async () => {
       await sidecar?.stop(1_000);

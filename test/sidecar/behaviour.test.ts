@@ -15,7 +15,7 @@ import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../suppo
 const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
 
 async function start(args: string[]): Promise<RunningSidecar> {
-  return startSidecar(parseSidecarArgs(args).config);
+  return startSidecar(parseSidecarArgs(args).config!);
 }
 
 describe('sidecar: behaviour', () => {
