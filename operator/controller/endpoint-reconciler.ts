@@ -447,6 +447,9 @@ export class EndpointReconciler {
    */
   private async apply(snap: Snapshot, plan: Plan, now: Date): Promise<void> {
     const { writer } = this.deps;
+    // Issued means signed, whether or not the write that stores it then wins (a 409 discards it): counted first.
+    for (const kind of ['ca', 'server', 'client'] as const)
+      if (plan.issued[kind]) this.deps.metrics.issued.inc({ certificate: kind }, plan.issued[kind]);
     const secrets = [plan.caSecret, ...plan.leafSecrets].map((desired) =>
       secretWrites(snap.secret(desired.name), desired),
     );
@@ -462,8 +465,6 @@ export class EndpointReconciler {
     // Recorded side by side (one round trip, not one per note), and before the status that reports them.
     await Promise.all(notes.map((note) => this.deps.events.record(snap.ep, note.type, note.reason, note.message)));
     await this.applyStatus(snap.ep, plan.status, now);
-    for (const kind of ['ca', 'server', 'client'] as const)
-      if (plan.issued[kind]) this.deps.metrics.issued.inc({ certificate: kind }, plan.issued[kind]);
     this.recordCertificateMetrics(snap, plan.status);
     this.deps.metrics.reconciles.inc({ result: 'success' });
   }
