@@ -7,6 +7,10 @@ import { type FlagSpecs, helpText, parseFlags, UsageError } from '../operator/fl
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
 
+/** How HTTP/2 clients' streams reach the upstream: as HTTP/1.1 requests, or as h2c streams (prior knowledge). */
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2c'] as const;
+export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
+
 /**
  * The admin port (health and /metrics), clear of the ports meshes and proxies take for themselves: Istio
  * 15000-15090 (15021 is its health port), Linkerd 41xx, Envoy's admin 9901, Consul 19000 and 20000+. The
@@ -43,6 +47,12 @@ export const SIDECAR_FLAGS = {
     help: 'a TLS listener: standard, flexible or strict, and its port',
   },
   upstream: { type: 'string', value: 'HOST:PORT', help: 'the plain-HTTP service to forward to (e.g. 127.0.0.1:8080)' },
+  'upstream-protocol': {
+    type: 'string',
+    value: 'http1|h2c',
+    help: "how HTTP/2 clients' requests go upstream: HTTP/1.1, or h2c (cleartext HTTP/2, needed for gRPC)",
+    default: 'http1',
+  },
   'tls-dir': {
     type: 'string',
     value: 'DIR',
@@ -118,6 +128,7 @@ export interface Listener {
 export interface SidecarConfig {
   listen: Listener[];
   upstream: string;
+  upstreamProtocol?: UpstreamProtocol;
   tlsDir: string;
   admin?: string;
   allowClients?: string[];
@@ -182,6 +193,9 @@ export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfi
     throw new UsageError(`--upstream ${flags.upstream}: the sidecar itself listens on that port`);
   }
   hostPort('admin', flags.admin, true);
+  const upstreamProtocol = flags['upstream-protocol'] as UpstreamProtocol;
+  if (!UPSTREAM_PROTOCOLS.includes(upstreamProtocol))
+    throw new UsageError(`--upstream-protocol: "${upstreamProtocol}" must be one of ${UPSTREAM_PROTOCOLS.join(', ')}`);
   return {
     help: false,
     config: {
@@ -189,6 +203,7 @@ export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfi
       upstream: flags.upstream,
       upstreamHost: upstream.host,
       upstreamPort: upstream.port,
+      upstreamProtocol,
       tlsDir: flags['tls-dir'],
       admin: flags.admin,
       allowClients: flags['allow-client'],
@@ -209,6 +224,8 @@ export function renderSidecarArgs(config: SidecarConfig): string[] {
   const args: string[] = [];
   for (const l of config.listen) args.push('--listen', `${l.mode}=${l.port}`);
   args.push('--upstream', config.upstream, '--tls-dir', config.tlsDir);
+  if (config.upstreamProtocol && config.upstreamProtocol !== 'http1')
+    args.push('--upstream-protocol', config.upstreamProtocol);
   if (config.admin && config.admin !== SIDECAR_DEFAULTS.admin) args.push('--admin', config.admin);
   for (const name of config.allowClients ?? []) args.push('--allow-client', name);
   const numeric: [keyof SidecarConfig, keyof typeof SIDECAR_FLAGS, number][] = [
