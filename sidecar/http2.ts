@@ -296,8 +296,13 @@ export class Http2Front {
     }
     const fields = upstreamFields(headers, identity.fields, identity.peer, this.protocol);
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
-    if (this.protocol === 'h2c') this.toH2c(stream, fields, endStream, facts);
-    else this.toHttp1(stream, headers, fields, endStream, facts);
+    // Forwarded once the frames read with it are processed: a stream reset in the same read (rapid reset,
+    // CVE-2023-44487) never costs an upstream request.
+    setImmediate(() => {
+      if (stream.closed || stream.destroyed) return;
+      if (this.protocol === 'h2c') this.toH2c(stream, fields, endStream, facts);
+      else this.toHttp1(stream, headers, fields, endStream, facts);
+    });
   }
 
   /** 502/504 for a stream the upstream failed before answering; a reset if part of the answer went out. */
@@ -362,6 +367,8 @@ export class Http2Front {
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
+      // The client went away first (its reset destroyed this request): nothing to answer, nothing to report.
+      if (stream.closed) return;
       if (answered) return void stream.close(NGHTTP2_INTERNAL_ERROR);
       answered = true;
       this.fail(stream, 502, err.code ?? err.message, facts);
@@ -396,8 +403,11 @@ export class Http2Front {
       clearTimeout(timer);
       if (stream.rstCode !== NGHTTP2_NO_ERROR) req.destroy();
     });
-    if (endStream) req.end();
-    else stream.pipe(req);
+    if (endStream) return void req.end();
+    // node:http holds the head until the first body byte: an upstream must see the request at once (a client
+    // may wait for the response head before it sends its body).
+    req.flushHeaders();
+    stream.pipe(req);
   }
 
   /** One stream as one stream of the shared h2c connection: trailers and resets pass both ways. */
@@ -424,7 +434,7 @@ export class Http2Front {
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (answered) return;
+      if (answered || stream.closed) return;
       answered = true;
       this.fail(stream, 502, err.code ?? err.message, facts);
     });
