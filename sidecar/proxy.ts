@@ -2,8 +2,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { createServer as createTlsServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from './log.ts';
 import type { Listener, ResolvedSidecarConfig } from './flags.ts';
-import { ForwardContext, ProxyConnection } from './forward.ts';
+import { CLOSE_GRACE_MS, ForwardContext, ProxyConnection } from './forward.ts';
 import { Http2Front } from './http2.ts';
+import { relayTcp } from './tcp-relay.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { answerRefused, refusalAnswer, refusalResponse } from './refusal-answer.ts';
 import type { RefusalLog, RefusalReason } from './refusal-log.ts';
@@ -42,11 +43,13 @@ export function createListener(
   deps: { log: Logger; refusals: RefusalLog; metrics: SidecarMetrics },
 ): TlsListener {
   const { mode } = listener;
+  const tcp = listener.protocol === 'tcp';
   const server = createTlsServer({
     ...contextOptions(tls, listener),
     handshakeTimeout: config.handshakeTimeoutMs,
-    // HTTP/2 first, as Envoy and nginx offer it; a client that offers no ALPN speaks HTTP/1.1.
-    ALPNProtocols: ['h2', 'http/1.1'],
+    // HTTP/2 first, as Envoy and nginx offer it; a client that offers no ALPN speaks HTTP/1.1. A TCP listener
+    // offers none: what it relays is not the sidecar's to name.
+    ...(tcp ? {} : { ALPNProtocols: ['h2', 'http/1.1'] }),
     // Half-open only once verified (below): a client that hangs up mid-handshake must close the socket.
     allowHalfOpen: false,
     noDelay: true,
@@ -79,11 +82,17 @@ export function createListener(
         subject: verdict.subject,
         serial: verdict.serial,
       });
-      if (socket.alpnProtocol === 'h2') h2.refuse(socket, { ...refusalAnswer(verdict), reason: verdict.reason });
+      // A TCP client gets no HTTP answer: close_notify, and the reason in the log.
+      if (tcp) {
+        socket.on('error', () => socket.destroy());
+        socket.setTimeout(CLOSE_GRACE_MS, () => socket.destroy());
+        socket.end();
+      } else if (socket.alpnProtocol === 'h2') h2.refuse(socket, { ...refusalAnswer(verdict), reason: verdict.reason });
       else answerRefused(socket, refusalResponse(verdict), config);
       return;
     }
     success.inc();
+    if (tcp) return relayTcp(socket, verdict.identity, { ...config, ...deps, mode, listener: boundPort });
     const fields = identityFields(verdict.identity);
     if (socket.alpnProtocol === 'h2') return h2.serve(socket, fields);
     // A client may half-close after its request (openssl s_client, scripts) and still get the answer.
