@@ -325,10 +325,24 @@ export class Http2Front {
     });
   }
 
-  private upstreamTimer(onTimeout: () => void): NodeJS.Timeout {
-    const timer = setTimeout(onTimeout, this.ctx.settings.upstreamTimeoutMs);
-    timer.unref();
-    return timer;
+  /**
+   * The upstream timeout, counted from the end of the client's request as on the HTTP/1.1 path (a long upload
+   * is not the upstream being slow); `clear` stops it, also before it started.
+   */
+  private upstreamTimer(stream: ServerHttp2Stream, endStream: boolean, onTimeout: () => void): () => void {
+    let timer: NodeJS.Timeout | undefined;
+    let cleared = false;
+    const start = () => {
+      if (cleared) return;
+      timer = setTimeout(onTimeout, this.ctx.settings.upstreamTimeoutMs);
+      timer.unref();
+    };
+    if (endStream) start();
+    else stream.once('end', start);
+    return () => {
+      cleared = true;
+      clearTimeout(timer);
+    };
   }
 
   /** One stream as one HTTP/1.1 request on the listener's kept-alive connections (node:http's Agent). */
@@ -359,14 +373,14 @@ export class Http2Front {
       return answerStream(stream, { grpc: facts.grpc, status: 400, text, grpcStatus: GRPC_INTERNAL });
     }
     let answered = false;
-    const timer = this.upstreamTimer(() => {
+    const clearTimer = this.upstreamTimer(stream, endStream, () => {
       if (answered) return;
       answered = true;
       req.destroy();
       this.fail(stream, 504, `no response within ${s.upstreamTimeoutMs} ms`, facts);
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      clearTimer();
       // The client went away first (its reset destroyed this request): nothing to answer, nothing to report.
       if (stream.closed) return;
       if (answered) return void stream.close(NGHTTP2_INTERNAL_ERROR);
@@ -374,7 +388,7 @@ export class Http2Front {
       this.fail(stream, 502, err.code ?? err.message, facts);
     });
     req.on('response', (res: IncomingMessage) => {
-      clearTimeout(timer);
+      clearTimer();
       if (answered) return void res.destroy();
       answered = true;
       const status = res.statusCode ?? 502;
@@ -400,7 +414,7 @@ export class Http2Front {
     });
     // A stream the client reset (or whose connection went away) abandons its upstream request.
     stream.on('close', () => {
-      clearTimeout(timer);
+      clearTimer();
       if (stream.rstCode !== NGHTTP2_NO_ERROR) req.destroy();
     });
     if (endStream) return void req.end();
@@ -426,20 +440,20 @@ export class Http2Front {
     }
     let answered = false;
     let trailers: IncomingHttpHeaders | null = null;
-    const timer = this.upstreamTimer(() => {
+    const clearTimer = this.upstreamTimer(stream, endStream, () => {
       if (answered) return;
       answered = true;
       up.close(NGHTTP2_CANCEL);
       this.fail(stream, 504, `no response within ${s.upstreamTimeoutMs} ms`, facts);
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      clearTimer();
       if (answered || stream.closed) return;
       answered = true;
       this.fail(stream, 502, err.code ?? err.message, facts);
     });
     up.on('response', (headers: IncomingHttpHeaders, flags: number) => {
-      clearTimeout(timer);
+      clearTimer();
       if (answered) return;
       answered = true;
       const status = Number(headers[HTTP2_HEADER_STATUS]);
@@ -465,7 +479,7 @@ export class Http2Front {
     up.on('trailers', (headers: IncomingHttpHeaders) => (trailers = headers));
     // RST_STREAM from the upstream reaches the client with the same code, and the other way round.
     up.on('close', () => {
-      clearTimeout(timer);
+      clearTimer();
       const code = up.rstCode ?? NGHTTP2_NO_ERROR;
       if (code === NGHTTP2_NO_ERROR || stream.closed) return;
       if (!answered) {
@@ -475,7 +489,7 @@ export class Http2Front {
       stream.close(code);
     });
     stream.on('close', () => {
-      clearTimeout(timer);
+      clearTimer();
       const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
       if (code !== NGHTTP2_NO_ERROR && !up.closed) up.close(code);
     });

@@ -16,9 +16,20 @@ export const ENDPOINT_RESOURCE = { group: GROUP, version: VERSION, plural: PLURA
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
 
+/** Listener and upstream protocols: defined with the sidecar's flags, which carry them. */
+export {
+  LISTENER_PROTOCOLS,
+  type ListenerProtocol,
+  UPSTREAM_PROTOCOLS,
+  type UpstreamProtocol,
+} from '../../sidecar/flags.ts';
+import type { ListenerProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
+
 export interface Listener {
   mode: Mode;
   port: number;
+  /** Absent: http. */
+  protocol?: ListenerProtocol;
 }
 
 export interface CertificatesSpec {
@@ -39,6 +50,10 @@ export interface MtlsEndpointSpec {
   /** Absent: no pod is injected (the endpoint still keeps its credentials). */
   podSelector?: V1LabelSelector;
   upstreamPort: number;
+  /** Absent: http1. */
+  upstreamProtocol?: UpstreamProtocol;
+  /** tcp listeners: send a PROXY v2 header upstream. Absent: false. */
+  proxyProtocol?: boolean;
   listeners?: Listener[];
   dnsNames?: string[];
   certificates?: CertificatesSpec;

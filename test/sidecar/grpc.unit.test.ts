@@ -91,7 +91,7 @@ describe('sidecar: gRPC through each mode', () => {
   it('a deadline passes through: the client gets DEADLINE_EXCEEDED and the mock sees the call cancelled', async () => {
     const result = await unary(client('strict', pki.client), { text: 'slow-call', delayMs: 2_000 }, 300);
     expect(result.code).toBe(status.DEADLINE_EXCEEDED);
-    for (let i = 0; i < 100 && !mock.cancelled.includes('slow-call'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && !mock.cancelled.includes('slow-call'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(mock.cancelled).toContain('slow-call');
   });
 
@@ -131,7 +131,7 @@ describe('sidecar: gRPC through each mode', () => {
     call.on('error', () => undefined);
     await new Promise((resolve) => call.once('data', resolve));
     call.cancel();
-    for (let i = 0; i < 100 && !mock.cancelled.includes('cancel-me'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && !mock.cancelled.includes('cancel-me'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(mock.cancelled).toContain('cancel-me');
   });
 });

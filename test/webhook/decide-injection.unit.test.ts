@@ -123,3 +123,31 @@ describe('prometheus.io annotations', () => {
     });
   });
 });
+
+describe('protocols', () => {
+  it('renders upstreamProtocol, tcp listeners and proxyProtocol into args the sidecar parses back', () => {
+    const ep = endpoint({
+      upstreamProtocol: 'h2c',
+      proxyProtocol: true,
+      listeners: [
+        { mode: 'strict', port: 8443 },
+        { mode: 'flexible', port: 5432, protocol: 'tcp' },
+      ],
+    });
+    const { config } = parseSidecarArgs(sidecarOf(injected(decideInjection(pod(), [ep], settings))).args.slice(1));
+    expect(config.upstreamProtocol).toBe('h2c');
+    expect(config.proxyProtocol).toBe(true);
+    expect(config.listen).toEqual([
+      { mode: 'strict', port: 8443 },
+      { mode: 'flexible', port: 5432, protocol: 'tcp' },
+    ]);
+    expect(resolveSpec(ep)).toMatchObject({ upstreamProtocol: 'h2c', proxyProtocol: true });
+  });
+
+  it('by default: HTTP/2 clients go upstream as HTTP/1.1 and no flag is rendered for it', () => {
+    const args = sidecarOf(injected(decideInjection(pod(), [endpoint()], settings))).args;
+    expect(args).not.toContain('--upstream-protocol');
+    expect(args).not.toContain('--proxy-protocol');
+    expect(parseSidecarArgs(args.slice(1)).config.upstreamProtocol).toBe('http1');
+  });
+});
