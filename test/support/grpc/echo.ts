@@ -155,3 +155,30 @@ export function unary(
     );
   });
 }
+
+export type HealthClient = grpc.Client & {
+  Check(
+    req: { service?: string },
+    options: grpc.CallOptions,
+    cb: grpc.requestCallback<{ status: string }>,
+  ): grpc.ClientUnaryCall;
+};
+
+/** A grpc.health.v1 client over TLS to `host:port`, naming the server `serverName`, presenting `client` if given. */
+export function healthClient(
+  host: string,
+  port: number,
+  serverName: string,
+  ca: string,
+  client?: PemPair,
+): HealthClient {
+  const credentials = grpc.credentials.createSsl(
+    Buffer.from(ca),
+    client ? Buffer.from(client.keyPem) : null,
+    client ? Buffer.from(client.certPem) : null,
+  );
+  return new health.grpc.health.v1.Health(`${host}:${port}`, credentials, {
+    'grpc.ssl_target_name_override': serverName,
+    'grpc.default_authority': serverName,
+  }) as unknown as HealthClient;
+}
