@@ -237,10 +237,18 @@ export class Http2Front {
     this.server.on('streamError', () => undefined);
   }
 
-  /** Serves a verified connection whose client chose h2. */
+  /**
+   * Serves a verified connection whose client chose h2. As on HTTP/1.1, the first request must come within the
+   * headers timeout: a connection that opens no stream by then is closed (GOAWAY), not kept for the idle timeout.
+   */
   serve(socket: TLSSocket, identity: [string, string][]): void {
     const session = this.adopt(socket);
-    if (session) this.identities.set(session, { fields: identity, peer: socket.remoteAddress ?? '' });
+    if (!session) return;
+    this.identities.set(session, { fields: identity, peer: socket.remoteAddress ?? '' });
+    const timer = setTimeout(() => session.close(), this.ctx.settings.headersTimeoutMs);
+    timer.unref();
+    session.once('stream', () => clearTimeout(timer));
+    session.once('close', () => clearTimeout(timer));
   }
 
   /**

@@ -283,6 +283,30 @@ describe('sidecar: HTTP/2 specifics with an h2c upstream', () => {
   });
 });
 
+describe('sidecar: an HTTP/2 connection that opens no stream', () => {
+  it('is closed with GOAWAY after the headers timeout, as a silent HTTP/1.1 connection is', async () => {
+    const pki = await makePki();
+    const up = await startMockUpstream();
+    const sidecar = await sidecarFor(await tlsDir(pki), up.port, ['--headers-timeout', '300']);
+    try {
+      const session = await h2Client(sidecar.ports[0]!, { ca: pki.ca.certPem });
+      const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
+      const closed = new Promise((resolve) => session.once('close', resolve));
+      expect(await goaway).toBe(constants.NGHTTP2_NO_ERROR);
+      await closed;
+      // A connection that does send a request is not cut: the timer stops at the first stream.
+      const busy = await h2Client(sidecar.ports[0]!, { ca: pki.ca.certPem });
+      expect((await h2Request(busy, { ':path': '/first' })).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect((await h2Request(busy, { ':path': '/later' })).status).toBe(200);
+      busy.close();
+    } finally {
+      await sidecar.stop(1_000);
+      up.server.close();
+    }
+  });
+});
+
 describe('sidecar: HTTP/2 trailers from an HTTP/1.1 upstream, and GOAWAY on drain', () => {
   for (const upstreamProtocol of ['http1', 'h2c']) {
     it(`answers 502 (gRPC: UNAVAILABLE) when the ${upstreamProtocol} upstream is not listening`, async () => {
