@@ -1,5 +1,4 @@
-import type { KeyAlgorithm } from './types.ts';
-import type { Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
+import type { KeyAlgorithm, Listener, MtlsEndpointSpec, NetworkPolicyMode, UpstreamProtocol } from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
@@ -26,6 +25,8 @@ export const DEFAULT_RENEW_BEFORE_FRACTION = 1 / 3;
 export const RENEW_BEFORE_FLOOR = '90s';
 /** Secure by default: nothing on the pod network reaches the mock around its sidecar. */
 export const DEFAULT_NETWORK_POLICY: NetworkPolicyMode = 'Enforce';
+/** HTTP/2 clients' streams go to the upstream as HTTP/1.1: every mock speaks it. */
+export const DEFAULT_UPSTREAM_PROTOCOL: UpstreamProtocol = 'http1';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */
@@ -37,6 +38,8 @@ export type DefaultedSpec = MtlsEndpointSpec & {
   clients: { name: string }[];
   certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
   networkPolicy: NetworkPolicyMode;
+  upstreamProtocol: UpstreamProtocol;
+  proxyProtocol: boolean;
 };
 
 /** A copy of `spec` with every default filled in; fields that are set are kept as they are. */
@@ -55,6 +58,8 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       keyAlgorithm: spec.certificates?.keyAlgorithm || DEFAULT_KEY_ALGORITHM,
     },
     networkPolicy: spec.networkPolicy ?? DEFAULT_NETWORK_POLICY,
+    upstreamProtocol: spec.upstreamProtocol ?? DEFAULT_UPSTREAM_PROTOCOL,
+    proxyProtocol: spec.proxyProtocol ?? false,
   };
 }
 

@@ -18,9 +18,20 @@ export type Mode = (typeof MODES)[number];
 export const KEY_ALGORITHMS = ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
 export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
 
+/** Listener and upstream protocols: defined with the sidecar's flags, which carry them. */
+export {
+  LISTENER_PROTOCOLS,
+  type ListenerProtocol,
+  UPSTREAM_PROTOCOLS,
+  type UpstreamProtocol,
+} from '../../sidecar/flags.ts';
+import type { ListenerProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
+
 export interface Listener {
   mode: Mode;
   port: number;
+  /** Absent: http. */
+  protocol?: ListenerProtocol;
 }
 
 export interface CertificatesSpec {
@@ -41,6 +52,10 @@ export interface MtlsEndpointSpec {
   /** Absent: no pod is injected (the endpoint still keeps its credentials). */
   podSelector?: V1LabelSelector;
   upstreamPort: number;
+  /** Absent: http1. */
+  upstreamProtocol?: UpstreamProtocol;
+  /** tcp listeners: send a PROXY v2 header upstream. Absent: false. */
+  proxyProtocol?: boolean;
   listeners?: Listener[];
   dnsNames?: string[];
   certificates?: CertificatesSpec;

@@ -1,14 +1,16 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { V1LabelSelector } from '@kubernetes/client-node';
-import type { MtlsEndpoint, NetworkPolicyMode } from '../api/types.ts';
+import type { Listener, MtlsEndpoint, NetworkPolicyMode, UpstreamProtocol } from '../api/types.ts';
 import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../api/types.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
 export interface ResolvedSpec {
-  listeners: { mode: 'standard' | 'flexible' | 'strict'; port: number }[];
+  listeners: Listener[];
   upstreamPort: number;
+  upstreamProtocol: UpstreamProtocol;
+  proxyProtocol: boolean;
   dnsNames: string[];
   clients: string[];
   validityMs: number;
@@ -97,6 +99,8 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
   return {
     listeners: spec.listeners,
     upstreamPort: spec.upstreamPort,
+    upstreamProtocol: spec.upstreamProtocol,
+    proxyProtocol: spec.proxyProtocol,
     dnsNames: spec.dnsNames ?? [],
     clients: (spec.clients ?? []).map((client) => client.name),
     validityMs,

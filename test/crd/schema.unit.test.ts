@@ -4,6 +4,7 @@ import {
   DEFAULT_KEY_ALGORITHM,
   DEFAULT_LISTENERS,
   DEFAULT_NETWORK_POLICY,
+  DEFAULT_UPSTREAM_PROTOCOL,
   DEFAULT_VALIDITY,
   MIN_VALIDITY,
   RENEW_BEFORE_FLOOR,
@@ -20,11 +21,13 @@ import {
   MAX_DNS_NAMES,
   MAX_ENDPOINT_NAME_LENGTH,
   MAX_LISTENERS,
+  LISTENER_PROTOCOLS,
   MODES,
   NETWORK_POLICY_MODES,
   PLURAL,
   SHORT_NAMES,
   SINGULAR,
+  UPSTREAM_PROTOCOLS,
   VERSION,
 } from '../../operator/api/types.ts';
 import { KEY_ALGORITHMS } from '../../operator/api/types.ts';
@@ -63,6 +66,11 @@ describe('the CRD file agrees with operator/api', () => {
     expect(spec.certificates.default).toEqual({});
     expect(spec.networkPolicy.default).toBe(DEFAULT_NETWORK_POLICY);
     expect(spec.networkPolicy.enum).toEqual([...NETWORK_POLICY_MODES]);
+    expect(spec.upstreamProtocol.default).toBe(DEFAULT_UPSTREAM_PROTOCOL);
+    expect(spec.upstreamProtocol.enum).toEqual([...UPSTREAM_PROTOCOLS]);
+    expect(spec.proxyProtocol.default).toBe(false);
+    expect(spec.listeners.items.properties.protocol.enum).toEqual([...LISTENER_PROTOCOLS]);
+    expect(spec.listeners.items.properties.protocol.default).toBeUndefined(); // absent: http
   });
 
   it('defaults a spec in code exactly as the API server does', () => {
@@ -73,6 +81,8 @@ describe('the CRD file agrees with operator/api', () => {
       clients: [],
       certificates: { validity: '8760h', renewBefore: '', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
       networkPolicy: 'Enforce',
+      upstreamProtocol: 'http1',
+      proxyProtocol: false,
     });
     const set = {
       upstreamPort: 1,
