@@ -149,6 +149,13 @@ export const INJECTION_ENABLED = 'enabled';
 /** On a pod, value `"false"`: opt out of injection. */
 export const INJECT_ANNOTATION = 'mtls.operator.dev/inject';
 // The sidecar's container, volume and port names (the rest of contract 3) are in ./injection.ts.
+/**
+ * On an MtlsEndpoint: renewals asked for through the API (`kubectl mtls renew`), as comma-separated
+ * `TARGET=TIME` entries, TARGET `server`, `client/NAME` or `all`, TIME RFC 3339. The controller re-issues each
+ * certificate a target names whose issue time is before that TIME, once TIME has come (operator/controller/
+ * renew-request.ts). One entry per target, so requests for different certificates never overwrite each other.
+ */
+export const RENEW_REQUESTED_ANNOTATION = 'mtls.operator.dev/renew-requested';
 /** Port of each managed Service (`<endpoint>-<mode>`), forwarding to that listener. */
 export const SERVICE_PORT = 443;
 

@@ -9,6 +9,7 @@ import {
   managedLabels,
   type MtlsEndpoint,
   PREVIOUS_SERIALS_ANNOTATION,
+  RENEW_REQUESTED_ANNOTATION,
   serverSecretName,
   serviceDnsNames,
 } from '../api/types.ts';
@@ -28,7 +29,13 @@ import { type Condition, setCondition } from './conditions.ts';
 import { planCrls, CRL_VALIDITY_MS } from './crl-policy.ts';
 import { conditionList, endpointConditions, endpointStatusFields, type StatusInput } from './endpoint-status.ts';
 import { podReport } from './injected-pods.ts';
-import { issuanceHash, leafIssuanceReason, parsePreviousSerials, withReplaced } from './leaf-policy.ts';
+import {
+  issuanceHash,
+  leafIssuanceReason,
+  parsePreviousSerials,
+  renewRequestWake,
+  withReplaced,
+} from './leaf-policy.ts';
 import { desiredNetworkPolicy } from './network-policy.ts';
 import {
   type DesiredSecret,
@@ -350,7 +357,9 @@ export class EndpointReconciler {
     const target = leafTarget(snap, spec, client);
     const existing = snap.secret(target.secretName);
     const facts = await inspectLeaf(existing, { ...target, renewBeforeMs: spec.renewBeforeMs }, state, now);
-    const reason = leafIssuanceReason(facts, { wantedHash: target.hash, phase: state.phase, now });
+    const renewRequests = snap.ep.metadata?.annotations?.[RENEW_REQUESTED_ANNOTATION];
+    const context = { wantedHash: target.hash, phase: state.phase, now, identity: target.identity, renewRequests };
+    const reason = leafIssuanceReason(facts, context);
     let pair = facts.certPem && facts.keyPem ? { certPem: facts.certPem, keyPem: facts.keyPem } : undefined;
     let previousSerials = facts.previousSerials;
     if (reason) {
@@ -366,6 +375,8 @@ export class EndpointReconciler {
       const bundle = bundleProblem(secretText(existing, 'ca.crt'), state.current.certPem);
       const message = `Secret ${target.secretName}: ${bundle}; restored the trust bundle`;
       if (bundle) tally.notes.push({ type: 'Warning', reason: 'Repaired', message });
+      const renewAt = renewRequestWake(facts, context);
+      if (renewAt) tally.wakeAt.push(renewAt);
     }
     const info = certInfo(pair!.certPem, spec.renewBeforeMs);
     tally.wakeAt.push(info.renewalTime.getTime());
