@@ -1,4 +1,4 @@
-import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
 import { applyDefaults } from '../api/defaults.ts';
 import {
   ADMIN_PORT_NAME,
@@ -18,6 +18,7 @@ import {
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
 import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
 import { APP_PRESTOP_SLEEP_SECONDS, DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
+import type { LogFormat } from '../log-text.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 
 /** Secret volume files are root-owned; mode 0440 plus group 0 lets the non-root sidecar (and nobody else
@@ -28,7 +29,11 @@ export interface InjectorSettings {
   image: string;
   imagePullPolicy?: string;
   logLevel?: string;
+  /** json (the sidecar's default) or text. */
+  logFormat?: LogFormat;
   resources?: V1Container['resources'];
+  /** Merged over SIDECAR_SECURITY_CONTEXT, e.g. a fixed runAsUser where the platform assigns none. */
+  securityContext?: V1SecurityContext;
   /** The sidecar's admin port (health, /metrics); SIDECAR_ADMIN_PORT unless the chart's sidecar.adminPort says otherwise. */
   adminPort?: number;
 }
@@ -83,6 +88,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     env: [
       { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
       ...(settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : []),
+      ...(settings.logFormat ? [{ name: 'MTLS_LOG_FORMAT', value: settings.logFormat }] : []),
     ],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
@@ -99,18 +105,24 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     readinessProbe: probe('/readyz'),
     livenessProbe: probe('/healthz'),
     resources: settings.resources ?? DEFAULT_SIDECAR_RESOURCES,
-    securityContext: {
-      runAsNonRoot: true,
-      runAsUser: 65532,
-      runAsGroup: 0,
-      readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: false,
-      privileged: false,
-      capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
+    securityContext: { ...SIDECAR_SECURITY_CONTEXT, ...settings.securityContext },
   };
 }
+
+/**
+ * Non-root without a fixed user: the image's numeric USER (65532) applies, or the one the platform assigns
+ * (OpenShift's restricted policy refuses a fixed runAsUser outside the namespace's range). Group 0 reads the
+ * Secret volume (SECRET_VOLUME_MODE).
+ */
+export const SIDECAR_SECURITY_CONTEXT: V1SecurityContext = {
+  runAsNonRoot: true,
+  runAsGroup: 0,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
 
 export function sidecarVolumes(ep: MtlsEndpoint): V1Volume[] {
   return [

@@ -1,0 +1,44 @@
+import type { MtlsEndpoint } from '../../operator/api/types.ts';
+import { SIDECAR_SECURITY_CONTEXT, sidecarContainer } from '../../operator/webhook/injector.ts';
+
+// The chart's sidecar.* values reach the injected container through the operator's --sidecar-* flags.
+
+const endpoint: MtlsEndpoint = {
+  apiVersion: 'mtls.operator.dev/v1alpha1',
+  kind: 'MtlsEndpoint',
+  metadata: { name: 'payments', namespace: 'team-a' },
+  spec: { podSelector: { matchLabels: { app: 'payments' } }, upstreamPort: 8080 },
+};
+
+describe('the injected sidecar under the operator settings', () => {
+  it('runs non-root as the image says, without a fixed user a restricted platform would refuse', () => {
+    const container = sidecarContainer(endpoint, { image: 'i' });
+    expect(container.securityContext).toEqual(SIDECAR_SECURITY_CONTEXT);
+    expect(container.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      runAsGroup: 0,
+      readOnlyRootFilesystem: true,
+    });
+    expect(container.securityContext).not.toHaveProperty('runAsUser');
+    expect(container.env?.map((e) => e.name)).not.toContain('MTLS_LOG_FORMAT');
+  });
+
+  it('merges a security context over its own, and passes pull policy, log level and format', () => {
+    const container = sidecarContainer(endpoint, {
+      image: 'registry.example/sidecar@sha256:0',
+      imagePullPolicy: 'Always',
+      logLevel: 'debug',
+      logFormat: 'text',
+      securityContext: { runAsUser: 65532, readOnlyRootFilesystem: true },
+    });
+    expect(container.image).toBe('registry.example/sidecar@sha256:0');
+    expect(container.imagePullPolicy).toBe('Always');
+    expect(container.securityContext).toEqual({ ...SIDECAR_SECURITY_CONTEXT, runAsUser: 65532 });
+    expect(container.env).toEqual(
+      expect.arrayContaining([
+        { name: 'MTLS_LOG_LEVEL', value: 'debug' },
+        { name: 'MTLS_LOG_FORMAT', value: 'text' },
+      ]),
+    );
+  });
+});
