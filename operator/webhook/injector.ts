@@ -11,6 +11,8 @@ import {
   SERVICE_ACCOUNT_TOKEN_DIR,
   SIDECAR_ADMIN_PORT,
   SIDECAR_CONTAINER,
+  SIDECAR_LOG_LEVEL_ANNOTATION,
+  SIDECAR_LOG_LEVELS,
   SIDECAR_TLS_DIR,
   SIDECAR_VOLUME,
   sidecarContainerOf,
@@ -180,7 +182,14 @@ export function decideInjection(
       message: `MtlsEndpoint ${ep.metadata!.name}: port ${adminPort} is the mTLS sidecar's admin port (health and metrics) and is already used by ${taken.has(adminPort) ? 'a container of this pod' : 'spec.listeners'}; move it, or install the operator with another sidecar.adminPort (--sidecar-admin-port)`,
     };
   }
-  const sidecar = sidecarContainer(ep, settings);
+  const logLevel = pod.metadata?.annotations?.[SIDECAR_LOG_LEVEL_ANNOTATION];
+  if (logLevel !== undefined && !(SIDECAR_LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    return {
+      action: 'deny',
+      message: `annotation ${SIDECAR_LOG_LEVEL_ANNOTATION}: "${logLevel}" is not a sidecar log level; use one of ${SIDECAR_LOG_LEVELS.join(', ')}`,
+    };
+  }
+  const sidecar = sidecarContainer(ep, logLevel ? { ...settings, logLevel } : settings);
   if (spec.initContainers) patch.push({ op: 'add', path: '/spec/initContainers/-', value: sidecar });
   else patch.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
   patch.push(...preStopWaits(spec));

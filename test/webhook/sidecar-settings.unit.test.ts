@@ -1,5 +1,12 @@
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { SIDECAR_LOG_LEVEL_ANNOTATION } from '../../operator/api/injection.ts';
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
-import { SIDECAR_SECURITY_CONTEXT, sidecarContainer } from '../../operator/webhook/injector.ts';
+import {
+  decideInjection,
+  type InjectionDecision,
+  SIDECAR_SECURITY_CONTEXT,
+  sidecarContainer,
+} from '../../operator/webhook/injector.ts';
 
 // The chart's sidecar.* values reach the injected container through the operator's --sidecar-* flags.
 
@@ -40,5 +47,36 @@ describe('the injected sidecar under the operator settings', () => {
         { name: 'MTLS_LOG_FORMAT', value: 'text' },
       ]),
     );
+  });
+});
+
+describe('a pod sets its own sidecar log level', () => {
+  const pod = (annotations: Record<string, string>): V1Pod => ({
+    metadata: { name: 'p', namespace: 'team-a', labels: { app: 'payments' }, annotations },
+    spec: { containers: [{ name: 'mock', image: 'x' }] },
+  });
+  const sidecarEnv = (decision: InjectionDecision) => {
+    if (decision.action !== 'inject') throw new Error(`expected inject, got ${JSON.stringify(decision)}`);
+    const op = decision.patch.find((p) => p.path === '/spec/initContainers')!;
+    return (op.value as V1Container[])[0]!.env;
+  };
+
+  it('over the operator setting, with mtls.operator.dev/sidecar-log-level', () => {
+    const settings = { image: 'i', logLevel: 'info' };
+    expect(
+      sidecarEnv(decideInjection(pod({ [SIDECAR_LOG_LEVEL_ANNOTATION]: 'debug' }), [endpoint], settings)),
+    ).toContainEqual({ name: 'MTLS_LOG_LEVEL', value: 'debug' });
+    expect(sidecarEnv(decideInjection(pod({}), [endpoint], settings))).toContainEqual({
+      name: 'MTLS_LOG_LEVEL',
+      value: 'info',
+    });
+  });
+
+  it('is refused at admission, saying which levels exist, when it is not one', () => {
+    expect(decideInjection(pod({ [SIDECAR_LOG_LEVEL_ANNOTATION]: 'loud' }), [endpoint], { image: 'i' })).toEqual({
+      action: 'deny',
+      message:
+        'annotation mtls.operator.dev/sidecar-log-level: "loud" is not a sidecar log level; use one of error, warn, info, debug',
+    });
   });
 });
