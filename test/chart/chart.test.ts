@@ -1,6 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,6 +27,7 @@ import {
   secretText,
   waitReady,
 } from '../support/endpoints.ts';
+import { notesCommands, runNotesCommand } from '../support/helm-notes.ts';
 
 const run = promisify(execFile);
 
@@ -497,7 +498,7 @@ describe('helm install and uninstall against the real API server', () => {
     expect(parseCertificates(secretText(client, 'tls.crt'))[0]!.issuer).toBe(keptCa.subject);
 
     // Installed again: its first replica leads at once (a stale Lease would hold it off for 15 s).
-    await install();
+    const installed = await install();
     const startedAt = Date.now();
     const second = await spawnChartOperator(namespace, workload, fullname, []);
     operator = second.child;
@@ -520,6 +521,28 @@ describe('helm install and uninstall against the real API server', () => {
     // It adopts what stayed: same CA.
     await waitReady(workload, 'kept');
     expect((await readSecret(workload, 'kept-ca'))?.data?.['ca.crt']).toBe(ca?.data?.['ca.crt']);
+
+    // NOTES prints only commands that work: each one run as printed, in the workload namespace. Without a
+    // kubelet here the two rollout commands cannot run; the real-node test (test/node/helm-upgrade.test.ts)
+    // runs them too.
+    const commands = notesCommands(installed)
+      .filter((c) => !c.includes(' rollout '))
+      .map((c) => c.replaceAll('<ns>', workload));
+    expect(commands.length).toBeGreaterThanOrEqual(7);
+    const { kubectl: kubectlBin } = await ensureBinaries();
+    const work = mkdtempSync(join(tmpdir(), 'notes-'));
+    try {
+      for (const command of commands) {
+        if (command.includes('get secret')) await waitReady(workload, 'payments');
+        await runNotesCommand(command, { bin: kubectlBin, kubeconfig: kubeconfigPath() }, work);
+      }
+      const files = readdirSync(work).sort();
+      expect(files).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+      const issued = parseCertificates(readFileSync(join(work, 'tls.crt'), 'utf8'))[0]!;
+      expect(issued.subject).toContain('billing');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   }, 180_000);
 });
 
