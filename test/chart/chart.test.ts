@@ -274,6 +274,8 @@ describe('Helm chart and plain manifests', () => {
       for (const [kind, name] of [
         ['mutatingwebhookconfiguration', fullname],
         ['clusterrole', fullname],
+        ['clusterrole', `${fullname}-view`],
+        ['clusterrole', `${fullname}-edit`],
         ['clusterrolebinding', fullname],
       ]) {
         await kubectl(['delete', kind!, name!, '--ignore-not-found']).catch(() => undefined);
@@ -449,6 +451,33 @@ describe('helm install and uninstall against the real API server', () => {
     } finally {
       rmSync(changed, { recursive: true, force: true });
     }
+    // People bound to the built-in roles in a namespace: the chart's ClusterRoles are aggregated into them
+    // (kube-controller-manager's aggregation controller fills edit and view).
+    await kubectl(['create', 'rolebinding', 'alice-edit', '--clusterrole=edit', '--user=alice', '-n', workload]);
+    await kubectl(['create', 'rolebinding', 'bob-view', '--clusterrole=view', '--user=bob', '-n', workload]);
+    const canAs = async (user: string, ...args: string[]) => {
+      const { kubectl: bin } = await ensureBinaries();
+      return new Promise<string>((resolve) =>
+        execFile(
+          bin,
+          ['--kubeconfig', kubeconfigPath(), 'auth', 'can-i', ...args, '-n', workload, '--as', user],
+          (_err, stdout) => resolve(stdout.trim()),
+        ),
+      );
+    };
+    await waitFor('edit and view to aggregate the chart ClusterRoles', async () =>
+      (await canAs('alice', 'create', 'mtlsendpoints')) === 'yes' &&
+      (await canAs('bob', 'list', 'mtlsendpoints')) === 'yes'
+        ? true
+        : undefined,
+    );
+    expect(await canAs('alice', 'delete', 'mtlsendpoints')).toBe('yes');
+    expect(await canAs('alice', 'update', 'mtlsendpoints', '--subresource=status')).toBe('no');
+    expect(await canAs('bob', 'get', 'mtlsendpoints')).toBe('yes');
+    expect(await canAs('bob', 'create', 'mtlsendpoints')).toBe('no');
+    expect(await canAs('bob', 'get', 'secrets')).toBe('no');
+    expect(await canAs('carol', 'list', 'mtlsendpoints')).toBe('no');
+
     const deployment = await apps.readNamespacedDeployment({ name: fullname, namespace });
     const owner = { apiVersion: 'apps/v1', kind: 'Deployment', name: fullname, uid: deployment.metadata!.uid };
 
