@@ -17,7 +17,6 @@ export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
  * workload's sidecars can log at debug while the rest stay at info (Linkerd's config.linkerd.io/proxy-log-level).
  */
 export const SIDECAR_LOG_LEVEL_ANNOTATION = 'mtls.operator.dev/sidecar-log-level';
-export const SIDECAR_LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 /** The sidecar's container port for health and /metrics: the probes and the chart's PodMonitor name it. */
 export const ADMIN_PORT_NAME = 'mtls-admin';
 /** Set on injected pods (unless the pod has its own) so annotation-based Prometheus discovery scrapes the sidecar. */

@@ -12,13 +12,12 @@ import {
   SIDECAR_ADMIN_PORT,
   SIDECAR_CONTAINER,
   SIDECAR_LOG_LEVEL_ANNOTATION,
-  SIDECAR_LOG_LEVELS,
   SIDECAR_TLS_DIR,
   SIDECAR_VOLUME,
   sidecarContainerOf,
 } from '../api/injection.ts';
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
-import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
+import { renderSidecarArgs, SIDECAR_LOG_LEVELS, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
 import { APP_PRESTOP_SLEEP_SECONDS, DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
 import type { LogFormat } from '../log-text.ts';
 import { selectorMatches } from '../kube/selectors.ts';
@@ -80,6 +79,8 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     tlsDir: SIDECAR_TLS_DIR,
     admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
+    logLevel: settings.logLevel,
+    logFormat: settings.logFormat,
   });
   const probe = (path: string) => ({ httpGet: { path, port: ADMIN_PORT_NAME }, periodSeconds: 10 });
   return {
@@ -87,11 +88,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     image: settings.image,
     imagePullPolicy: settings.imagePullPolicy ?? 'IfNotPresent',
     args: ['sidecar', ...args],
-    env: [
-      { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
-      ...(settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : []),
-      ...(settings.logFormat ? [{ name: 'MTLS_LOG_FORMAT', value: settings.logFormat }] : []),
-    ],
+    env: [{ name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS }],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
       { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },

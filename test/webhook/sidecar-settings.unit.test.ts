@@ -7,6 +7,7 @@ import {
   SIDECAR_SECURITY_CONTEXT,
   sidecarContainer,
 } from '../../operator/webhook/injector.ts';
+import { parseSidecarArgs, renderSidecarArgs } from '../../sidecar/flags.ts';
 
 // The chart's sidecar.* values reach the injected container through the operator's --sidecar-* flags.
 
@@ -27,7 +28,8 @@ describe('the injected sidecar under the operator settings', () => {
       readOnlyRootFilesystem: true,
     });
     expect(container.securityContext).not.toHaveProperty('runAsUser');
-    expect(container.env?.map((e) => e.name)).not.toContain('MTLS_LOG_FORMAT');
+    expect(container.args).not.toContain('--log-format');
+    expect(container.args).not.toContain('--log-level');
   });
 
   it('merges a security context over its own, and passes pull policy, log level and format', () => {
@@ -41,12 +43,9 @@ describe('the injected sidecar under the operator settings', () => {
     expect(container.image).toBe('registry.example/sidecar@sha256:0');
     expect(container.imagePullPolicy).toBe('Always');
     expect(container.securityContext).toEqual({ ...SIDECAR_SECURITY_CONTEXT, runAsUser: 65532 });
-    expect(container.env).toEqual(
-      expect.arrayContaining([
-        { name: 'MTLS_LOG_LEVEL', value: 'debug' },
-        { name: 'MTLS_LOG_FORMAT', value: 'text' },
-      ]),
-    );
+    // As the sidecar's own flags, rendered from sidecar/flags.ts and read back by it.
+    const { config } = parseSidecarArgs(container.args!.slice(1));
+    expect([config.logLevel, config.logFormat]).toEqual(['debug', 'text']);
   });
 });
 
@@ -55,21 +54,17 @@ describe('a pod sets its own sidecar log level', () => {
     metadata: { name: 'p', namespace: 'team-a', labels: { app: 'payments' }, annotations },
     spec: { containers: [{ name: 'mock', image: 'x' }] },
   });
-  const sidecarEnv = (decision: InjectionDecision) => {
+  const sidecarLogLevel = (decision: InjectionDecision) => {
     if (decision.action !== 'inject') throw new Error(`expected inject, got ${JSON.stringify(decision)}`);
     const op = decision.patch.find((p) => p.path === '/spec/initContainers')!;
-    return (op.value as V1Container[])[0]!.env;
+    return parseSidecarArgs((op.value as V1Container[])[0]!.args!.slice(1)).config.logLevel;
   };
 
   it('over the operator setting, with mtls.operator.dev/sidecar-log-level', () => {
     const settings = { image: 'i', logLevel: 'info' };
-    expect(
-      sidecarEnv(decideInjection(pod({ [SIDECAR_LOG_LEVEL_ANNOTATION]: 'debug' }), [endpoint], settings)),
-    ).toContainEqual({ name: 'MTLS_LOG_LEVEL', value: 'debug' });
-    expect(sidecarEnv(decideInjection(pod({}), [endpoint], settings))).toContainEqual({
-      name: 'MTLS_LOG_LEVEL',
-      value: 'info',
-    });
+    const annotated = pod({ [SIDECAR_LOG_LEVEL_ANNOTATION]: 'debug' });
+    expect(sidecarLogLevel(decideInjection(annotated, [endpoint], settings))).toBe('debug');
+    expect(sidecarLogLevel(decideInjection(pod({}), [endpoint], settings))).toBe('info');
   });
 
   it('is refused at admission, saying which levels exist, when it is not one', () => {
@@ -78,5 +73,28 @@ describe('a pod sets its own sidecar log level', () => {
       message:
         'annotation mtls.operator.dev/sidecar-log-level: "loud" is not a sidecar log level; use one of error, warn, info, debug',
     });
+  });
+});
+
+describe("the sidecar's --log-level and --log-format", () => {
+  const base = { listen: [{ mode: 'strict' as const, port: 8443 }], upstream: '127.0.0.1:8080', tlsDir: '/tls' };
+
+  it('round-trip through the flags the injector renders', () => {
+    const args = renderSidecarArgs({ ...base, logLevel: 'warn', logFormat: 'text' });
+    expect(args).toEqual(expect.arrayContaining(['--log-level', 'warn', '--log-format', 'text']));
+    expect(parseSidecarArgs(args).config).toMatchObject({ logLevel: 'warn', logFormat: 'text' });
+    expect(parseSidecarArgs(renderSidecarArgs(base)).config).toMatchObject({
+      logLevel: undefined,
+      logFormat: undefined,
+    });
+  });
+
+  it('are refused, naming the valid values, when unknown', () => {
+    expect(() => parseSidecarArgs([...renderSidecarArgs(base), '--log-level', 'loud'])).toThrow(
+      '--log-level: "loud" is not one of error, warn, info, debug',
+    );
+    expect(() => parseSidecarArgs([...renderSidecarArgs(base), '--log-format', 'yaml'])).toThrow(
+      '--log-format: "yaml" is not one of json, text',
+    );
   });
 });
