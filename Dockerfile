@@ -1,5 +1,5 @@
 # One image runs the operator (`controller`) and the injected sidecar (`sidecar`).
-# Build: docker build -t ghcr.io/mtls-operator/mtls-operator:0.1.0 .
+# Build: docker build -t ghcr.io/mtls-operator/mtls-operator:<version in package.json> .
 # Without a registry, `npm run image` builds it with buildah on a local stand-in for BASE.
 ARG BASE=node:24.21.0-bookworm-slim
 

@@ -29,3 +29,33 @@ export function errorMessage(err: unknown): string {
   }
   return redactPrivateKeys(text);
 }
+
+/** The two line formats of the operator's and the sidecar's logs (--log-format, MTLS_LOG_FORMAT). */
+export const LOG_FORMATS = ['json', 'text'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export function isLogFormat(value: string): value is LogFormat {
+  return (LOG_FORMATS as readonly string[]).includes(value);
+}
+
+const BARE_VALUE = /^[^\s"=]+$/;
+
+/**
+ * One event as a line for people (--log-format text): `time LEVEL [component] message key=value ...`, the same
+ * fields as the JSON line; values with spaces or quotes are JSON-quoted, objects JSON-encoded.
+ */
+export function textLine(entry: Record<string, unknown>): string {
+  const { time, level, component, message, ...fields } = entry;
+  const value = (v: unknown): string => {
+    if (typeof v === 'string') return BARE_VALUE.test(v) ? v : JSON.stringify(v);
+    if (typeof v === 'bigint') return String(v);
+    try {
+      return JSON.stringify(v) ?? String(v);
+    } catch {
+      return JSON.stringify(String(v));
+    }
+  };
+  const head = [String(time ?? ''), String(level ?? '').toUpperCase(), component ? `[${String(component)}]` : ''];
+  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${value(v)}`);
+  return [...head.filter(Boolean), String(message ?? ''), ...pairs].join(' ');
+}

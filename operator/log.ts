@@ -1,10 +1,10 @@
 import winston from 'winston';
-import { redactPrivateKeys } from '../common/log-text.ts';
+import { type LogFormat, redactPrivateKeys, textLine } from '../common/log-text.ts';
 
 export { errorMessage, redactPrivateKeys } from '../common/log-text.ts';
 
 /**
- * Structured JSON logs on stderr with stable field names: `time`, `level`, `component`, `message`, plus event
+ * Structured logs on stderr: JSON by default, or text lines (setLogFormat, --log-format) with stable field names: `time`, `level`, `component`, `message`, plus event
  * fields.
  * Anything that looks like PEM private-key material is replaced before it reaches a transport.
  */
@@ -17,6 +17,18 @@ const redact = winston.format((info) => {
 
 export type Logger = winston.Logger;
 
+/** Where winston's transports read the finished line (triple-beam's MESSAGE). */
+const MESSAGE = Symbol.for('message');
+
+let format: LogFormat = process.env.MTLS_LOG_FORMAT === 'text' ? 'text' : 'json';
+const json = winston.format.json({ deterministic: false });
+/** json or text, chosen per line so setLogFormat applies to loggers already made. */
+const line = winston.format((info) => {
+  if (format === 'json') return json.transform(info, json.options);
+  info[MESSAGE] = textLine(info);
+  return info;
+});
+
 const root = winston.createLogger({
   level: process.env.MTLS_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
   format: winston.format.combine(
@@ -26,7 +38,7 @@ const root = winston.createLogger({
       delete info.timestamp;
       return info;
     })(),
-    winston.format.json({ deterministic: false }),
+    line(),
   ),
   transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] })],
 });
@@ -37,4 +49,8 @@ export function logger(component: string): Logger {
 
 export function setLogLevel(level: string): void {
   root.level = level;
+}
+
+export function setLogFormat(value: LogFormat): void {
+  format = value;
 }

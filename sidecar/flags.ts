@@ -1,4 +1,5 @@
 import { type FlagSpecs, helpText, parseFlags, UsageError } from '../common/flags.ts';
+import { isLogFormat, LOG_FORMATS, type LogFormat } from '../common/log-text.ts';
 
 /**
  * The sidecar's command line, defined once: `parseSidecarArgs` reads it, `renderSidecarArgs` writes it (the
@@ -126,7 +127,12 @@ export const SIDECAR_FLAGS = {
     help: 'processes serving the listeners on shared ports (SO_REUSEPORT, one per core); /metrics sums them',
     default: String(SIDECAR_DEFAULTS.workers),
   },
+  'log-level': { type: 'string', value: 'LEVEL', help: 'error, warn, info or debug (default: MTLS_LOG_LEVEL or info)' },
+  'log-format': { type: 'string', value: 'FORMAT', help: 'json or text (default: MTLS_LOG_FORMAT or json)' },
 } as const satisfies FlagSpecs;
+
+/** The levels the sidecar's --log-level takes (the operator's --sidecar-log-level and the chart's alike). */
+export const SIDECAR_LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
 export interface Listener {
   mode: Mode;
@@ -151,9 +157,15 @@ export interface SidecarConfig {
   maxHeaderBytes?: number;
   maxConnections?: number;
   workers?: number;
+  /** Unset: MTLS_LOG_LEVEL, else info. */
+  logLevel?: string;
+  /** Unset: MTLS_LOG_FORMAT, else json. */
+  logFormat?: LogFormat;
 }
 
-export type ResolvedSidecarConfig = Required<SidecarConfig> & { upstreamHost: string; upstreamPort: number };
+type LogSettings = 'logLevel' | 'logFormat';
+export type ResolvedSidecarConfig = Required<Omit<SidecarConfig, LogSettings>> &
+  Pick<SidecarConfig, LogSettings> & { upstreamHost: string; upstreamPort: number };
 
 const SYNOPSIS =
   '--listen MODE=PORT [--listen ...] --upstream HOST:PORT --tls-dir DIR [--admin HOST:PORT] [--allow-client NAME ...]';
@@ -219,6 +231,14 @@ export function parseSidecarArgs(
   const upstreamProtocol = flags['upstream-protocol'] as UpstreamProtocol;
   if (!UPSTREAM_PROTOCOLS.includes(upstreamProtocol))
     throw new UsageError(`--upstream-protocol: "${upstreamProtocol}" must be one of ${UPSTREAM_PROTOCOLS.join(', ')}`);
+  const logLevel = flags['log-level'];
+  if (logLevel !== undefined && !(SIDECAR_LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`--log-level: "${logLevel}" is not one of ${SIDECAR_LOG_LEVELS.join(', ')}`);
+  }
+  const logFormat = flags['log-format'];
+  if (logFormat !== undefined && !isLogFormat(logFormat)) {
+    throw new UsageError(`--log-format: "${logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+  }
   return {
     help: false,
     config: {
@@ -239,6 +259,8 @@ export function parseSidecarArgs(
       maxHeaderBytes: positive('max-header-bytes', flags['max-header-bytes']),
       maxConnections: positive('max-connections', flags['max-connections']),
       workers: positive('workers', flags.workers),
+      logLevel,
+      logFormat,
     },
   };
 }
@@ -267,5 +289,7 @@ export function renderSidecarArgs(config: SidecarConfig): string[] {
     const value = config[key] as number | undefined;
     if (value !== undefined && value !== fallback) args.push(`--${flag}`, String(value));
   }
+  if (config.logLevel) args.push('--log-level', config.logLevel);
+  if (config.logFormat) args.push('--log-format', config.logFormat);
   return args;
 }

@@ -1,4 +1,4 @@
-import { redactPrivateKeys } from '../common/log-text.ts';
+import { type LogFormat, redactPrivateKeys, textLine } from '../common/log-text.ts';
 
 /**
  * The sidecar's logs: one JSON object per line on stderr with the same fields, in the same order, as the
@@ -6,7 +6,8 @@ import { redactPrivateKeys } from '../common/log-text.ts';
  * Its own few lines instead of winston because winston cost every pod 8 MiB of resident memory (the idle
  * sidecar went from 69 to 61 MiB without it; bench/RESULTS.md); the sidecar logs a handful of event kinds and
  * needs none of its transports or formats.
- * Level names are npm's (error, warn, info, http, verbose, debug, silly), from MTLS_LOG_LEVEL or LOG_LEVEL.
+ * Level names are npm's (error, warn, info, http, verbose, debug, silly), from MTLS_LOG_LEVEL or LOG_LEVEL;
+ * MTLS_LOG_FORMAT=text gives the operator's text lines instead of JSON.
  */
 const LEVELS: Record<string, number> = { error: 0, warn: 1, info: 2, http: 3, verbose: 4, debug: 5, silly: 6 };
 
@@ -14,6 +15,12 @@ let threshold = LEVELS[process.env.MTLS_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'i
 
 export function setLogLevel(level: string): void {
   threshold = LEVELS[level] ?? LEVELS.info!;
+}
+
+let format: LogFormat = process.env.MTLS_LOG_FORMAT === 'text' ? 'text' : 'json';
+
+export function setLogFormat(value: LogFormat): void {
+  format = value;
 }
 
 /** An event's fields: any object whose own enumerable properties become fields of the line. */
@@ -27,7 +34,14 @@ export interface Logger {
 }
 
 /** The line for one event (without its newline): what a log reader sees. Private keys never get through. */
-export function logLine(component: string, level: string, message: string, fields: LogFields, time: Date): string {
+export function logLine(
+  component: string,
+  level: string,
+  message: string,
+  fields: LogFields,
+  time: Date,
+  lineFormat: LogFormat = format,
+): string {
   const entry: Record<string, unknown> = { component };
   for (const [key, value] of Object.entries(fields)) {
     entry[key] = typeof value === 'string' && value.includes('PRIVATE KEY') ? redactPrivateKeys(value) : value;
@@ -35,6 +49,7 @@ export function logLine(component: string, level: string, message: string, field
   entry.level = level;
   entry.message = message.includes('PRIVATE KEY') ? redactPrivateKeys(message) : message;
   entry.time = time.toISOString();
+  if (lineFormat === 'text') return textLine(entry);
   try {
     return JSON.stringify(entry);
   } catch {

@@ -1,5 +1,6 @@
 import { untilSignal } from '../common/signals.ts';
 import { parseSidecarArgs, sidecarHelp } from './flags.ts';
+import { setLogFormat, setLogLevel } from './log.ts';
 import { startSidecar } from './sidecar.ts';
 import { isWorker, runWorker, runWorkerGroup } from './workers.ts';
 
@@ -10,6 +11,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(sidecarHelp());
     return 0;
   }
+  if (config.logLevel) setLogLevel(config.logLevel);
+  if (config.logFormat) setLogFormat(config.logFormat);
   if (isWorker()) return runWorker(config);
   if (config.workers > 1) return runWorkerGroup(config, process.argv[1]!);
   const sidecar = await startSidecar(config);

@@ -12,6 +12,11 @@ export const SIDECAR_TLS_DIR = '/var/run/mtls-operator/tls';
 export const SIDECAR_ADMIN_PORT = DEFAULT_ADMIN_PORT;
 /** Annotation the webhook sets on an injected pod: the endpoint whose sidecar it got. */
 export const INJECTED_ANNOTATION = 'mtls.operator.dev/injected-by';
+/**
+ * A pod's own sidecar log level (error, warn, info or debug), over the operator's --sidecar-log-level: one
+ * workload's sidecars can log at debug while the rest stay at info (Linkerd's config.linkerd.io/proxy-log-level).
+ */
+export const SIDECAR_LOG_LEVEL_ANNOTATION = 'mtls.operator.dev/sidecar-log-level';
 /** The sidecar's container port for health and /metrics: the probes and the chart's PodMonitor name it. */
 export const ADMIN_PORT_NAME = 'mtls-admin';
 /** Set on injected pods (unless the pod has its own) so annotation-based Prometheus discovery scrapes the sidecar. */

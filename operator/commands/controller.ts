@@ -10,11 +10,18 @@ import { Webhook } from '../webhook/webhook.ts';
 import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
 import { deploymentOwnerReference } from '../kube/owner.ts';
-import { errorMessage, logger } from '../log.ts';
+import { errorMessage, logger, setLogFormat, setLogLevel } from '../log.ts';
+import { isLogFormat, LOG_FORMATS } from '../../common/log-text.ts';
 import { OperatorMetrics } from '../metrics.ts';
 import { untilSignal } from '../../common/signals.ts';
 
 export const CONTROLLER_FLAGS = {
+  'log-level': { type: 'string', value: 'LEVEL', help: 'error, warn, info or debug (default: MTLS_LOG_LEVEL or info)' },
+  'log-format': {
+    type: 'string',
+    value: 'FORMAT',
+    help: 'json (one object per line) or text (default: MTLS_LOG_FORMAT or json)',
+  },
   kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)' },
   namespace: { type: 'string', value: 'NS', help: 'watch only this namespace (default: all namespaces)' },
   'operator-namespace': {
@@ -62,7 +69,19 @@ export const CONTROLLER_FLAGS = {
     help: "port of injected sidecars' health and /metrics (listeners may not use it)",
     default: String(SIDECAR_ADMIN_PORT),
   },
+  'sidecar-image-pull-policy': {
+    type: 'string',
+    value: 'POLICY',
+    help: 'imagePullPolicy of injected sidecars',
+    default: 'IfNotPresent',
+  },
   'sidecar-log-level': { type: 'string', value: 'LEVEL', help: 'log level of injected sidecars', default: 'info' },
+  'sidecar-log-format': { type: 'string', value: 'FORMAT', help: 'log format of injected sidecars: json or text' },
+  'sidecar-security-context': {
+    type: 'string',
+    value: 'JSON',
+    help: 'merged over injected sidecars\' securityContext, e.g. {"runAsUser":65532}',
+  },
   'sidecar-resources': {
     type: 'string',
     value: 'JSON',
@@ -100,6 +119,14 @@ function json<T>(flag: string, value: string): T {
   }
 }
 
+const LOG_LEVELS = ['error', 'warn', 'info', 'debug'];
+const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'];
+
+function logFormat(flag: string, value: string) {
+  if (!isLogFormat(value)) throw new UsageError(`--${flag}: "${value}" is not one of ${LOG_FORMATS.join(', ')}`);
+  return value;
+}
+
 function duration(flag: string, value: string): number {
   try {
     return parseDuration(value);
@@ -113,6 +140,21 @@ export async function run(argv: string[]): Promise<number> {
   if (help) {
     process.stdout.write(helpText('controller', '[flags]', CONTROLLER_FLAGS));
     return 0;
+  }
+  if (flags['log-level']) {
+    if (!LOG_LEVELS.includes(flags['log-level'])) {
+      throw new UsageError(`--log-level: "${flags['log-level']}" is not one of ${LOG_LEVELS.join(', ')}`);
+    }
+    setLogLevel(flags['log-level']);
+  }
+  if (flags['log-format']) setLogFormat(logFormat('log-format', flags['log-format']));
+  const sidecarLogFormat = flags['sidecar-log-format']
+    ? logFormat('sidecar-log-format', flags['sidecar-log-format'])
+    : undefined;
+  if (!PULL_POLICIES.includes(flags['sidecar-image-pull-policy'])) {
+    throw new UsageError(
+      `--sidecar-image-pull-policy: "${flags['sidecar-image-pull-policy']}" is not one of ${PULL_POLICIES.join(', ')}`,
+    );
   }
   const log = logger('operator');
   const kc = loadKubeConfig(flags.kubeconfig);
@@ -158,7 +200,12 @@ export async function run(argv: string[]): Promise<number> {
         serviceName: flags['webhook-service'],
         settings: {
           image: flags['sidecar-image'],
+          imagePullPolicy: flags['sidecar-image-pull-policy'],
           logLevel: flags['sidecar-log-level'],
+          logFormat: sidecarLogFormat,
+          securityContext: flags['sidecar-security-context']
+            ? json('sidecar-security-context', flags['sidecar-security-context'])
+            : undefined,
           adminPort: sidecarAdminPort,
           resources: flags['sidecar-resources'] ? json('sidecar-resources', flags['sidecar-resources']) : undefined,
         },

@@ -1,4 +1,4 @@
-import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
 import { applyDefaults } from '../api/defaults.ts';
 import {
   ADMIN_PORT_NAME,
@@ -11,13 +11,15 @@ import {
   SERVICE_ACCOUNT_TOKEN_DIR,
   SIDECAR_ADMIN_PORT,
   SIDECAR_CONTAINER,
+  SIDECAR_LOG_LEVEL_ANNOTATION,
   SIDECAR_TLS_DIR,
   SIDECAR_VOLUME,
   sidecarContainerOf,
 } from '../api/injection.ts';
 import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
-import { renderSidecarArgs, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
+import { renderSidecarArgs, SIDECAR_LOG_LEVELS, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
 import { APP_PRESTOP_SLEEP_SECONDS, DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
+import type { LogFormat } from '../../common/log-text.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 
 /** Secret volume files are root-owned; mode 0440 plus group 0 lets the non-root sidecar (and nobody else
@@ -28,7 +30,11 @@ export interface InjectorSettings {
   image: string;
   imagePullPolicy?: string;
   logLevel?: string;
+  /** json (the sidecar's default) or text. */
+  logFormat?: LogFormat;
   resources?: V1Container['resources'];
+  /** Merged over SIDECAR_SECURITY_CONTEXT, e.g. a fixed runAsUser where the platform assigns none. */
+  securityContext?: V1SecurityContext;
   /** The sidecar's admin port (health, /metrics); SIDECAR_ADMIN_PORT unless the chart's sidecar.adminPort says otherwise. */
   adminPort?: number;
 }
@@ -75,6 +81,8 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     tlsDir: SIDECAR_TLS_DIR,
     admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
+    logLevel: settings.logLevel,
+    logFormat: settings.logFormat,
   });
   const probe = (path: string) => ({ httpGet: { path, port: ADMIN_PORT_NAME }, periodSeconds: 10 });
   return {
@@ -82,10 +90,7 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     image: settings.image,
     imagePullPolicy: settings.imagePullPolicy ?? 'IfNotPresent',
     args: ['sidecar', ...args],
-    env: [
-      { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
-      ...(settings.logLevel ? [{ name: 'MTLS_LOG_LEVEL', value: settings.logLevel }] : []),
-    ],
+    env: [{ name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS }],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
       { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },
@@ -101,18 +106,24 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     readinessProbe: probe('/readyz'),
     livenessProbe: probe('/healthz'),
     resources: settings.resources ?? DEFAULT_SIDECAR_RESOURCES,
-    securityContext: {
-      runAsNonRoot: true,
-      runAsUser: 65532,
-      runAsGroup: 0,
-      readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: false,
-      privileged: false,
-      capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
+    securityContext: { ...SIDECAR_SECURITY_CONTEXT, ...settings.securityContext },
   };
 }
+
+/**
+ * Non-root without a fixed user: the image's numeric USER (65532) applies, or the one the platform assigns
+ * (OpenShift's restricted policy refuses a fixed runAsUser outside the namespace's range). Group 0 reads the
+ * Secret volume (SECRET_VOLUME_MODE).
+ */
+export const SIDECAR_SECURITY_CONTEXT: V1SecurityContext = {
+  runAsNonRoot: true,
+  runAsGroup: 0,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
 
 export function sidecarVolumes(ep: MtlsEndpoint): V1Volume[] {
   return [
@@ -170,7 +181,14 @@ export function decideInjection(
       message: `MtlsEndpoint ${ep.metadata!.name}: port ${adminPort} is the mTLS sidecar's admin port (health and metrics) and is already used by ${taken.has(adminPort) ? 'a container of this pod' : 'spec.listeners'}; move it, or install the operator with another sidecar.adminPort (--sidecar-admin-port)`,
     };
   }
-  const sidecar = sidecarContainer(ep, settings);
+  const logLevel = pod.metadata?.annotations?.[SIDECAR_LOG_LEVEL_ANNOTATION];
+  if (logLevel !== undefined && !(SIDECAR_LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    return {
+      action: 'deny',
+      message: `annotation ${SIDECAR_LOG_LEVEL_ANNOTATION}: "${logLevel}" is not a sidecar log level; use one of ${SIDECAR_LOG_LEVELS.join(', ')}`,
+    };
+  }
+  const sidecar = sidecarContainer(ep, logLevel ? { ...settings, logLevel } : settings);
   if (spec.initContainers) patch.push({ op: 'add', path: '/spec/initContainers/-', value: sidecar });
   else patch.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
   patch.push(...preStopWaits(spec));

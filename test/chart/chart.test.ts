@@ -1,6 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,6 +27,7 @@ import {
   secretText,
   waitReady,
 } from '../support/endpoints.ts';
+import { notesCommands, runNotesCommand } from '../support/helm-notes.ts';
 
 const run = promisify(execFile);
 
@@ -36,6 +37,7 @@ const endpointSecrets = async (namespace: string, endpoint: string) =>
     .map((secret) => secret.metadata!.name!)
     .sort();
 const CHART = new URL('../../charts/mtls-operator', import.meta.url).pathname;
+const CRD_NAME = 'mtlsendpoints.mtls.operator.dev';
 const ROOT = new URL('../..', import.meta.url).pathname;
 
 async function helm(args: string[]): Promise<string> {
@@ -136,10 +138,16 @@ describe('Helm chart and plain manifests', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const chart = k8s.loadYaml(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string };
     expect(chart.appVersion).toBe(pkg.version);
-    // One source of truth: the chart's CRD is the file in crds/.
+    // One source of truth: the chart's CRD is the file in crds/, with the release's labels and annotations.
     const objects = await render('mtls-operator', 'mtls-system');
     const crd = find<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition');
-    expect(crd).toEqual(k8s.loadYaml(readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8')));
+    const schema = k8s.loadYaml(
+      readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8'),
+    ) as k8s.V1CustomResourceDefinition;
+    expect({ ...crd, metadata: { name: crd.metadata?.name } }).toEqual({
+      ...schema,
+      metadata: { name: schema.metadata?.name },
+    });
     // The sidecar's resources: the chart's default is the injector's own.
     const values = k8s.loadYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as {
       sidecar: { resources: unknown; adminPort: number };
@@ -156,8 +164,8 @@ describe('Helm chart and plain manifests', () => {
     expect(deployment.spec?.replicas).toBe(2);
     const container = deployment.spec!.template.spec!.containers[0]!;
     expect(container.image).toBe(`ghcr.io/mtls-operator/mtls-operator:${pkg.version}`);
+    expect(deployment.spec!.template.spec!.securityContext).toMatchObject({ runAsNonRoot: true });
     expect(container.securityContext).toMatchObject({
-      runAsNonRoot: true,
       readOnlyRootFilesystem: true,
       allowPrivilegeEscalation: false,
     });
@@ -235,7 +243,12 @@ describe('Helm chart and plain manifests', () => {
   it('deploy/mtls-operator.yaml is the chart rendered with defaults (regenerate with npm run manifests)', async () => {
     const { helm: bin } = await ensureBinaries();
     const { stdout } = await run('bash', [join(ROOT, 'charts/render-manifest.sh')], {
-      env: { ...process.env, MTLS_HELM: bin, MTLS_MANIFEST_OUT: join(tmpdir(), `manifest-${process.pid}.yaml`) },
+      env: {
+        ...process.env,
+        MTLS_HELM: bin,
+        MTLS_MANIFEST_OUT: join(tmpdir(), `manifest-${process.pid}.yaml`),
+        MTLS_SKIP_CRD_TEMPLATES: '1',
+      },
     });
     expect(stdout).toContain('wrote');
     expect(readFileSync(join(tmpdir(), `manifest-${process.pid}.yaml`), 'utf8')).toBe(
@@ -261,6 +274,8 @@ describe('Helm chart and plain manifests', () => {
       for (const [kind, name] of [
         ['mutatingwebhookconfiguration', fullname],
         ['clusterrole', fullname],
+        ['clusterrole', `${fullname}-view`],
+        ['clusterrole', `${fullname}-edit`],
         ['clusterrolebinding', fullname],
       ]) {
         await kubectl(['delete', kind!, name!, '--ignore-not-found']).catch(() => undefined);
@@ -397,16 +412,72 @@ describe('helm install and uninstall against the real API server', () => {
         .then((lease) => lease.spec?.holderIdentity ?? '')
         .catch(() => undefined);
     // The webhook selects only a label no namespace has, so it cannot disturb other suites.
+    // The CRD (shared by every suite) was applied with kubectl: the release adopts it, as an upgrade from a
+    // chart that shipped it in crds/ does (CHANGELOG.md).
     const install = () =>
       helm([
         'install',
         release,
         CHART,
         ...helmArgs(),
+        '--take-ownership',
         '--set',
         'webhook.namespaceSelector.matchLabels.chart-test=never',
       ]);
     await install();
+    const crdMetadata = async () =>
+      (await kubeConfig().makeApiClient(k8s.ApiextensionsV1Api).readCustomResourceDefinition({ name: CRD_NAME }))
+        .metadata!;
+    expect((await crdMetadata()).annotations).toMatchObject({
+      'meta.helm.sh/release-name': release,
+      'helm.sh/resource-policy': 'keep',
+    });
+    // helm upgrade upgrades the CRD (a chart whose CRD template carries one more label stands in for a new schema).
+    const changed = mkdtempSync(join(tmpdir(), 'chart-crd-'));
+    try {
+      cpSync(CHART, changed, { recursive: true });
+      const template = join(changed, 'templates/crd-mtlsendpoints.yaml');
+      writeFileSync(
+        template,
+        readFileSync(template, 'utf8').replace(
+          '  labels: {{- include "mtls-operator.labels" . | nindent 4 }}',
+          '  labels:\n    {{- include "mtls-operator.labels" . | nindent 4 }}\n    mtls.operator.dev/test-upgrade: "2"',
+        ),
+      );
+      await helm(['upgrade', release, changed, ...helmArgs(), '--reuse-values']);
+      expect((await crdMetadata()).labels?.['mtls.operator.dev/test-upgrade']).toBe('2');
+      await helm(['upgrade', release, CHART, ...helmArgs(), '--reuse-values']);
+      expect((await crdMetadata()).labels).not.toHaveProperty('mtls.operator.dev/test-upgrade');
+    } finally {
+      rmSync(changed, { recursive: true, force: true });
+    }
+    // People bound to the built-in roles in a namespace: the chart's ClusterRoles are aggregated into them
+    // (kube-controller-manager's aggregation controller fills edit and view).
+    await kubectl(['create', 'rolebinding', 'alice-edit', '--clusterrole=edit', '--user=alice', '-n', workload]);
+    await kubectl(['create', 'rolebinding', 'bob-view', '--clusterrole=view', '--user=bob', '-n', workload]);
+    const canAs = async (user: string, ...args: string[]) => {
+      const { kubectl: bin } = await ensureBinaries();
+      return new Promise<string>((resolve) =>
+        execFile(
+          bin,
+          ['--kubeconfig', kubeconfigPath(), 'auth', 'can-i', ...args, '-n', workload, '--as', user],
+          (_err, stdout) => resolve(stdout.trim()),
+        ),
+      );
+    };
+    await waitFor('edit and view to aggregate the chart ClusterRoles', async () =>
+      (await canAs('alice', 'create', 'mtlsendpoints')) === 'yes' &&
+      (await canAs('bob', 'list', 'mtlsendpoints')) === 'yes'
+        ? true
+        : undefined,
+    );
+    expect(await canAs('alice', 'delete', 'mtlsendpoints')).toBe('yes');
+    expect(await canAs('alice', 'update', 'mtlsendpoints', '--subresource=status')).toBe('no');
+    expect(await canAs('bob', 'get', 'mtlsendpoints')).toBe('yes');
+    expect(await canAs('bob', 'create', 'mtlsendpoints')).toBe('no');
+    expect(await canAs('bob', 'get', 'secrets')).toBe('no');
+    expect(await canAs('carol', 'list', 'mtlsendpoints')).toBe('no');
+
     const deployment = await apps.readNamespacedDeployment({ name: fullname, namespace });
     const owner = { apiVersion: 'apps/v1', kind: 'Deployment', name: fullname, uid: deployment.metadata!.uid };
 
@@ -441,10 +512,8 @@ describe('helm install and uninstall against the real API server', () => {
     );
     await expect(admission.readMutatingWebhookConfiguration({ name: fullname })).rejects.toThrow();
 
-    // What stays on purpose: the CRD (Helm never deletes crds/), the endpoints, their Secrets with the CA key.
-    expect(await kubectl(['get', 'crd', 'mtlsendpoints.mtls.operator.dev', '-o', 'name'])).toContain(
-      'mtlsendpoints.mtls.operator.dev',
-    );
+    // What stays on purpose: the CRD (helm.sh/resource-policy: keep), the endpoints, their Secrets with the CA key.
+    expect(await kubectl(['get', 'crd', CRD_NAME, '-o', 'name'])).toContain(CRD_NAME);
     expect((await getEndpoint(workload, 'kept')).metadata?.name).toBe('kept');
     const ca = await readSecret(workload, 'kept-ca');
     expect(Object.keys(ca?.data ?? {})).toEqual(expect.arrayContaining(['ca.crt', 'ca.key']));
@@ -458,7 +527,7 @@ describe('helm install and uninstall against the real API server', () => {
     expect(parseCertificates(secretText(client, 'tls.crt'))[0]!.issuer).toBe(keptCa.subject);
 
     // Installed again: its first replica leads at once (a stale Lease would hold it off for 15 s).
-    await install();
+    const installed = await install();
     const startedAt = Date.now();
     const second = await spawnChartOperator(namespace, workload, fullname, []);
     operator = second.child;
@@ -481,6 +550,28 @@ describe('helm install and uninstall against the real API server', () => {
     // It adopts what stayed: same CA.
     await waitReady(workload, 'kept');
     expect((await readSecret(workload, 'kept-ca'))?.data?.['ca.crt']).toBe(ca?.data?.['ca.crt']);
+
+    // NOTES prints only commands that work: each one run as printed, in the workload namespace. Without a
+    // kubelet here the two rollout commands cannot run; the real-node test (test/node/helm-upgrade.test.ts)
+    // runs them too.
+    const commands = notesCommands(installed)
+      .filter((c) => !c.includes(' rollout '))
+      .map((c) => c.replaceAll('<ns>', workload));
+    expect(commands.length).toBeGreaterThanOrEqual(7);
+    const { kubectl: kubectlBin } = await ensureBinaries();
+    const work = mkdtempSync(join(tmpdir(), 'notes-'));
+    try {
+      for (const command of commands) {
+        if (command.includes('get secret')) await waitReady(workload, 'payments');
+        await runNotesCommand(command, { bin: kubectlBin, kubeconfig: kubeconfigPath() }, work);
+      }
+      const files = readdirSync(work).sort();
+      expect(files).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+      const issued = parseCertificates(readFileSync(join(work, 'tls.crt'), 'utf8'))[0]!;
+      expect(issued.subject).toContain('billing');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   }, 180_000);
 });
 

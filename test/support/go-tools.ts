@@ -1,0 +1,48 @@
+import { execFile } from 'node:child_process';
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { cacheDir } from '../../local/controlplane/binaries.ts';
+
+const run = promisify(execFile);
+
+/**
+ * Linters the chart's tests run, built from their Go modules into the project's cache once per version (as the
+ * control plane's binaries are), so a developer's machine and CI get the same ones with nothing but `go`.
+ */
+export const GO_TOOLS = {
+  actionlint: { module: 'github.com/rhysd/actionlint/cmd/actionlint', version: 'v1.7.12' },
+  'kube-score': { module: 'github.com/zegl/kube-score/cmd/kube-score', version: 'v1.20.0' },
+} as const;
+
+export type GoTool = keyof typeof GO_TOOLS;
+
+/** Where a tool's binary lives in the cache: one folder per name and version. */
+export function goToolPath(tool: GoTool): string {
+  return join(cacheDir(), `${tool}-${GO_TOOLS[tool].version}`, tool);
+}
+
+/** The tool's binary, built with `go install` the first time (a minute or two on 2 cores). */
+export async function ensureGoTool(tool: GoTool): Promise<string> {
+  const path = goToolPath(tool);
+  try {
+    accessSync(path, constants.X_OK);
+    return path;
+  } catch {
+    // not built yet
+  }
+  const { module, version } = GO_TOOLS[tool];
+  const dir = join(cacheDir(), `${tool}-${version}`);
+  mkdirSync(dir, { recursive: true });
+  process.stderr.write(`[go-tools] building ${tool} ${version} into ${dir}\n`);
+  try {
+    await run('go', ['install', `${module}@${version}`], {
+      env: { ...process.env, GOBIN: dir, CGO_ENABLED: '0' },
+      maxBuffer: 16 << 20,
+    });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`go install ${module}@${version} failed (is Go 1.24+ on PATH?): ${e.stderr ?? e.message}`);
+  }
+  return path;
+}
