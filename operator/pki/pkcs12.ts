@@ -159,7 +159,8 @@ async function encryptKeyBag(
 function modernEncryption(password: ArrayBuffer, settings: ProfileSettings) {
   return {
     password,
-    contentEncryptionAlgorithm: { name: 'AES-CBC', length: 256 } as AesKeyAlgorithm,
+    // pkijs draws a random IV for every encryption; its parameter type asks for one all the same.
+    contentEncryptionAlgorithm: { name: 'AES-CBC', length: 256, iv: new Uint8Array(16) },
     hmacHashAlgorithm: 'SHA-256',
     iterationCount: settings.iterations,
   };
