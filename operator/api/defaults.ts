@@ -1,5 +1,6 @@
+import type { Pkcs12Profile } from '../pki/pkcs12.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
-import type { Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
+import type { ClientSpec, Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
@@ -28,13 +29,17 @@ export const RENEW_BEFORE_FLOOR = '90s';
 export const DEFAULT_NETWORK_POLICY: NetworkPolicyMode = 'Enforce';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+/** PKCS#12 keystores: modern algorithms unless a client asks for the legacy profile (operator/pki/pkcs12.ts). */
+export const DEFAULT_PKCS12_PROFILE: Pkcs12Profile = 'Modern2023';
+/** The key of a keystore password Secret when passwordSecretRef names none. */
+export const DEFAULT_PASSWORD_SECRET_KEY = 'password';
 /** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */
 export const MIN_VALIDITY = '10s';
 
 export type DefaultedSpec = MtlsEndpointSpec & {
   listeners: Listener[];
   dnsNames: string[];
-  clients: { name: string }[];
+  clients: ClientSpec[];
   certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
   networkPolicy: NetworkPolicyMode;
 };
@@ -47,7 +52,7 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       ? spec.listeners.map((l) => ({ ...l }))
       : DEFAULT_LISTENERS.map((l) => ({ ...l })),
     dnsNames: [...(spec.dnsNames ?? [])],
-    clients: (spec.clients ?? []).map((c) => ({ ...c })),
+    clients: (spec.clients ?? []).map(defaultClient),
     certificates: {
       validity: spec.certificates?.validity || DEFAULT_VALIDITY,
       renewBefore: spec.certificates?.renewBefore ?? DEFAULT_RENEW_BEFORE,
@@ -55,6 +60,25 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       keyAlgorithm: spec.certificates?.keyAlgorithm || DEFAULT_KEY_ALGORITHM,
     },
     networkPolicy: spec.networkPolicy ?? DEFAULT_NETWORK_POLICY,
+  };
+}
+
+function defaultClient(client: ClientSpec): ClientSpec {
+  const pkcs12 = client.keystores?.pkcs12;
+  if (!pkcs12) return { ...client };
+  return {
+    ...client,
+    keystores: {
+      ...client.keystores,
+      pkcs12: {
+        ...pkcs12,
+        passwordSecretRef: {
+          ...pkcs12.passwordSecretRef,
+          key: pkcs12.passwordSecretRef.key ?? DEFAULT_PASSWORD_SECRET_KEY,
+        },
+        profile: pkcs12.profile ?? DEFAULT_PKCS12_PROFILE,
+      },
+    },
   };
 }
 

@@ -1,4 +1,5 @@
 import type { KubernetesObject, V1LabelSelector } from '@kubernetes/client-node';
+import type { Pkcs12Profile } from '../pki/pkcs12.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
 
 /** The MtlsEndpoint API (docs/DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
@@ -33,6 +34,28 @@ export interface CertificatesSpec {
 
 export interface ClientSpec {
   name: string;
+  /** Keystores written into the client's Secret beside tls.crt/tls.key/ca.crt, rebuilt with them. */
+  keystores?: KeystoresSpec;
+}
+
+export interface KeystoresSpec {
+  pkcs12?: Pkcs12KeystoreSpec;
+}
+
+/** keystore.p12 and truststore.p12 (cert-manager's spec.keystores.pkcs12, same field names). */
+export interface Pkcs12KeystoreSpec {
+  /** false: no PKCS#12 files (and any written before are removed). */
+  create: boolean;
+  /** A Secret in the endpoint's namespace holding the password that protects both files. */
+  passwordSecretRef: SecretKeySelector;
+  /** Absent: Modern2023. */
+  profile?: Pkcs12Profile;
+}
+
+export interface SecretKeySelector {
+  name: string;
+  /** Absent: `password`. */
+  key?: string;
 }
 
 export interface MtlsEndpointSpec {
@@ -141,6 +164,9 @@ export const SECRET_KEYS = {
   tlsCert: 'tls.crt',
   tlsKey: 'tls.key',
   crl: 'ca.crl',
+  /** Client Secrets with spec.clients[].keystores.pkcs12.create: the key and certificate chain, and the CAs. */
+  keystoreP12: 'keystore.p12',
+  truststoreP12: 'truststore.p12',
 } as const;
 
 type EndpointRef = string | { metadata?: { name?: string } };

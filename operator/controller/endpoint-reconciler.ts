@@ -45,6 +45,7 @@ import {
 } from './certs.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import { type KubeWriter, ownerReference } from './kube-writer.ts';
+import { KEYSTORE_PASSWORD_RETRY_MS, type KeystoreContent, keystorePassword, pkcs12Content } from './keystores.ts';
 import { desiredNetworkPolicy, sameNetworkPolicySpec } from './network-policy.ts';
 import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
 import type { ReconcileResult } from './run-workers.ts';
@@ -78,6 +79,8 @@ export interface ReconcilerDeps {
   resyncMs: number;
   /** The injected sidecar's admin port: no listener or upstream may use it. */
   sidecarAdminPort?: number;
+  /** Reads a Secret the operator does not own (a keystore password) from the API server; undefined on 404. */
+  readSecret?: (namespace: string, name: string) => Promise<V1Secret | undefined>;
 }
 
 interface Note {
@@ -600,12 +603,36 @@ export class EndpointReconciler {
         ...parsePreviousSerials(previousSerials).filter((entry) => new Date(entry.notAfter) > run.now),
       );
     }
+    if (what.kind === 'client' && spec.pkcs12[what.client]) {
+      const stores = await this.pkcs12For(run, what.client, existing, certPem!, keyPem!, trustBundle(state));
+      Object.assign(data, stores.data);
+      Object.assign(annotations, stores.annotations);
+    }
     await this.applySecret(run, existing, secretName, 'kubernetes.io/tls', data, labels, annotations);
 
     const info = certInfo(certPem!, spec.renewBeforeMs);
     run.wakeAt.push(info.renewalTime.getTime());
     if (what.kind === 'server') run.server = { ...info, secretName };
     else run.clients.push({ ...info, name: what.client, secretName });
+  }
+
+  /** keystore.p12 and truststore.p12 of a client that asked for them (./keystores.ts decides). */
+  private async pkcs12For(
+    run: Run,
+    client: string,
+    existing: V1Secret | undefined,
+    certPem: string,
+    keyPem: string,
+    caPem: string,
+  ): Promise<KeystoreContent> {
+    const request = run.spec.pkcs12[client]!;
+    const secret = await this.deps.readSecret?.(run.namespace, request.passwordSecret);
+    const password = keystorePassword(secret, request, { namespace: run.namespace, client });
+    if ('problem' in password) {
+      run.degraded.push({ reason: 'KeystorePasswordMissing', message: password.problem });
+      run.wakeAt.push(run.now.getTime() + KEYSTORE_PASSWORD_RETRY_MS);
+    }
+    return pkcs12Content({ request, password, existing, alias: client, certPem, keyPem, caPem });
   }
 
   /** Why a leaf Secret needs a new certificate, or undefined if it does not. */

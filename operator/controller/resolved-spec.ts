@@ -1,9 +1,17 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { V1LabelSelector } from '@kubernetes/client-node';
 import type { MtlsEndpoint, NetworkPolicyMode } from '../api/types.ts';
-import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
+import {
+  applyDefaults,
+  DEFAULT_PASSWORD_SECRET_KEY,
+  DEFAULT_PKCS12_PROFILE,
+  DEFAULT_TRUST_DOMAIN,
+  RENEW_BEFORE_FLOOR,
+  renewBeforeMs,
+} from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../pki/x509.ts';
+import type { Pkcs12Request } from './keystores.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
 export interface ResolvedSpec {
@@ -21,6 +29,8 @@ export interface ResolvedSpec {
   /** The selector as a Service can say it: matchLabels only, absent when it uses matchExpressions. */
   podSelectorLabels?: Record<string, string>;
   networkPolicy: NetworkPolicyMode;
+  /** The PKCS#12 keystores each client asked for (create: true), by client name. */
+  pkcs12: Record<string, Pkcs12Request>;
 }
 
 /** A spec the API server accepted but the controller cannot act on; the message says what to change. */
@@ -105,6 +115,22 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     podSelector: spec.podSelector,
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
     networkPolicy: spec.networkPolicy,
+    pkcs12: Object.fromEntries(
+      spec.clients.flatMap(({ name, keystores }) =>
+        keystores?.pkcs12?.create
+          ? [
+              [
+                name,
+                {
+                  passwordSecret: keystores.pkcs12.passwordSecretRef.name,
+                  passwordKey: keystores.pkcs12.passwordSecretRef.key ?? DEFAULT_PASSWORD_SECRET_KEY,
+                  profile: keystores.pkcs12.profile ?? DEFAULT_PKCS12_PROFILE,
+                },
+              ],
+            ]
+          : [],
+      ),
+    ),
   };
 }
 

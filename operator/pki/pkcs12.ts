@@ -298,7 +298,7 @@ export function pkcs12Kdf(
 export function keystoreInputsDigest(input: {
   keyPem: string;
   certPem: string;
-  chainPem: string;
+  /** The trust bundle; the keystore's chain is derived from it and the certificate. */
   caPem: string;
   alias: string;
   password: string;
@@ -309,7 +309,6 @@ export function keystoreInputsDigest(input: {
   for (const part of [
     'v1',
     input.certPem.trim(),
-    input.chainPem.trim(),
     input.caPem.trim(),
     input.alias,
     input.password,
