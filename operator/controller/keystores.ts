@@ -47,6 +47,12 @@ export function keystorePassword(
       problem: `Secret ${where.namespace}/${request.passwordSecret} (${field}) has ${password === '' ? 'an empty' : 'no'} key ${request.passwordKey}, so client ${where.client}'s keystore.p12 and truststore.p12 cannot be written; put the password under that key, or set ${field}.key to the key that holds it.`,
     };
   }
+  if (!/^[\x20-\x7e]+$/.test(password)) {
+    // Java derives PBES2 keys only from ASCII passwords ("Password is not ASCII"); OpenSSL would take it.
+    return {
+      problem: `Secret ${where.namespace}/${request.passwordSecret} (${field}) key ${request.passwordKey} holds characters other than printable ASCII, which Java refuses in a PKCS#12 password; use letters, digits, punctuation and spaces only (without a trailing newline).`,
+    };
+  }
   return { password };
 }
 

@@ -26,8 +26,16 @@ const secretWith = (content: KeystoreContent): V1Secret => ({
 
 describe('keystore password from its Secret', () => {
   it('reads the named key', () => {
-    const secret = { data: { password: b64('s3cret pässword') } };
-    expect(keystorePassword(secret, request, where)).toEqual({ password: 's3cret pässword' });
+    const secret = { data: { password: b64('s3cret pass-word!') } };
+    expect(keystorePassword(secret, request, where)).toEqual({ password: 's3cret pass-word!' });
+  });
+
+  it('refuses a password Java cannot use: not printable ASCII (Java 17: "Password is not ASCII"), or a newline', () => {
+    for (const password of ['geheim-ä', 'geheim\n']) {
+      const lookup = keystorePassword({ data: { password: b64(password) } }, request, where);
+      expect('problem' in lookup && lookup.problem).toMatch(/other than printable ASCII, which Java refuses/);
+      expect(JSON.stringify(lookup)).not.toContain('geheim');
+    }
   });
 
   it('names the Secret, the field and the command that fixes a missing Secret', () => {

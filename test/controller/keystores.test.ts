@@ -1,0 +1,285 @@
+import type * as k8s from '@kubernetes/client-node';
+import { execFile } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { EndpointController } from '../../operator/controller/manager.ts';
+import { parseSidecarArgs } from '../../sidecar/flags.ts';
+import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
+import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import { createTestNamespace, deleteTestNamespace, waitFor } from '../support/cluster.ts';
+import {
+  condition,
+  core,
+  createEndpoint,
+  getEndpoint,
+  installCrd,
+  readSecret,
+  secretText,
+  waitReady,
+} from '../support/endpoints.ts';
+import { startController } from '../support/operator.ts';
+import { startMockUpstream } from '../support/tls-fixtures.ts';
+
+// spec.clients[].keystores.pkcs12 end to end: the controller writes keystore.p12 and truststore.p12 into the
+// client Secret; keytool and openssl read them; a real Java HTTPS client, configured with nothing but the
+// standard javax.net.ssl properties, reaches a strict sidecar listener with them, before and after the
+// client certificate is renewed; and a missing password Secret is reported, then picked up.
+
+const run = promisify(execFile);
+const PASSWORD = 'keystore-pass-7';
+const JAVA_CLIENT = new URL('../support/java/KeystoreClient.java', import.meta.url).pathname;
+
+const serialOf = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase();
+const sha256Der = (pem: string) => createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
+
+describe('controller: PKCS#12 keystores for Java clients, rotated with the client certificate', () => {
+  let namespace: string;
+  let controller: EndpointController;
+  let upstream: Awaited<ReturnType<typeof startMockUpstream>>;
+  let sidecar: RunningSidecar | undefined;
+  const scratch = mkdtempSync(join(tmpdir(), 'mtls-keystores-'));
+  const classes = join(scratch, 'classes');
+
+  /** Writes a Secret's keystore files into the scratch folder, under a name of the test's choosing. */
+  const storeFiles = (secret: k8s.V1Secret | undefined, tag: string) => {
+    const files = {
+      keystore: join(scratch, `${tag}-keystore.p12`),
+      truststore: join(scratch, `${tag}-truststore.p12`),
+    };
+    writeFileSync(files.keystore, Buffer.from(secret!.data!['keystore.p12']!, 'base64'));
+    writeFileSync(files.truststore, Buffer.from(secret!.data!['truststore.p12']!, 'base64'));
+    return files;
+  };
+
+  const keytool = async (file: string, password = PASSWORD) => {
+    const args = ['-list', '-v', '-storetype', 'PKCS12', '-keystore', file, '-storepass', password];
+    try {
+      return (await run('keytool', args, { timeout: 60_000 })).stdout;
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string };
+      return `FAILED ${e.stdout ?? ''}${e.stderr ?? ''}`;
+    }
+  };
+
+  /** The Java client against the strict listener, with the stores given (no keystore: no client certificate). */
+  const java = async (port: number, stores: { keystore?: string; truststore: string }) => {
+    const props = [
+      `-Djavax.net.ssl.trustStore=${stores.truststore}`,
+      '-Djavax.net.ssl.trustStoreType=PKCS12',
+      `-Djavax.net.ssl.trustStorePassword=${PASSWORD}`,
+      ...(stores.keystore
+        ? [
+            `-Djavax.net.ssl.keyStore=${stores.keystore}`,
+            '-Djavax.net.ssl.keyStoreType=PKCS12',
+            `-Djavax.net.ssl.keyStorePassword=${PASSWORD}`,
+          ]
+        : []),
+    ];
+    const args = ['-cp', classes, ...props, 'KeystoreClient', `https://localhost:${port}/from-java`];
+    try {
+      const { stdout } = await run('java', args, { timeout: 60_000 });
+      const [status, ...body] = stdout.split('\n');
+      return { status: Number(status), body: body.join('\n') };
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string };
+      return { status: 0, body: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+    }
+  };
+
+  const clientCertHash = (body: string) =>
+    /Hash=([0-9a-f]{64})/.exec(
+      (JSON.parse(body) as { headers: Record<string, string> }).headers['x-forwarded-client-cert'] ?? '',
+    )?.[1];
+
+  beforeAll(async () => {
+    await installCrd();
+    namespace = await createTestNamespace('ctrl-keystores');
+    await run('javac', ['-d', classes, JAVA_CLIENT], { timeout: 120_000 });
+    upstream = await startMockUpstream();
+    controller = await startController(namespace);
+    await core().createNamespacedSecret({
+      namespace,
+      body: { metadata: { name: 'java-keystore' }, stringData: { password: PASSWORD } },
+    });
+    await createEndpoint(namespace, 'payments', {
+      upstreamPort: 8080,
+      dnsNames: ['localhost'],
+      clients: [
+        { name: 'billing', keystores: { pkcs12: { create: true, passwordSecretRef: { name: 'java-keystore' } } } },
+        {
+          name: 'legacy',
+          keystores: {
+            pkcs12: {
+              create: true,
+              passwordSecretRef: { name: 'java-keystore', key: 'password' },
+              profile: 'LegacyDES',
+            },
+          },
+        },
+        { name: 'plain' },
+      ],
+      // Renewal 30 s after issue: time to look at the first keystore, and for several resyncs that must not
+      // rewrite it, before its certificate is renewed.
+      certificates: { validity: '90s', renewBefore: '60s' },
+    });
+    await waitReady(namespace, 'payments');
+  });
+  afterAll(async () => {
+    await sidecar?.stop(1_000);
+    upstream?.server.close();
+    await controller?.stop();
+    await deleteTestNamespace(namespace);
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('writes keystore.p12 and truststore.p12 that keytool and openssl read with the password', async () => {
+    for (const [client, profile] of [
+      ['billing', 'Modern2023'],
+      ['legacy', 'LegacyDES'],
+    ] as const) {
+      const secret = await readSecret(namespace, `payments-client-${client}`);
+      expect(secret?.type).toBe('kubernetes.io/tls');
+      const files = storeFiles(secret, `${client}-check`);
+      const leafSerial = serialOf(secretText(secret, 'tls.crt'));
+      const caSerial = serialOf(secretText(secret, 'ca.crt'));
+
+      const keystore = await keytool(files.keystore);
+      expect(keystore).toMatch(new RegExp(`Alias name: ${client}\\s+Creation date: .*\\s+Entry type: PrivateKeyEntry`));
+      expect(keystore).toMatch(/Certificate chain length: 2/);
+      expect(keystore).toContain(`Owner: CN=${client}`);
+      // keytool prints serials without leading zeros.
+      expect(keystore).toContain(`Serial number: ${leafSerial.replace(/^0+/, '')}`);
+      const truststore = await keytool(files.truststore);
+      expect(truststore).toMatch(/Your keystore contains 1 entry/);
+      expect(truststore).toMatch(
+        new RegExp(`Alias name: ca-${caSerial}\\s+Creation date: .*\\s+Entry type: trustedCertEntry`),
+      );
+      expect(await keytool(files.keystore, 'wrong-password')).toMatch(/^FAILED[\s\S]*password was incorrect/);
+
+      for (const file of [files.keystore, files.truststore]) {
+        const { stdout, stderr } = await run('openssl', [
+          'pkcs12',
+          '-info',
+          '-nokeys',
+          '-in',
+          file,
+          '-passin',
+          `pass:${PASSWORD}`,
+        ]);
+        expect(stdout + stderr).toMatch(profile === 'Modern2023' ? /MAC: sha256/ : /MAC: sha1/);
+        expect(stdout + stderr).toMatch(profile === 'Modern2023' ? /AES-256-CBC/ : /pbeWithSHA1And3-KeyTripleDES-CBC/);
+      }
+    }
+    const plain = await readSecret(namespace, 'payments-client-plain');
+    expect(Object.keys(plain?.data ?? {}).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+  });
+
+  it('lets a Java client through a strict listener with them, before and after the certificate is renewed', async () => {
+    const server = await readSecret(namespace, 'payments-server');
+    const tlsDir = join(scratch, 'server-tls');
+    await writeSecretVolume(
+      tlsDir,
+      Object.fromEntries(['tls.crt', 'tls.key', 'ca.crt', 'ca.crl'].map((key) => [key, secretText(server, key)])),
+    );
+    const { config } = parseSidecarArgs([
+      '--listen',
+      'strict=0',
+      '--upstream',
+      `127.0.0.1:${upstream.port}`,
+      '--tls-dir',
+      tlsDir,
+      '--admin',
+      '127.0.0.1:0',
+    ]);
+    sidecar = await startSidecar(config);
+    const port = sidecar.ports[0]!;
+
+    const before = await readSecret(namespace, 'payments-client-billing');
+    const firstCert = secretText(before, 'tls.crt');
+    const firstStores = storeFiles(before, 'billing-before');
+    const accepted = await java(port, firstStores);
+    expect(accepted.status).toBe(200);
+    expect(clientCertHash(accepted.body)).toBe(sha256Der(firstCert));
+    const legacy = await java(port, storeFiles(await readSecret(namespace, 'payments-client-legacy'), 'legacy'));
+    expect(legacy.status).toBe(200);
+    // The control: the same client without its keystore is refused by the strict listener.
+    const refused = await java(port, { truststore: firstStores.truststore });
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatch(/No required SSL certificate was sent/);
+
+    // Until the renewal, every pass of the controller (a resync every 2 s) leaves the stores as they are: the
+    // keystore is rebuilt from what it holds, not because its encrypted bytes differ from a fresh build.
+    let unchangedReads = 0;
+    const renewed = await waitFor(
+      'the client certificate to be renewed',
+      async () => {
+        const secret = await readSecret(namespace, 'payments-client-billing');
+        if (secretText(secret, 'tls.crt') === firstCert) {
+          expect(secret!.data!['keystore.p12']).toBe(before!.data!['keystore.p12']);
+          expect(secret!.data!['truststore.p12']).toBe(before!.data!['truststore.p12']);
+          expect(secret!.metadata!.resourceVersion).toBe(before!.metadata!.resourceVersion);
+          unchangedReads++;
+          return undefined;
+        }
+        return secret;
+      },
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
+    // The renewal is 30 s after issue: the reads above span many resyncs.
+    expect(unchangedReads).toBeGreaterThan(10);
+    const newCert = secretText(renewed, 'tls.crt');
+    expect(serialOf(newCert)).not.toBe(serialOf(firstCert));
+    const newStores = storeFiles(renewed, 'billing-after');
+    expect(await keytool(newStores.keystore)).toContain(`Serial number: ${serialOf(newCert).replace(/^0+/, '')}`);
+    const after = await java(port, newStores);
+    expect(after.status).toBe(200);
+    expect(clientCertHash(after.body)).toBe(sha256Der(newCert));
+  });
+
+  it('reports a missing password Secret with the fix, and writes the keystores once it exists', async () => {
+    await createEndpoint(namespace, 'nopassword', {
+      upstreamPort: 8080,
+      clients: [{ name: 'app', keystores: { pkcs12: { create: true, passwordSecretRef: { name: 'app-keystore' } } } }],
+    });
+    const degraded = await waitFor('the endpoint to report the missing password Secret', async () => {
+      const ep = await getEndpoint(namespace, 'nopassword');
+      const c = condition(ep, 'Degraded');
+      return c?.status === 'True' && c.reason === 'KeystorePasswordMissing' ? c : undefined;
+    });
+    expect(degraded.message).toContain(
+      `Secret ${namespace}/app-keystore (spec.clients[app].keystores.pkcs12.passwordSecretRef) does not exist`,
+    );
+    expect(degraded.message).toContain(`kubectl -n ${namespace} create secret generic app-keystore`);
+    // The certificate itself is issued all the same; only the keystores wait.
+    const ep = await getEndpoint(namespace, 'nopassword');
+    expect(condition(ep, 'Ready')?.status).toBe('True');
+    const secret = await readSecret(namespace, 'nopassword-client-app');
+    expect(Object.keys(secret?.data ?? {}).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    const events = await waitFor('a Warning Event naming the missing Secret', async () => {
+      const list = await core().listNamespacedEvent({ namespace });
+      const found = list.items.filter(
+        (e) => e.involvedObject.name === 'nopassword' && e.reason === 'KeystorePasswordMissing',
+      );
+      return found.length ? found : undefined;
+    });
+    expect(events[0]!.type).toBe('Warning');
+    expect(events[0]!.message).toContain('app-keystore');
+
+    await core().createNamespacedSecret({
+      namespace,
+      body: { metadata: { name: 'app-keystore' }, stringData: { password: PASSWORD } },
+    });
+    const written = await waitFor('the keystores once the password Secret exists', async () => {
+      const s = await readSecret(namespace, 'nopassword-client-app');
+      return s?.data?.['keystore.p12'] ? s : undefined;
+    });
+    expect(await keytool(storeFiles(written, 'app').keystore)).toMatch(/Entry type: PrivateKeyEntry/);
+    await waitFor('Degraded to clear', async () => {
+      const now = await getEndpoint(namespace, 'nopassword');
+      return condition(now, 'Degraded')?.status === 'False' || undefined;
+    });
+  });
+});
