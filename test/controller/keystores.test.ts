@@ -29,6 +29,7 @@ import { startMockUpstream } from '../support/tls-fixtures.ts';
 // client certificate is renewed; and a missing password Secret is reported, then picked up.
 
 const run = promisify(execFile);
+const PROPAGATION_MS = 2_000;
 const PASSWORD = 'keystore-pass-7';
 const JAVA_CLIENT = new URL('../support/java/KeystoreClient.java', import.meta.url).pathname;
 
@@ -99,7 +100,7 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     namespace = await createTestNamespace('ctrl-keystores');
     await run('javac', ['-d', classes, JAVA_CLIENT], { timeout: 120_000 });
     upstream = await startMockUpstream();
-    controller = await startController(namespace);
+    controller = await startController(namespace, { caPropagationDelayMs: PROPAGATION_MS });
     await core().createNamespacedSecret({
       namespace,
       body: { metadata: { name: 'java-keystore' }, stringData: { password: PASSWORD } },
@@ -213,14 +214,18 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     // Until the renewal, every pass of the controller (a resync every 2 s) leaves the stores as they are: the
     // keystore is rebuilt from what it holds, not because its encrypted bytes differ from a fresh build.
     let unchangedReads = 0;
+    const rewrites: string[] = [];
     const renewed = await waitFor(
       'the client certificate to be renewed',
       async () => {
         const secret = await readSecret(namespace, 'payments-client-billing');
         if (secretText(secret, 'tls.crt') === firstCert) {
-          expect(secret!.data!['keystore.p12']).toBe(before!.data!['keystore.p12']);
-          expect(secret!.data!['truststore.p12']).toBe(before!.data!['truststore.p12']);
-          expect(secret!.metadata!.resourceVersion).toBe(before!.metadata!.resourceVersion);
+          // Recorded, not thrown: waitFor retries a probe that throws.
+          const same =
+            secret!.data!['keystore.p12'] === before!.data!['keystore.p12'] &&
+            secret!.data!['truststore.p12'] === before!.data!['truststore.p12'] &&
+            secret!.metadata!.resourceVersion === before!.metadata!.resourceVersion;
+          if (!same) rewrites.push(secret!.metadata!.resourceVersion!);
           unchangedReads++;
           return undefined;
         }
@@ -229,6 +234,7 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
       { timeoutMs: 90_000, intervalMs: 500 },
     );
     // The renewal is 30 s after issue: the reads above span many resyncs.
+    expect(rewrites).toEqual([]);
     expect(unchangedReads).toBeGreaterThan(10);
     const newCert = secretText(renewed, 'tls.crt');
     expect(serialOf(newCert)).not.toBe(serialOf(firstCert));
@@ -237,6 +243,50 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     const after = await java(port, newStores);
     expect(after.status).toBe(200);
     expect(clientCertHash(after.body)).toBe(sha256Der(newCert));
+  });
+
+  it('rebuilds the truststore as CAs join and leave ca.crt during a CA rollover', async () => {
+    await createEndpoint(namespace, 'rollover', {
+      upstreamPort: 8080,
+      clients: [{ name: 'app', keystores: { pkcs12: { create: true, passwordSecretRef: { name: 'java-keystore' } } } }],
+      certificates: { validity: '12s', renewBefore: '4s', caValidity: '30s' },
+    });
+    await waitReady(namespace, 'rollover');
+    const fingerprints = (pem: string) =>
+      (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [])
+        .map((block) => new X509Certificate(block).fingerprint256)
+        .sort();
+    const storeCerts = async (secret: k8s.V1Secret, key: string, args: string[]) => {
+      const file = join(scratch, `rollover-${key}`);
+      writeFileSync(file, Buffer.from(secret.data![key]!, 'base64'));
+      const { stdout } = await run('openssl', ['pkcs12', '-in', file, '-passin', `pass:${PASSWORD}`, ...args]);
+      return fingerprints(stdout);
+    };
+    const bundleSizes = new Set<number>();
+    const outOfStep: string[] = [];
+    let checked = 0;
+    const firstCa = fingerprints(secretText(await readSecret(namespace, 'rollover-client-app'), 'ca.crt'));
+    // Every version of the client Secret seen holds a truststore with exactly the CAs of its ca.crt and a
+    // keystore with exactly its tls.crt: no version lags behind the PEM files it sits beside.
+    await waitFor(
+      'the rollover to complete, with the stores in step at every read',
+      async () => {
+        const secret = (await readSecret(namespace, 'rollover-client-app'))!;
+        const bundle = fingerprints(secretText(secret, 'ca.crt'));
+        const leaf = fingerprints(secretText(secret, 'tls.crt'));
+        const trusted = await storeCerts(secret, 'truststore.p12', ['-nokeys']);
+        const keyEntry = await storeCerts(secret, 'keystore.p12', ['-nokeys', '-clcerts']);
+        // Recorded, not thrown: waitFor retries a probe that throws.
+        if (JSON.stringify(trusted) !== JSON.stringify(bundle) || JSON.stringify(keyEntry) !== JSON.stringify(leaf))
+          outOfStep.push(`resourceVersion ${secret.metadata!.resourceVersion}`);
+        checked++;
+        bundleSizes.add(bundle.length);
+        return bundleSizes.has(2) && bundle.length === 1 && bundle[0] !== firstCa[0] ? true : undefined;
+      },
+      { timeoutMs: 90_000, intervalMs: 300 },
+    );
+    expect(outOfStep).toEqual([]);
+    expect(checked).toBeGreaterThan(3);
   });
 
   it('reports a missing password Secret with the fix, and writes the keystores once it exists', async () => {
