@@ -80,7 +80,7 @@ export interface ReconcilerDeps {
   /** The injected sidecar's admin port: no listener or upstream may use it. */
   sidecarAdminPort?: number;
   /** Reads a Secret the operator does not own (a keystore password) from the API server; undefined on 404. */
-  readSecret?: (namespace: string, name: string) => Promise<V1Secret | undefined>;
+  readSecret: (namespace: string, name: string) => Promise<V1Secret | undefined>;
 }
 
 interface Note {
@@ -626,7 +626,7 @@ export class EndpointReconciler {
     caPem: string,
   ): Promise<KeystoreContent> {
     const request = run.spec.pkcs12[client]!;
-    const secret = await this.deps.readSecret?.(run.namespace, request.passwordSecret);
+    const secret = await this.deps.readSecret(run.namespace, request.passwordSecret);
     const password = keystorePassword(secret, request, { namespace: run.namespace, client });
     if ('problem' in password) {
       run.degraded.push({ reason: 'KeystorePasswordMissing', message: password.problem });
