@@ -95,6 +95,34 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
       (JSON.parse(body) as { headers: Record<string, string> }).headers['x-forwarded-client-cert'] ?? '',
     )?.[1];
 
+  /**
+   * From the first issue until the renewal, every read of billing's Secret: each pass of the controller (a
+   * resync every 2 s) must leave the stores as they are, since nothing they hold has changed (they are rebuilt
+   * from their inputs, not because encrypted bytes differ from a fresh build). Started in beforeAll, so the
+   * reads span the whole 30 s however long the other steps take.
+   */
+  let billingFirst: k8s.V1Secret;
+  let billingRenewal: Promise<{ renewed?: k8s.V1Secret; unchangedReads: number; rewrites: string[] }>;
+  let stopWatching = false;
+  async function watchUntilRenewed(first: k8s.V1Secret) {
+    const firstCert = secretText(first, 'tls.crt');
+    const rewrites: string[] = [];
+    let unchangedReads = 0;
+    const deadline = Date.now() + 120_000;
+    while (!stopWatching && Date.now() < deadline) {
+      const secret = await readSecret(namespace, 'payments-client-billing');
+      if (secret && secretText(secret, 'tls.crt') !== firstCert) return { renewed: secret, unchangedReads, rewrites };
+      const same =
+        secret?.data?.['keystore.p12'] === first.data!['keystore.p12'] &&
+        secret?.data?.['truststore.p12'] === first.data!['truststore.p12'] &&
+        secret?.metadata?.resourceVersion === first.metadata!.resourceVersion;
+      if (!same) rewrites.push(secret?.metadata?.resourceVersion ?? 'deleted');
+      unchangedReads++;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    return { unchangedReads, rewrites };
+  }
+
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('ctrl-keystores');
@@ -127,8 +155,12 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
       certificates: { validity: '90s', renewBefore: '60s' },
     });
     await waitReady(namespace, 'payments');
+    billingFirst = (await readSecret(namespace, 'payments-client-billing'))!;
+    billingRenewal = watchUntilRenewed(billingFirst);
   });
   afterAll(async () => {
+    stopWatching = true;
+    await billingRenewal;
     await sidecar?.stop(1_000);
     upstream?.server.close();
     await controller?.stop();
@@ -198,9 +230,8 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     sidecar = await startSidecar(config);
     const port = sidecar.ports[0]!;
 
-    const before = await readSecret(namespace, 'payments-client-billing');
-    const firstCert = secretText(before, 'tls.crt');
-    const firstStores = storeFiles(before, 'billing-before');
+    const firstCert = secretText(billingFirst, 'tls.crt');
+    const firstStores = storeFiles(billingFirst, 'billing-before');
     const accepted = await java(port, firstStores);
     expect(accepted.status).toBe(200);
     expect(clientCertHash(accepted.body)).toBe(sha256Der(firstCert));
@@ -211,30 +242,10 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     expect(refused.status).toBe(400);
     expect(refused.body).toMatch(/No required SSL certificate was sent/);
 
-    // Until the renewal, every pass of the controller (a resync every 2 s) leaves the stores as they are: the
-    // keystore is rebuilt from what it holds, not because its encrypted bytes differ from a fresh build.
-    let unchangedReads = 0;
-    const rewrites: string[] = [];
-    const renewed = await waitFor(
-      'the client certificate to be renewed',
-      async () => {
-        const secret = await readSecret(namespace, 'payments-client-billing');
-        if (secretText(secret, 'tls.crt') === firstCert) {
-          // Recorded, not thrown: waitFor retries a probe that throws.
-          const same =
-            secret!.data!['keystore.p12'] === before!.data!['keystore.p12'] &&
-            secret!.data!['truststore.p12'] === before!.data!['truststore.p12'] &&
-            secret!.metadata!.resourceVersion === before!.metadata!.resourceVersion;
-          if (!same) rewrites.push(secret!.metadata!.resourceVersion!);
-          unchangedReads++;
-          return undefined;
-        }
-        return secret;
-      },
-      { timeoutMs: 90_000, intervalMs: 500 },
-    );
-    // The renewal is 30 s after issue: the reads above span many resyncs.
+    const { renewed, unchangedReads, rewrites } = await billingRenewal;
+    expect(renewed).toBeDefined();
     expect(rewrites).toEqual([]);
+    // The renewal is 30 s after issue, reads every 0.5 s: many resyncs passed without a write.
     expect(unchangedReads).toBeGreaterThan(10);
     const newCert = secretText(renewed, 'tls.crt');
     expect(serialOf(newCert)).not.toBe(serialOf(firstCert));
