@@ -9,7 +9,7 @@ import type { EndpointController } from '../../operator/controller/manager.ts';
 import { parseSidecarArgs } from '../../sidecar/flags.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
-import { createTestNamespace, deleteTestNamespace, waitFor } from '../support/cluster.ts';
+import { createTestNamespace, deleteTestNamespace, kubectl, waitFor } from '../support/cluster.ts';
 import {
   condition,
   core,
@@ -300,7 +300,7 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
     expect(checked).toBeGreaterThan(3);
   });
 
-  it('reports a missing password Secret with the fix, and writes the keystores once it exists', async () => {
+  it('reports a missing password Secret with the fix, writes the keystores once it exists, removes them at create: false', async () => {
     await createEndpoint(namespace, 'nopassword', {
       upstreamPort: 8080,
       clients: [{ name: 'app', keystores: { pkcs12: { create: true, passwordSecretRef: { name: 'app-keystore' } } } }],
@@ -342,5 +342,16 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
       const now = await getEndpoint(namespace, 'nopassword');
       return condition(now, 'Degraded')?.status === 'False' || undefined;
     });
+
+    // create: false takes the files out again, with their digest annotation; the PEM files stay.
+    const off = { pkcs12: { create: false, passwordSecretRef: { name: 'app-keystore' } } };
+    const patch = JSON.stringify({ spec: { clients: [{ name: 'app', keystores: off }] } });
+    await kubectl(['-n', namespace, 'patch', 'mtlsendpoint', 'nopassword', '--type', 'merge', '-p', patch]);
+    const removed = await waitFor('the keystores to be removed', async () => {
+      const s = await readSecret(namespace, 'nopassword-client-app');
+      return s?.data && !s.data['keystore.p12'] ? s : undefined;
+    });
+    expect(Object.keys(removed.data!).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    expect(removed.metadata?.annotations?.['mtls.operator.dev/keystore-inputs']).toBeUndefined();
   });
 });
