@@ -8,8 +8,11 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY common ./common
 COPY operator ./operator
 COPY sidecar ./sidecar
+# The local-cluster tooling (dev, controlplane, image) is compiled in because the CLI dispatches to it.
+COPY local ./local
 RUN node_modules/.bin/tsc -p tsconfig.build.json
 
 FROM ${BASE}

@@ -12,9 +12,9 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { KUBERNETES_VERSION } from '../operator/controlplane/binaries.ts';
+import { KUBERNETES_VERSION } from '../local/controlplane/binaries.ts';
 import { renderControllerSection, writeResultsSection } from './results-file.ts';
-import { freePort, LocalControlPlane } from '../operator/controlplane/local-control-plane.ts';
+import { freePort, LocalControlPlane } from '../local/controlplane/local-control-plane.ts';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../operator/api/types.ts';
 import { operatorEnv } from '../operator/defaults.ts';
 
@@ -35,7 +35,7 @@ const results: Record<string, unknown> = { kubernetes: plane.binaries, node: pro
  * the operator makes, reads and events included: all but the bench's own on mtlsendpoints (creates, patches,
  * the readiness polls) and the control plane's own traffic (leases, auth reviews).
  */
-async function apiCounts(): Promise<{ writes: number; requests: number }> {
+async function apiCounts(): Promise<{ writes: number; requests: number; conflicts: number }> {
   const { stdout: text } = await execFileAsync(
     plane.binaries.kubectl,
     ['--kubeconfig', plane.kubeconfigPath, 'get', '--raw', '/metrics'],
@@ -43,6 +43,7 @@ async function apiCounts(): Promise<{ writes: number; requests: number }> {
   );
   let writes = 0;
   let requests = 0;
+  let conflicts = 0;
   for (const line of text.split('\n')) {
     const m = line.match(/^apiserver_request_total\{([^}]*)\} (\d+)/);
     if (!m) continue;
@@ -52,9 +53,13 @@ async function apiCounts(): Promise<{ writes: number; requests: number }> {
       continue;
     const benchOwn = /resource="mtlsendpoints"/.test(labels) && /subresource=""/.test(labels);
     if (!benchOwn) requests += n;
-    if (/verb="(POST|PUT|PATCH|DELETE)"/.test(labels) && !/resource="events"/.test(labels)) writes += n;
+    if (/verb="(POST|PUT|PATCH|DELETE)"/.test(labels) && !/resource="events"/.test(labels)) {
+      writes += n;
+      // A write refused for a stale resourceVersion (or an object that already exists): work done twice.
+      if (/code="409"/.test(labels)) conflicts += n;
+    }
   }
-  return { writes, requests };
+  return { writes, requests, conflicts };
 }
 
 await new Promise<void>((resolve, reject) => {
@@ -195,6 +200,7 @@ try {
       ready,
       allReadyMs,
       writesPerEndpointAtCreation: +((created.writes - before.writes - n) / n).toFixed(2),
+      conflictsPerEndpointAtCreation: +((created.conflicts - before.conflicts) / n).toFixed(2),
       requestsPerEndpointAtCreation: +((created.requests - before.requests) / n).toFixed(2),
       writesInTwoResyncs: steady.writes - created.writes,
       requestsInTwoResyncs: steady.requests - created.requests,
@@ -233,6 +239,7 @@ try {
     endpoints: n,
     reissueAllLeavesMs: reissueMs,
     writesPerEndpoint: +((after.writes - before.writes - n) / n).toFixed(2),
+    conflictsPerEndpoint: +((after.conflicts - before.conflicts) / n).toFixed(2),
     requestsPerEndpoint: +((after.requests - before.requests) / n).toFixed(2),
     rssMiB: +rssMiB().toFixed(1),
   };

@@ -10,9 +10,9 @@ import { connect as netConnect } from 'node:net';
 import { stripTypeScriptTypes } from 'node:module';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../local/controlplane/local-control-plane.ts';
 import { issueCA, issueClient, issueServer } from '../operator/pki/issue.ts';
-import type { KeyAlgorithm } from '../operator/pki/x509.ts';
+import type { KeyAlgorithm } from '../operator/api/types.ts';
 import { SIDECAR_NODE_OPTIONS } from '../sidecar/flags.ts';
 import { writeSecretVolume } from '../sidecar/secret-volume.ts';
 

@@ -19,7 +19,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { KeyAlgorithm } from '../operator/pki/x509.ts';
+import type { KeyAlgorithm } from '../operator/api/types.ts';
 import { SIDECAR_NODE_OPTIONS } from '../sidecar/flags.ts';
 import {
   BOTH_CPUS,

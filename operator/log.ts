@@ -1,7 +1,7 @@
 import winston from 'winston';
-import { redactPrivateKeys } from './log-text.ts';
+import { redactPrivateKeys } from '../common/log-text.ts';
 
-export { errorMessage, redactPrivateKeys } from './log-text.ts';
+export { errorMessage, redactPrivateKeys } from '../common/log-text.ts';
 
 /**
  * Structured JSON logs on stderr with stable field names: `time`, `level`, `component`, `message`, plus event

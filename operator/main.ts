@@ -1,5 +1,5 @@
 import { packageVersion } from './defaults.ts';
-import { UsageError } from './flags.ts';
+import { UsageError } from '../common/flags.ts';
 
 /**
  * The one executable, loaded by operator/cli.ts once the Node version is known to be enough. Each subcommand lives in its own module and is imported only when chosen, so the
@@ -25,19 +25,19 @@ const COMMANDS: Record<string, Command> = {
   },
   dev: {
     summary: 'run everything locally: control plane, operator, a sample mock with its sidecar',
-    load: () => import('./commands/dev.ts'),
+    load: () => import('../local/commands/dev.ts'),
   },
   controlplane: {
     summary: 'start the local control plane (etcd, kube-apiserver, kube-controller-manager); --node adds a real node',
-    load: () => import('./commands/controlplane.ts'),
+    load: () => import('../local/commands/controlplane.ts'),
   },
   'echo-mock': {
     summary: 'a plain-HTTP mock that answers with the identity the sidecar forwarded (for trying the product)',
-    load: () => import('./commands/echo-mock.ts'),
+    load: () => import('../local/commands/echo-mock.ts'),
   },
   image: {
     summary: "build the image with buildah (no registry needed) and load it into the local node's containerd",
-    load: () => import('./commands/image.ts'),
+    load: () => import('../local/commands/image.ts'),
   },
 };
 

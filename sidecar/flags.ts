@@ -1,4 +1,4 @@
-import { type FlagSpecs, helpText, parseFlags, UsageError } from '../operator/flags.ts';
+import { type FlagSpecs, helpText, parseFlags, UsageError } from '../common/flags.ts';
 
 /**
  * The sidecar's command line, defined once: `parseSidecarArgs` reads it, `renderSidecarArgs` writes it (the
@@ -156,9 +156,11 @@ function positive(flag: string, value: string): number {
 }
 
 /** Parses the sidecar's argv; throws UsageError naming the flag that is wrong. */
-export function parseSidecarArgs(argv: string[]): { config: ResolvedSidecarConfig; help: boolean } {
+export function parseSidecarArgs(
+  argv: string[],
+): { config: ResolvedSidecarConfig; help: false } | { config?: undefined; help: true } {
   const { flags, positionals, help } = parseFlags(SIDECAR_FLAGS, argv);
-  if (help) return { config: undefined as never, help };
+  if (help) return { help };
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   if (flags.listen.length === 0)
     throw new UsageError('--listen MODE=PORT is required (mode: standard, flexible or strict)');

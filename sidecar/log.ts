@@ -1,4 +1,4 @@
-import { redactPrivateKeys } from '../operator/log-text.ts';
+import { redactPrivateKeys } from '../common/log-text.ts';
 
 /**
  * The sidecar's logs: one JSON object per line on stderr with the same fields, in the same order, as the

@@ -1,12 +1,12 @@
-import { untilSignal } from '../operator/commands/run-until-signal.ts';
+import { untilSignal } from '../common/signals.ts';
 import { parseSidecarArgs, sidecarHelp } from './flags.ts';
 import { startSidecar } from './sidecar.ts';
 import { isWorker, runWorker, runWorkerGroup } from './workers.ts';
 
 /** `mtls-operator sidecar ...`: serve until SIGTERM, then drain. */
 export async function run(argv: string[]): Promise<number> {
-  const { config, help } = parseSidecarArgs(argv);
-  if (help) {
+  const { config } = parseSidecarArgs(argv);
+  if (!config) {
     process.stdout.write(sidecarHelp());
     return 0;
   }

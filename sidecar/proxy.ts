@@ -1,5 +1,5 @@
 import type { AddressInfo, Socket } from 'node:net';
-import { createServer as createTlsServer, type Server, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type Server, type TlsOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from './log.ts';
 import type { Listener, ResolvedSidecarConfig } from './flags.ts';
 import { ForwardContext, ProxyConnection } from './forward.ts';
@@ -22,8 +22,8 @@ const PEER = Symbol('peer');
 type WithPeer = { [PEER]?: string };
 
 /** The options of a listener's secure context (also used by the reload's setSecureContext). */
-export function contextOptions(tls: TlsMaterial, listener: Listener): TlsMaterial['options'] {
-  return { ...tls.options, requestCert: listener.mode !== 'standard', rejectUnauthorized: false } as never;
+export function contextOptions(tls: TlsMaterial, listener: Listener): TlsOptions {
+  return { ...tls.options, requestCert: listener.mode !== 'standard', rejectUnauthorized: false };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { type RunningAdmin, startAdmin } from './admin.ts';
-import { errorMessage } from '../operator/log-text.ts';
+import { errorMessage } from '../common/log-text.ts';
 import { logger } from './log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';

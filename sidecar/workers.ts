@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { untilSignal } from '../operator/commands/run-until-signal.ts';
-import { errorMessage } from '../operator/log-text.ts';
+import { untilSignal } from '../common/signals.ts';
+import { errorMessage } from '../common/log-text.ts';
 import { logger } from './log.ts';
 import { renderSidecarArgs, type ResolvedSidecarConfig, SIDECAR_DEFAULTS } from './flags.ts';
 import type { MetricSnapshot } from './prometheus.ts';

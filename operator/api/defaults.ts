@@ -1,5 +1,4 @@
-import type { Pkcs12Profile } from '../pki/pkcs12.ts';
-import type { KeyAlgorithm } from '../pki/x509.ts';
+import type { KeyAlgorithm, Pkcs12Profile } from './types.ts';
 import type { ClientSpec, Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
 
 /**

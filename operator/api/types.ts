@@ -1,6 +1,4 @@
 import type { KubernetesObject, V1LabelSelector } from '@kubernetes/client-node';
-import type { Pkcs12Profile } from '../pki/pkcs12.ts';
-import type { KeyAlgorithm } from '../pki/x509.ts';
 
 /** The MtlsEndpoint API (docs/DESIGN.md contract 1). The CRD in crds/ is the schema; these are its TS shapes. */
 export const GROUP = 'mtls.operator.dev';
@@ -16,6 +14,16 @@ export const ENDPOINT_RESOURCE = { group: GROUP, version: VERSION, plural: PLURA
 
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
+
+export const KEY_ALGORITHMS = ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
+export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
+
+/**
+ * PKCS#12 keystore profiles (cert-manager's names): Modern2023 (PBES2, AES-256-CBC, PBKDF2-HMAC-SHA-256, SHA-256
+ * MAC) and LegacyDES (3DES, SHA-1 MAC) for Java before 8u301/11.0.12. operator/pki/pkcs12.ts builds them.
+ */
+export const PKCS12_PROFILES = ['Modern2023', 'LegacyDES'] as const;
+export type Pkcs12Profile = (typeof PKCS12_PROFILES)[number];
 
 export interface Listener {
   mode: Mode;
@@ -142,6 +150,13 @@ export interface MtlsEndpoint extends KubernetesObject {
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'mtls-operator';
 export const ENDPOINT_LABEL = 'mtls.operator.dev/endpoint';
+/** On the Secrets: which certificate it holds (`ca`, `server`, `client`), and for a client, whose. */
+export const CERTIFICATE_LABEL = 'mtls.operator.dev/certificate';
+export const CLIENT_LABEL = 'mtls.operator.dev/client';
+/** On a leaf Secret: a digest of what the leaf was issued for; a spec asking for something else re-issues it. */
+export const ISSUANCE_HASH_ANNOTATION = 'mtls.operator.dev/issuance-hash';
+/** On a client Secret: the still-valid certificates it held before, which a revocation must also cover. */
+export const PREVIOUS_SERIALS_ANNOTATION = 'mtls.operator.dev/previous-serials';
 /** On a namespace, value `enabled`: the webhook considers its pods. */
 export const INJECTION_NAMESPACE_LABEL = 'mtls.operator.dev/injection';
 export const INJECTION_ENABLED = 'enabled';

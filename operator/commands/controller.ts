@@ -7,12 +7,12 @@ import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import { EndpointController } from '../controller/manager.ts';
 import { DEFAULT_SIDECAR_IMAGE } from '../defaults.ts';
 import { Webhook } from '../webhook/webhook.ts';
-import { helpText, parseFlags, UsageError } from '../flags.ts';
+import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
 import { deploymentOwnerReference } from '../kube/owner.ts';
 import { errorMessage, logger } from '../log.ts';
 import { OperatorMetrics } from '../metrics.ts';
-import { untilSignal } from './run-until-signal.ts';
+import { untilSignal } from '../../common/signals.ts';
 
 export const CONTROLLER_FLAGS = {
   kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)' },

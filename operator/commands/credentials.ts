@@ -3,7 +3,7 @@ import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { clientSecretName, serviceName } from '../api/types.ts';
-import { helpText, parseFlags, UsageError } from '../flags.ts';
+import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { isNotFound } from '../kube/errors.ts';
 
 const FLAGS = {

@@ -1,4 +1,5 @@
 import type { V1Secret } from '@kubernetes/client-node';
+import { encodeSecretData, secretText as text } from '../kube/secret-data.ts';
 import type { PemPair } from '../pki/issue.ts';
 
 /**
@@ -45,11 +46,6 @@ export interface CaState {
   revoked: RevokedEntry[];
 }
 
-const text = (secret: V1Secret, key: string): string | undefined => {
-  const value = secret.data?.[key];
-  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-};
-
 function pair(secret: V1Secret, certKey: string, keyKey: string): PemPair | undefined {
   const certPem = text(secret, certKey);
   const keyPem = text(secret, keyKey);
@@ -88,20 +84,20 @@ export function readCaSecret(secret: V1Secret): Partial<CaState> & { revoked: Re
 
 /** The data and annotations a CA Secret must hold for this state. */
 export function caSecretContent(state: CaState): { data: Record<string, string>; annotations: Record<string, string> } {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  const data: Record<string, string> = {
-    [CA_KEYS.cert]: b64(state.current.certPem),
-    [CA_KEYS.key]: b64(state.current.keyPem),
-    [CA_KEYS.revoked]: b64(JSON.stringify(state.revoked)),
+  const values: Record<string, string> = {
+    [CA_KEYS.cert]: state.current.certPem,
+    [CA_KEYS.key]: state.current.keyPem,
+    [CA_KEYS.revoked]: JSON.stringify(state.revoked),
   };
   if (state.next) {
-    data[CA_KEYS.nextCert] = b64(state.next.certPem);
-    data[CA_KEYS.nextKey] = b64(state.next.keyPem);
+    values[CA_KEYS.nextCert] = state.next.certPem;
+    values[CA_KEYS.nextKey] = state.next.keyPem;
   }
   if (state.previous) {
-    data[CA_KEYS.previousCert] = b64(state.previous.certPem);
-    data[CA_KEYS.previousKey] = b64(state.previous.keyPem);
+    values[CA_KEYS.previousCert] = state.previous.certPem;
+    values[CA_KEYS.previousKey] = state.previous.keyPem;
   }
+  const data = encodeSecretData(values);
   const annotations: Record<string, string> = {};
   if (state.phase && state.phaseSince) {
     annotations[ROLLOVER_PHASE_ANNOTATION] = state.phase;

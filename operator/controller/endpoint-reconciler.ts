@@ -1,60 +1,48 @@
 import type { V1NetworkPolicy, V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
-import { createHash } from 'node:crypto';
 import {
   caSecretName,
+  CERTIFICATE_LABEL,
+  CLIENT_LABEL,
   clientSecretName,
-  ENDPOINT_LABEL,
   ENDPOINT_RESOURCE,
-  INJECT_ANNOTATION,
-  INJECTION_NAMESPACE_LABEL,
-  modesSummary,
-  MANAGED_BY_LABEL,
-  MANAGED_BY_VALUE,
+  ISSUANCE_HASH_ANNOTATION,
+  managedLabels,
   type MtlsEndpoint,
+  PREVIOUS_SERIALS_ANNOTATION,
   serverSecretName,
-  serviceName,
+  serviceDnsNames,
 } from '../api/types.ts';
-import { RENEW_BEFORE_FLOOR } from '../api/defaults.ts';
-import type { EventRecorder, EventType } from '../kube/events.ts';
+import type { EventRecorder } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
-import { selectorMatches } from '../kube/selectors.ts';
-import { listenerPortName, SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../api/injection.ts';
+import { encodeSecretData, secretText } from '../kube/secret-data.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
 import type { CertificateLabels, ConditionStatus, OperatorMetrics } from '../metrics.ts';
-import { parseCertificates } from '../pki/x509.ts';
-import {
-  type CaState,
-  caSecretContent,
-  type PemPair,
-  readCaSecret,
-  type RevokedEntry,
-  trustBundle,
-  trustedCas,
-} from './ca-state.ts';
+import { bundleProblem, type CertInfo, certInfo, type LeafIdentity } from '../pki/certs.ts';
 import { issueCRL } from '../pki/crl-issuer.ts';
 import { clientSpiffeId, issueCA, issueClient, issueServer } from '../pki/issue.ts';
-import {
-  bundleProblem,
-  type CertInfo,
-  certInfo,
-  identityProblem,
-  issuedBy,
-  type LeafIdentity,
-  pairProblem,
-  parseCrls,
-} from './certs.ts';
+import { parseCertificates } from '../pki/x509.ts';
+import { caRenewBeforeMs, type CaPlan, decideCa, decideRetirement, type HeldCertificate } from './ca-policy.ts';
+import { caSecretContent, type CaState, type RevokedEntry, trustBundle, trustedCas } from './ca-state.ts';
+import { heldCertificates, inspectCa, inspectLeaf, type InspectedLeaf, publishedCrls } from './certificate-facts.ts';
 import { type Condition, setCondition } from './conditions.ts';
-import { type KubeWriter, ownerReference } from './kube-writer.ts';
+import { planCrls, CRL_VALIDITY_MS } from './crl-policy.ts';
+import { conditionList, endpointConditions, endpointStatusFields, type StatusInput } from './endpoint-status.ts';
+import { podReport } from './injected-pods.ts';
 import { KEYSTORE_PASSWORD_RETRY_MS, type KeystoreContent, keystorePassword, pkcs12Content } from './keystores.ts';
-import { desiredNetworkPolicy, sameNetworkPolicySpec } from './network-policy.ts';
+import { issuanceHash, leafIssuanceReason, parsePreviousSerials, withReplaced } from './leaf-policy.ts';
+import { desiredNetworkPolicy } from './network-policy.ts';
+import {
+  type DesiredSecret,
+  endpointOwnerReference,
+  networkPolicyWrites,
+  secretWrites,
+  serviceWrites,
+  type Write,
+} from './owned-objects.ts';
+import type { Note } from './plan.ts';
 import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
+import { removedClients } from './removed-clients.ts';
 import type { ReconcileResult } from './run-workers.ts';
-
-export const CERTIFICATE_LABEL = 'mtls.operator.dev/certificate';
-export const CLIENT_LABEL = 'mtls.operator.dev/client';
-export const ISSUANCE_HASH_ANNOTATION = 'mtls.operator.dev/issuance-hash';
-export const PREVIOUS_SERIALS_ANNOTATION = 'mtls.operator.dev/previous-serials';
-const CRL_VALIDITY_MS = 7 * 24 * 3_600_000;
 
 /** Read access to the informer caches. */
 export interface ClusterView {
@@ -66,10 +54,22 @@ export interface ClusterView {
   pods(namespace: string): readonly V1Pod[];
 }
 
+/** The writes the reconciler makes (KubeWriter against the API server; a recording fake in unit tests). */
+export interface ObjectWriter {
+  perform(namespace: string, write: Write): Promise<void>;
+  patchStatus(
+    resource: { group: string; version: string; plural: string },
+    namespace: string,
+    name: string,
+    resourceVersion: string | undefined,
+    status: unknown,
+  ): Promise<void>;
+}
+
 export interface ReconcilerDeps {
   view: ClusterView;
-  writer: KubeWriter;
-  events: EventRecorder;
+  writer: ObjectWriter;
+  events: Pick<EventRecorder, 'record'>;
   metrics: OperatorMetrics;
   now: () => Date;
   /** How long a new CA sits in every trust bundle before anything is signed by it, and how long the old CA
@@ -77,53 +77,62 @@ export interface ReconcilerDeps {
   caPropagationDelayMs: number;
   /** Longest wait before looking at an endpoint again when nothing happens. */
   resyncMs: number;
-  /** The injected sidecar's admin port: no listener or upstream may use it. */
+  /** The injected sidecar's admin port: no listener or upstream may use it (resolveSpec's default otherwise). */
   sidecarAdminPort?: number;
-  /** Reads a Secret the operator does not own (a keystore password) from the API server; undefined on 404. */
-  readSecret: (namespace: string, name: string) => Promise<V1Secret | undefined>;
+  /**
+   * Reads a Secret the operator does not own (a keystore password) from the API server; undefined on 404. The
+   * controller's informer holds only its own Secrets; without this the view is asked (a fake cluster's is whole).
+   */
+  readSecret?: (namespace: string, name: string) => Promise<V1Secret | undefined>;
 }
 
-interface Note {
-  type: EventType;
-  reason: string;
-  message: string;
-}
-
-/** What one reconcile found and did; status is computed from it at the end. */
-interface Run {
+/** One endpoint's objects as the informers hold them, read once at the start of a pass. */
+interface Snapshot {
   ep: MtlsEndpoint;
   namespace: string;
   name: string;
-  spec: ResolvedSpec;
-  now: Date;
-  ca?: CertInfo;
-  server?: CertInfo & { secretName: string };
-  clients: (CertInfo & { name: string; secretName: string })[];
-  wakeAt: number[];
-  notes: Note[];
-  /** Problems that leave the endpoint working but not fully: Degraded=True, an Event when they change. */
-  degraded: { reason: string; message: string }[];
-  /** Set when the leaves renew too close to expiry for kubelet to deliver them: RenewBeforeTooShort=True. */
-  renewBeforeTooShort?: string;
-  injectedPods: number;
-  /** The NetworkPolicy in force for the endpoint's pods (its name), or None. */
-  networkPolicy: string;
-  leavesOnOldCa: number;
-  /** Client certificates replaced at a renewal or re-issue but still valid: their holders may present them. */
-  replacedClientCerts: Omit<RevokedEntry, 'client' | 'revokedAt'>[];
+  secret: (name: string) => V1Secret | undefined;
+  ownedSecrets: readonly V1Secret[];
+  services: readonly V1Service[];
+  networkPolicies: readonly V1NetworkPolicy[];
+  pods: readonly V1Pod[];
 }
 
-type SecretData = Record<string, string>;
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const unb64 = (secret: V1Secret | undefined, key: string) => {
-  const value = secret?.data?.[key];
-  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-};
+/** A leaf after the issue step: the pair its Secret will hold, and what the status and the rollover need. */
+interface Leaf {
+  secretName: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  pair: { certPem: string; keyPem: string };
+  info: CertInfo;
+  client?: string;
+  keptOnOldCa: boolean;
+  replaced: HeldCertificate[];
+}
+
+/** What a pass tells afterwards: Events and logs, certificates issued (metrics), when to look again. */
+interface Tally {
+  notes: Note[];
+  wakeAt: number[];
+  issued: { ca: number; server: number; client: number };
+}
+
+/** Everything one pass decided: the objects to write, in apply order, and what to report. */
+interface Plan extends Tally {
+  caSecret: DesiredSecret;
+  leafSecrets: DesiredSecret[];
+  deletions: Write[];
+  otherWrites: Write[];
+  status: StatusInput;
+}
 
 /**
- * Brings one MtlsEndpoint's Secrets, Services and status to what its spec asks for. Level-triggered: it
- * looks only at what is in the cluster now, so any number of runs, or a run after a crash at any point,
- * converges on the same state, and a run with nothing to do writes nothing.
+ * Brings one MtlsEndpoint's Secrets, Services, NetworkPolicy and status to what its spec asks for, in three
+ * steps: gather (the snapshot from the informers, once, and the facts its certificates hold), decide (pure
+ * policies in ca-policy, leaf-policy, crl-policy, owned-objects and endpoint-status; issuing keys and signing
+ * is the only work done between deciding and writing), apply (each object written at most once, in the
+ * order `apply` states). Level-triggered: any number of runs, or a run after a crash at any point, converges
+ * on the same state, and a run with nothing to do writes nothing.
  */
 export class EndpointReconciler {
   private readonly log: Logger = logger('controller');
@@ -149,7 +158,7 @@ export class EndpointReconciler {
     this.deps.metrics.setEndpointReady(namespace, name, readyStatus(ep.status?.conditions));
     const stopTimer = this.deps.metrics.reconcileDuration.startTimer();
     try {
-      return await this.reconcileEndpoint(ep, namespace, name);
+      return await this.reconcileEndpoint(this.gather(ep, namespace, name));
     } catch (err) {
       // 409 and 404 on a write mean the cache was behind: retry on fresh data, nothing to report.
       const stale = isConflict(err) || isNotFound(err);
@@ -161,821 +170,400 @@ export class EndpointReconciler {
     }
   }
 
-  private async reconcileEndpoint(ep: MtlsEndpoint, namespace: string, name: string): Promise<ReconcileResult> {
+  private gather(ep: MtlsEndpoint, namespace: string, name: string): Snapshot {
+    const { view } = this.deps;
+    return {
+      ep,
+      namespace,
+      name,
+      secret: (secretName) => view.secret(namespace, secretName),
+      ownedSecrets: view.secretsOf(namespace, name),
+      services: view.servicesOf(namespace, name),
+      networkPolicies: view.networkPoliciesOf(namespace, name),
+      pods: view.pods(namespace),
+    };
+  }
+
+  private async reconcileEndpoint(snap: Snapshot): Promise<ReconcileResult> {
     const now = this.deps.now();
     let spec: ResolvedSpec;
     try {
-      spec = resolveSpec(ep, {
+      spec = resolveSpec(snap.ep, {
         caPropagationDelayMs: this.deps.caPropagationDelayMs,
         sidecarAdminPort: this.deps.sidecarAdminPort,
       });
     } catch (err) {
       if (!(err instanceof SpecError)) throw err;
-      await this.writeStatus(ep, (conditions) =>
-        setCondition(
-          conditions,
-          {
-            type: 'Ready',
-            status: 'False',
-            reason: 'InvalidSpec',
-            message: err.message,
-            observedGeneration: ep.metadata?.generation,
-          },
-          now,
-        ),
-      );
-      this.deps.metrics.reconciles.inc({ result: 'invalid' });
+      await this.reportInvalidSpec(snap.ep, err, now);
       return {};
     }
-    const run: Run = {
-      ep,
-      namespace,
-      name,
-      spec,
-      now,
-      clients: [],
-      wakeAt: [],
-      notes: [],
-      degraded: [],
-      renewBeforeTooShort: renewBeforeTooShort(ep, spec),
-      injectedPods: 0,
-      networkPolicy: 'None',
-      leavesOnOldCa: 0,
-      replacedClientCerts: [],
+    const plan = await this.decide(snap, spec, now);
+    await this.apply(snap, plan, now);
+    const nowMs = now.getTime();
+    const wake = Math.min(...plan.wakeAt, nowMs + this.deps.resyncMs);
+    return { requeueAfterMs: Math.max(wake - nowMs, 500) };
+  }
+
+  // ---- decide ----------------------------------------------------------------------------------------
+
+  private async decide(snap: Snapshot, spec: ResolvedSpec, now: Date): Promise<Plan> {
+    const tally: Tally = { notes: [], wakeAt: [], issued: { ca: 0, server: 0, client: 0 } };
+    const ca = await this.decideCa(snap, spec, now, tally);
+    const removal = removedClients(await this.inspectRemovedClients(snap, spec, ca.state), ca.state.revoked, now);
+    tally.notes.push(...removal.notes);
+    let state: CaState = { ...ca.state, revoked: [...ca.state.revoked, ...removal.revoked] };
+    const leaves: Leaf[] = [];
+    for (const client of [undefined, ...spec.clients])
+      leaves.push(await this.leaf(snap, spec, state, client, now, tally));
+    state = this.retireOldCa(state, leaves, now, tally);
+    const crl = await this.crl(snap, state, now, tally);
+    const keystores = await this.keystores(snap, spec, leaves, trustBundle(state), now, tally);
+    const others = this.otherWrites(snap, spec);
+    return {
+      ...this.desiredSecrets(snap, state, leaves, crl, keystores.content),
+      deletions: removal.deletions,
+      otherWrites: others.writes,
+      ...tally,
+      status: {
+        generation: snap.ep.metadata?.generation,
+        ca: ca.info,
+        server: { ...leaves[0]!.info, secretName: leaves[0]!.secretName },
+        clients: leaves.slice(1).map((leaf) => ({ ...leaf.info, name: leaf.client!, secretName: leaf.secretName })),
+        wantedClients: spec.clients.length,
+        rollover: rolloverStatus(state),
+        degraded: [...others.degraded, ...keystores.degraded],
+        renewBeforeTooShort: renewBeforeTooShort(snap.ep, spec),
+        revokedSerials: state.revoked.filter((entry) => new Date(entry.notAfter) > now).map((entry) => entry.serial),
+        injectedPods: others.injectedPods,
+        networkPolicy: others.networkPolicy,
+        listeners: spec.listeners,
+      },
     };
-    const ca = await this.ensureCa(run);
-    await this.revokeRemovedClients(run, ca);
-    const crl = await this.ensureCrl(run, ca);
-    await this.ensureLeaf(run, ca, { kind: 'server', crl });
-    for (const client of spec.clients) await this.ensureLeaf(run, ca, { kind: 'client', client });
-    await this.retireOldCa(run, ca);
-    await this.ensureServices(run);
-    await this.ensureNetworkPolicy(run);
-    this.reportPods(run);
-    for (const note of run.notes) {
+  }
+
+  /** The CA state this pass moves to (see ca-policy.ts), with the CA it needs generated. */
+  private async decideCa(snap: Snapshot, spec: ResolvedSpec, now: Date, tally: Tally) {
+    const delay = this.deps.caPropagationDelayMs;
+    const secretName = caSecretName(snap.name);
+    const input = await inspectCa(
+      snap.secret(secretName),
+      {
+        secretName,
+        everIssued: !!snap.ep.status?.ca?.serialNumber,
+        publishedCrls: publishedCrls(snap.secret(serverSecretName(snap.name))),
+        validityMs: spec.validityMs,
+        propagationDelayMs: delay,
+        now,
+      },
+      caRenewBeforeMs(spec, delay),
+    );
+    const plan = decideCa(input);
+    tally.notes.push(...plan.notes);
+    const state = await this.issueCa(plan, snap, spec, now);
+    if (plan.issue) tally.issued.ca++;
+    const info = certInfo(state.current.certPem, caRenewBeforeMs(spec, delay));
+    tally.wakeAt.push(info.renewalTime.getTime());
+    if (state.phaseSince) tally.wakeAt.push(state.phaseSince.getTime() + delay);
+    return { state, info };
+  }
+
+  private retireOldCa(state: CaState, leaves: readonly Leaf[], now: Date, tally: Tally): CaState {
+    const retirement = decideRetirement({
+      phase: state.phase,
+      phaseSince: state.phaseSince,
+      previousSerial: state.previous && certInfo(state.previous.certPem).serialNumber,
+      revoked: state.revoked,
+      replacedClientCerts: leaves.flatMap((leaf) => leaf.replaced),
+      leavesOnOldCa: leaves.filter((leaf) => leaf.keptOnOldCa).length,
+      propagationDelayMs: this.deps.caPropagationDelayMs,
+      now,
+    });
+    if (retirement.wakeAt) tally.wakeAt.push(retirement.wakeAt);
+    if (retirement.note) tally.notes.push(retirement.note);
+    return retirement.retire ? { ...state, previous: undefined, phase: undefined, phaseSince: undefined } : state;
+  }
+
+  /** The CA Secret and the leaf Secrets as they must be after this pass: one trust bundle, one CRL bundle. */
+  private desiredSecrets(
+    snap: Snapshot,
+    state: CaState,
+    leaves: readonly Leaf[],
+    crl: string,
+    keystores: ReadonlyMap<string, KeystoreContent>,
+  ) {
+    const owner = endpointOwnerReference(snap.ep);
+    const base = { namespace: snap.namespace, owner };
+    const labels = (extra: Record<string, string>) => ({ ...managedLabels(snap.name), ...extra });
+    const ca = caSecretContent(state);
+    const bundle = trustBundle(state);
+    const caSecret: DesiredSecret = {
+      ...base,
+      name: caSecretName(snap.name),
+      type: 'Opaque',
+      data: ca.data,
+      labels: labels({ [CERTIFICATE_LABEL]: 'ca' }),
+      annotations: ca.annotations,
+    };
+    const leafSecrets = leaves.map((leaf): DesiredSecret => ({
+      ...base,
+      name: leaf.secretName,
+      type: 'kubernetes.io/tls',
+      data: {
+        ...encodeSecretData({
+          'tls.crt': leaf.pair.certPem,
+          'tls.key': leaf.pair.keyPem,
+          'ca.crt': bundle,
+          ...(leaf.client === undefined ? { 'ca.crl': crl } : {}),
+        }),
+        ...keystores.get(leaf.secretName)?.data,
+      },
+      labels: labels(leaf.labels),
+      annotations: { ...leaf.annotations, ...keystores.get(leaf.secretName)?.annotations },
+    }));
+    return { caSecret, leafSecrets };
+  }
+
+  /**
+   * keystore.p12 and truststore.p12 of the clients that asked for them, by Secret name (./keystores.ts
+   * decides; the password Secret, which the informers do not watch, is read here), and what keeps them from
+   * being written.
+   */
+  private async keystores(
+    snap: Snapshot,
+    spec: ResolvedSpec,
+    leaves: readonly Leaf[],
+    bundle: string,
+    now: Date,
+    tally: Tally,
+  ) {
+    const content = new Map<string, KeystoreContent>();
+    const degraded: { reason: string; message: string }[] = [];
+    for (const leaf of leaves) {
+      const request = leaf.client === undefined ? undefined : spec.pkcs12[leaf.client];
+      if (!request) continue;
+      const secret = this.deps.readSecret
+        ? await this.deps.readSecret(snap.namespace, request.passwordSecret)
+        : this.deps.view.secret(snap.namespace, request.passwordSecret);
+      const password = keystorePassword(secret, request, { namespace: snap.namespace, client: leaf.client! });
+      if ('problem' in password) {
+        degraded.push({ reason: 'KeystorePasswordMissing', message: password.problem });
+        tally.wakeAt.push(now.getTime() + KEYSTORE_PASSWORD_RETRY_MS);
+      }
+      const existing = snap.secret(leaf.secretName);
+      const { certPem, keyPem } = leaf.pair;
+      const stores = await pkcs12Content({
+        request,
+        password,
+        existing,
+        alias: leaf.client!,
+        certPem,
+        keyPem,
+        caPem: bundle,
+      });
+      content.set(leaf.secretName, stores);
+    }
+    return { content, degraded };
+  }
+
+  /** Generates the CA the plan asks for (the first, a repair, or the next one of a rollover). */
+  private async issueCa(plan: CaPlan, snap: Snapshot, spec: ResolvedSpec, now: Date): Promise<CaState> {
+    const issue = () =>
+      issueCA({
+        endpoint: snap.name,
+        namespace: snap.namespace,
+        algorithm: spec.keyAlgorithm,
+        validityMs: spec.caValidityMs,
+        now,
+      });
+    if (plan.issue === 'current') return { ...plan.state, current: await issue() };
+    if (plan.issue === 'next') return { ...plan.state, current: plan.state.current!, next: await issue() };
+    return { ...plan.state, current: plan.state.current! };
+  }
+
+  private async inspectRemovedClients(snap: Snapshot, spec: ResolvedSpec, state: CaState) {
+    const wanted = new Set(spec.clients);
+    const stale = snap.ownedSecrets.filter(
+      (s) =>
+        s.metadata?.labels?.[CERTIFICATE_LABEL] === 'client' && !wanted.has(s.metadata?.labels?.[CLIENT_LABEL] ?? ''),
+    );
+    return Promise.all(
+      stale.map(async (secret) => ({
+        client: secret.metadata!.labels![CLIENT_LABEL]!,
+        secretName: secret.metadata!.name!,
+        uid: secret.metadata!.uid,
+        held: await heldCertificates(secret, state),
+      })),
+    );
+  }
+
+  /** The server leaf (`client` undefined) or one client's: kept, or issued now with the reason as a note. */
+  private async leaf(
+    snap: Snapshot,
+    spec: ResolvedSpec,
+    state: CaState,
+    client: string | undefined,
+    now: Date,
+    tally: Tally,
+  ): Promise<Leaf> {
+    const target = leafTarget(snap, spec, client);
+    const existing = snap.secret(target.secretName);
+    const facts = await inspectLeaf(existing, { ...target, renewBeforeMs: spec.renewBeforeMs }, state, now);
+    const reason = leafIssuanceReason(facts, { wantedHash: target.hash, phase: state.phase, now });
+    let pair = facts.certPem && facts.keyPem ? { certPem: facts.certPem, keyPem: facts.keyPem } : undefined;
+    let previousSerials = facts.previousSerials;
+    if (reason) {
+      pair = await this.issueLeaf(snap, spec, state, target, now);
+      tally.issued[client === undefined ? 'server' : 'client']++;
+      if (client !== undefined && reason.keepOld)
+        previousSerials = withReplaced(previousSerials, replacedOf(facts), now);
+      const subject = client === undefined ? 'the server certificate' : `client ${client}'s certificate`;
+      const message = `${reason.message}: issued ${subject} into Secret ${target.secretName}`;
+      tally.notes.push({ type: reason.type, reason: reason.reason, message });
+    } else {
+      // A re-issue rewrites the bundle anyway; otherwise a bundle without the signing CA was edited by hand.
+      const bundle = bundleProblem(secretText(existing, 'ca.crt'), state.current.certPem);
+      const message = `Secret ${target.secretName}: ${bundle}; restored the trust bundle`;
+      if (bundle) tally.notes.push({ type: 'Warning', reason: 'Repaired', message });
+    }
+    const info = certInfo(pair!.certPem, spec.renewBeforeMs);
+    tally.wakeAt.push(info.renewalTime.getTime());
+    return {
+      secretName: target.secretName,
+      labels: target.labels,
+      annotations: {
+        [ISSUANCE_HASH_ANNOTATION]: target.hash,
+        ...(previousSerials ? { [PREVIOUS_SERIALS_ANNOTATION]: previousSerials } : {}),
+      },
+      pair: pair!,
+      info,
+      client,
+      keptOnOldCa: !reason && !facts.onCurrentCa,
+      replaced:
+        client === undefined ? [] : parsePreviousSerials(previousSerials).filter((e) => new Date(e.notAfter) > now),
+    };
+  }
+
+  private issueLeaf(snap: Snapshot, spec: ResolvedSpec, state: CaState, target: LeafTarget, now: Date) {
+    const common = { ca: state.current, algorithm: spec.keyAlgorithm, validityMs: spec.validityMs, now };
+    if (target.identity.kind === 'server') return issueServer({ ...common, dnsNames: target.dnsNames });
+    const { client } = target.identity;
+    return issueClient({
+      ...common,
+      endpoint: snap.name,
+      namespace: snap.namespace,
+      client,
+      trustDomain: spec.trustDomain,
+    });
+  }
+
+  /** The CRL bundle for the server Secret: one CRL per trusted CA, kept or signed again. */
+  private async crl(snap: Snapshot, state: CaState, now: Date, tally: Tally): Promise<string> {
+    const server = snap.secret(serverSecretName(snap.name));
+    const published = publishedCrls(server);
+    if (server && snap.ep.status?.server && published.length === 0) {
+      tally.notes.push({
+        type: 'Warning',
+        reason: 'Repaired',
+        message: `Secret ${server.metadata?.name}: ${secretText(server, 'ca.crl') ? 'ca.crl held no readable CRL' : 'ca.crl was missing'}; signed the CRL again`,
+      });
+    }
+    const cas = trustedCas(state).map((pair) => ({
+      pair,
+      serial: certInfo(pair.certPem).serialNumber,
+      subject: parseCertificates(pair.certPem)[0]!.subject,
+    }));
+    const plan = planCrls(cas, state.revoked, published, now);
+    tally.wakeAt.push(...plan.wakeAt);
+    const parts = await Promise.all(
+      plan.parts.map((part) =>
+        'keep' in part ? part.keep : issueCRL({ ...part.sign, now, nextUpdateMs: CRL_VALIDITY_MS }),
+      ),
+    );
+    return parts.join('');
+  }
+
+  /** Services, NetworkPolicy and the pods report: what does not depend on the certificates. */
+  private otherWrites(snap: Snapshot, spec: ResolvedSpec) {
+    const services = serviceWrites(snap.ep, spec, snap.services);
+    const desiredPolicy = desiredNetworkPolicy(snap, spec, spec.sidecarAdminPort);
+    const pods = podReport(snap.pods, snap.ep.spec.podSelector, snap.namespace);
+    return {
+      writes: [...services.writes, ...networkPolicyWrites(snap.ep, desiredPolicy, snap.networkPolicies)],
+      degraded: [services.skipped, pods.degraded].filter((d) => !!d),
+      injectedPods: pods.injected,
+      networkPolicy: desiredPolicy?.metadata?.name ?? 'None',
+    };
+  }
+
+  // ---- apply -----------------------------------------------------------------------------------------
+
+  /**
+   * The apply rule: the CA Secret first (it holds the keys and the revocation ledger everything else is derived
+   * from, so a crash never leaves a leaf signed by, or a client deleted without a ledger entry in, a CA Secret
+   * that does not record it); then the leaf Secrets, server before clients; then the Secrets of removed clients;
+   * then Services and the NetworkPolicy; then Events, and the status last, so it reports only what was written.
+   */
+  private async apply(snap: Snapshot, plan: Plan, now: Date): Promise<void> {
+    const { writer } = this.deps;
+    // Issued means signed, whether or not the write that stores it then wins (a 409 discards it): counted first.
+    for (const kind of ['ca', 'server', 'client'] as const)
+      if (plan.issued[kind]) this.deps.metrics.issued.inc({ certificate: kind }, plan.issued[kind]);
+    const secrets = [plan.caSecret, ...plan.leafSecrets].map((desired) =>
+      secretWrites(snap.secret(desired.name), desired),
+    );
+    for (const write of [...secrets.flatMap((s) => s.writes), ...plan.deletions, ...plan.otherWrites])
+      await writer.perform(snap.namespace, write);
+    const notes = [...plan.notes, ...secrets.flatMap((s) => s.notes)];
+    for (const note of notes) {
       this.log[note.type === 'Warning' ? 'warn' : 'info'](note.message, {
-        endpoint: `${namespace}/${name}`,
+        endpoint: `${snap.namespace}/${snap.name}`,
         reason: note.reason,
       });
     }
     // Recorded side by side (one round trip, not one per note), and before the status that reports them.
-    await Promise.all(run.notes.map((note) => this.deps.events.record(ep, note.type, note.reason, note.message)));
-    await this.writeRunStatus(run, ca);
-    this.recordMetrics(run);
+    await Promise.all(notes.map((note) => this.deps.events.record(snap.ep, note.type, note.reason, note.message)));
+    await this.applyStatus(snap.ep, plan.status, now);
+    this.recordCertificateMetrics(snap, plan.status);
     this.deps.metrics.reconciles.inc({ result: 'success' });
-    const nowMs = now.getTime();
-    const wake = Math.min(...run.wakeAt, nowMs + this.deps.resyncMs);
-    return { requeueAfterMs: Math.max(wake - nowMs, 500) };
   }
 
-  // ---- CA and rollover -------------------------------------------------------------------------------
-
-  private issueCa(run: Run): Promise<PemPair> {
-    return issueCA({
-      endpoint: run.name,
-      namespace: run.namespace,
-      algorithm: run.spec.keyAlgorithm,
-      validityMs: run.spec.caValidityMs,
-      now: run.now,
-    });
-  }
-
-  private async ensureCa(run: Run): Promise<CaState> {
-    const secretName = caSecretName(run.name);
-    const existing = this.deps.view.secret(run.namespace, secretName);
-    const read = existing ? readCaSecret(existing) : undefined;
-    const usable = async (pair: PemPair | undefined) =>
-      pair && !(await pairProblem(pair, run.now, { isCA: true })) ? pair : undefined;
-
-    let state: CaState;
-    const problem = read?.current
-      ? await pairProblem(read.current, run.now, { isCA: true })
-      : 'ca.crt or ca.key is missing';
-    if (!existing || problem) {
-      state = { current: await this.issueCa(run), revoked: read?.revoked ?? [] };
-      this.deps.metrics.issued.inc({ certificate: 'ca' });
-      if (!existing && !run.ep.status?.ca?.serialNumber) {
-        run.notes.push({
-          type: 'Normal',
-          reason: 'CAIssued',
-          message: `Issued the endpoint CA into Secret ${secretName}`,
-        });
-      } else {
-        run.notes.push({
-          type: 'Warning',
-          reason: 'CARepaired',
-          message: `Secret ${secretName}: ${existing ? problem : 'was deleted'}; issued a new CA, every certificate is re-issued under it`,
-        });
-      }
-    } else {
-      state = {
-        current: read!.current!,
-        next: await usable(read!.next),
-        previous: await usable(read!.previous),
-        phase: read!.phase,
-        phaseSince: read!.phaseSince,
-        revoked: read!.revoked,
-      };
-      if (read!.ledgerProblem) {
-        run.notes.push({
-          type: 'Warning',
-          reason: 'CARepaired',
-          message: `Secret ${secretName}: ${read!.ledgerProblem}; rebuilt it from the CRL`,
-        });
-        state.revoked = this.revokedFromCrl(run, state);
-      }
-      await this.advanceRollover(run, state);
+  private async applyStatus(ep: MtlsEndpoint, input: StatusInput, now: Date): Promise<void> {
+    const conditions = endpointConditions(input);
+    const previous = (type: string) => ep.status?.conditions?.find((c) => c.type === type);
+    const degraded = input.degraded[0];
+    if (degraded && previous('Degraded')?.message !== conditions.degraded.message) {
+      await this.deps.events.record(ep, 'Warning', degraded.reason, conditions.degraded.message);
     }
-    // A phase whose CA is gone (a hand-edited Secret) falls back to no rollover.
-    if ((state.phase === 'Propagating' && !state.next) || (state.phase === 'Retiring' && !state.previous))
-      state.phase = undefined;
-    if (!state.phase) Object.assign(state, { phaseSince: undefined, next: undefined, previous: undefined });
-
-    await this.writeCaState(run, state, existing);
-    run.ca = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec));
-    run.wakeAt.push(run.ca.renewalTime.getTime());
-    if (state.phaseSince) run.wakeAt.push(state.phaseSince.getTime() + this.deps.caPropagationDelayMs);
-    return state;
-  }
-
-  /** Writes the CA Secret for `state` (a no-op when it already holds exactly that). */
-  private async writeCaState(run: Run, state: CaState, existing?: V1Secret): Promise<void> {
-    const secretName = caSecretName(run.name);
-    const content = caSecretContent(state);
-    await this.applySecret(
-      run,
-      existing ?? this.deps.view.secret(run.namespace, secretName),
-      secretName,
-      'Opaque',
-      content.data,
-      { [CERTIFICATE_LABEL]: 'ca' },
-      content.annotations,
-    );
-  }
-
-  private caRenewBeforeMs(spec: ResolvedSpec): number {
-    // The CA renews at two thirds of its life, and always early enough for one full leaf lifetime after it.
-    return Math.max(
-      spec.caValidityMs / 3,
-      Math.min(spec.validityMs + 2 * this.deps.caPropagationDelayMs, spec.caValidityMs / 2),
-    );
-  }
-
-  /** Starts a rollover at the CA's renewal time; promotes the new CA once it has propagated. */
-  private async advanceRollover(run: Run, state: CaState): Promise<void> {
-    const renewal = certInfo(state.current.certPem, this.caRenewBeforeMs(run.spec)).renewalTime;
-    const propagated =
-      state.phaseSince && run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
-    if (!state.phase && run.now >= renewal) {
-      state.next = await this.issueCa(run);
-      state.phase = 'Propagating';
-      state.phaseSince = run.now;
-      this.deps.metrics.issued.inc({ certificate: 'ca' });
-      run.notes.push({
-        type: 'Normal',
-        reason: 'CARolloverStarted',
-        message: `The CA is due for renewal: a new CA joins every trust bundle now and starts signing in ${this.deps.caPropagationDelayMs / 1000}s`,
-      });
-    } else if (state.phase === 'Propagating' && propagated && state.next) {
-      state.previous = state.current;
-      state.current = state.next;
-      state.next = undefined;
-      state.phase = 'Retiring';
-      state.phaseSince = run.now;
-      run.notes.push({
-        type: 'Normal',
-        reason: 'CARolledOver',
-        message: 'The new CA now signs; every certificate is re-issued under it',
-      });
-    }
-  }
-
-  /**
-   * Drops the old CA from the bundles once every leaf is signed by the new one and has had time to spread,
-   * and once every client certificate the old CA signed has expired: a replaced client certificate that was
-   * not revoked is still a valid credential of this endpoint (docs/DESIGN.md's mode table), and a client that has
-   * not re-read its Secret yet presents it. (Leaves never outlive their CA, so this ends by the old CA's expiry.)
-   */
-  private async retireOldCa(run: Run, state: CaState): Promise<void> {
-    if (state.phase !== 'Retiring' || !state.phaseSince) return;
-    const propagated = run.now.getTime() >= state.phaseSince.getTime() + this.deps.caPropagationDelayMs;
-    if (!propagated || run.leavesOnOldCa > 0) return;
-    const oldCa = state.previous && certInfo(state.previous.certPem).serialNumber;
-    const revoked = new Set(state.revoked.map((entry) => entry.serial));
-    const lastHeld = Math.max(
-      0,
-      ...run.replacedClientCerts
-        .filter((held) => held.caSerial === oldCa && !revoked.has(held.serial))
-        .map((held) => Date.parse(held.notAfter)),
-    );
-    if (lastHeld > run.now.getTime()) {
-      run.wakeAt.push(lastHeld);
-      return;
-    }
-    const retired = { ...state, previous: undefined, phase: undefined, phaseSince: undefined };
-    await this.writeCaState(run, retired);
-    Object.assign(state, retired);
-    run.notes.push({
-      type: 'Normal',
-      reason: 'CARolloverComplete',
-      message: 'The old CA left every trust bundle; the rollover is complete',
-    });
-    // The bundles in the leaf Secrets drop it on the next run, which the CA Secret update triggers.
-  }
-
-  private revokedFromCrl(run: Run, state: CaState): RevokedEntry[] {
-    const serverCrl = unb64(this.deps.view.secret(run.namespace, serverSecretName(run.name)), 'ca.crl') ?? '';
-    const caSerial = certInfo(state.current.certPem).serialNumber;
-    const entries: RevokedEntry[] = [];
-    for (const crl of safeParseCrls(serverCrl)) {
-      for (const serial of crl.serials) {
-        entries.push({
-          serial,
-          client: '',
-          caSerial,
-          revokedAt: run.now.toISOString(),
-          notAfter: new Date(run.now.getTime() + run.spec.validityMs).toISOString(),
-        });
-      }
-    }
-    return entries;
-  }
-
-  // ---- revocation and CRL ----------------------------------------------------------------------------
-
-  /** A client removed from the spec: record its certificates in the ledger first, then delete its Secret. */
-  private async revokeRemovedClients(run: Run, state: CaState): Promise<void> {
-    const wanted = new Set(run.spec.clients);
-    const stale = this.deps.view
-      .secretsOf(run.namespace, run.name)
-      .filter(
-        (s) =>
-          s.metadata?.labels?.[CERTIFICATE_LABEL] === 'client' && !wanted.has(s.metadata?.labels?.[CLIENT_LABEL] ?? ''),
-      );
-    if (stale.length === 0) return;
-    const known = new Set(state.revoked.map((entry) => entry.serial));
-    const added: RevokedEntry[] = [];
-    for (const secret of stale) {
-      const client = secret.metadata!.labels![CLIENT_LABEL]!;
-      for (const held of await this.heldCertificates(secret, state)) {
-        if (known.has(held.serial) || new Date(held.notAfter) <= run.now) continue;
-        added.push({ ...held, client, revokedAt: run.now.toISOString() });
-      }
-    }
-    if (added.length > 0) {
-      state.revoked = [...state.revoked, ...added];
-      await this.writeCaState(run, state);
-    }
-    for (const secret of stale) {
-      await this.deps.writer.deleteSecret(run.namespace, secret.metadata!.name!, secret.metadata!.uid);
-      const client = secret.metadata!.labels![CLIENT_LABEL]!;
-      const serials = added.filter((entry) => entry.client === client).map((entry) => entry.serial);
-      run.notes.push({
-        type: 'Normal',
-        reason: 'ClientRevoked',
-        message: `Client ${client} was removed from spec.clients: deleted Secret ${secret.metadata!.name} and revoked ${serials.length ? serials.join(', ') : 'nothing still valid'}`,
-      });
-    }
-  }
-
-  /** The current certificate of a client Secret and the still-valid ones it replaced at renewals. */
-  private async heldCertificates(
-    secret: V1Secret,
-    state: CaState,
-  ): Promise<Omit<RevokedEntry, 'client' | 'revokedAt'>[]> {
-    const held: Omit<RevokedEntry, 'client' | 'revokedAt'>[] = [];
-    const certPem = unb64(secret, 'tls.crt');
-    if (certPem) {
-      try {
-        const info = certInfo(certPem);
-        const ca = await this.signerOf(certPem, state);
-        if (ca) held.push({ serial: info.serialNumber, caSerial: ca, notAfter: info.notAfter.toISOString() });
-      } catch {
-        // garbage in a Secret about to be deleted: nothing to revoke
-      }
-    }
-    for (const previous of parsePreviousSerials(secret.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION]))
-      held.push(previous);
-    return held;
-  }
-
-  private async signerOf(certPem: string, state: CaState): Promise<string | undefined> {
-    for (const ca of trustedCas(state)) {
-      if (await issuedBy(certPem, ca.certPem)) return certInfo(ca.certPem).serialNumber;
-    }
-    return undefined;
-  }
-
-  /** One CRL per trusted CA, re-signed only when its list changes or a third of its validity is left. */
-  private async ensureCrl(run: Run, state: CaState): Promise<string> {
-    const live = state.revoked.filter((entry) => new Date(entry.notAfter) > run.now);
-    const server = this.deps.view.secret(run.namespace, serverSecretName(run.name));
-    const published = unb64(server, 'ca.crl');
-    const existing = safeParseCrls(published ?? '');
-    if (server && run.ep.status?.server && existing.length === 0) {
-      run.notes.push({
-        type: 'Warning',
-        reason: 'Repaired',
-        message: `Secret ${server.metadata?.name}: ${published ? 'ca.crl held no readable CRL' : 'ca.crl was missing'}; signed the CRL again`,
-      });
-    }
-    const parts: string[] = [];
-    for (const ca of trustedCas(state)) {
-      const caCert = certInfo(ca.certPem);
-      const subject = subjectOf(ca.certPem);
-      const want = new Set(live.filter((entry) => entry.caSerial === caCert.serialNumber).map((entry) => entry.serial));
-      const have = existing.find((crl) => crl.issuer === subject);
-      const fresh = have?.nextUpdate && have.nextUpdate.getTime() - run.now.getTime() > CRL_VALIDITY_MS / 3;
-      if (have && fresh && sameSet(have.serials, want)) {
-        parts.push(have.pem.trim() + '\n');
-        run.wakeAt.push(have.nextUpdate!.getTime() - CRL_VALIDITY_MS / 3);
-        continue;
-      }
-      const entries = live
-        .filter((e) => e.caSerial === caCert.serialNumber)
-        .map((e) => ({ serial: e.serial, revokedAt: new Date(e.revokedAt) }));
-      parts.push(await issueCRL({ ca, revoked: entries, now: run.now, nextUpdateMs: CRL_VALIDITY_MS }));
-      run.wakeAt.push(run.now.getTime() + (CRL_VALIDITY_MS * 2) / 3);
-    }
-    return parts.join('');
-  }
-
-  // ---- leaves ----------------------------------------------------------------------------------------
-
-  private serverDnsNames(run: Run): string[] {
-    const names = new Set<string>();
-    for (const listener of run.spec.listeners) {
-      const svc = serviceName(run.name, listener.mode);
-      for (const name of [
-        svc,
-        `${svc}.${run.namespace}`,
-        `${svc}.${run.namespace}.svc`,
-        `${svc}.${run.namespace}.svc.cluster.local`,
-      ])
-        names.add(name);
-    }
-    for (const name of run.spec.dnsNames) names.add(name);
-    return [...names];
-  }
-
-  private async ensureLeaf(
-    run: Run,
-    state: CaState,
-    what: { kind: 'server'; crl: string } | { kind: 'client'; client: string },
-  ) {
-    const { spec } = run;
-    const secretName = what.kind === 'server' ? serverSecretName(run.name) : clientSecretName(run.name, what.client);
-    const existing = this.deps.view.secret(run.namespace, secretName);
-    const dnsNames = what.kind === 'server' ? this.serverDnsNames(run) : [];
-    const spiffeId =
-      what.kind === 'client' ? clientSpiffeId(spec.trustDomain, run.namespace, run.name, what.client) : '';
-    const hash = issuanceHash([
-      what.kind,
-      spec.keyAlgorithm,
-      spec.validityMs,
-      spec.renewBeforeMs ?? '',
-      ...dnsNames,
-      spiffeId,
-    ]);
-
-    let certPem = unb64(existing, 'tls.crt');
-    let keyPem = unb64(existing, 'tls.key');
-    const issuedBefore =
-      what.kind === 'server' ? !!run.ep.status?.server : !!run.ep.status?.clients?.some((c) => c.name === what.client);
-    const identity: LeafIdentity =
-      what.kind === 'server' ? { kind: 'server' } : { kind: 'client', client: what.client, spiffeId };
-    const why = await this.leafProblem(run, state, existing, hash, { secretName, issuedBefore, identity });
-    let previousSerials = existing?.metadata?.annotations?.[PREVIOUS_SERIALS_ANNOTATION];
-    if (why) {
-      const pair =
-        what.kind === 'server'
-          ? await issueServer({
-              ca: state.current,
-              dnsNames,
-              algorithm: spec.keyAlgorithm,
-              validityMs: spec.validityMs,
-              now: run.now,
-            })
-          : await issueClient({
-              ca: state.current,
-              endpoint: run.name,
-              namespace: run.namespace,
-              client: what.client,
-              trustDomain: spec.trustDomain,
-              algorithm: spec.keyAlgorithm,
-              validityMs: spec.validityMs,
-              now: run.now,
-            });
-      if (what.kind === 'client' && certPem && why.keepOld) {
-        previousSerials = await this.rememberPrevious(previousSerials, certPem, state, run.now);
-      }
-      certPem = pair.certPem;
-      keyPem = pair.keyPem;
-      this.deps.metrics.issued.inc({ certificate: what.kind });
-      const subject = what.kind === 'server' ? 'the server certificate' : `client ${what.client}'s certificate`;
-      run.notes.push({
-        type: why.type,
-        reason: why.reason,
-        message: `${why.message}: issued ${subject} into Secret ${secretName}`,
-      });
-    } else {
-      if (!(await issuedBy(certPem!, state.current.certPem))) run.leavesOnOldCa++;
-      // A re-issue rewrites the bundle anyway; otherwise a bundle without the signing CA was edited by hand.
-      const bundle = bundleProblem(unb64(existing, 'ca.crt'), state.current.certPem);
-      if (bundle) {
-        run.notes.push({
-          type: 'Warning',
-          reason: 'Repaired',
-          message: `Secret ${secretName}: ${bundle}; restored the trust bundle`,
-        });
-      }
-    }
-    const data: SecretData = { 'tls.crt': b64(certPem!), 'tls.key': b64(keyPem!), 'ca.crt': b64(trustBundle(state)) };
-    if (what.kind === 'server') data['ca.crl'] = b64(what.crl);
-    const labels: Record<string, string> =
-      what.kind === 'server'
-        ? { [CERTIFICATE_LABEL]: 'server' }
-        : { [CERTIFICATE_LABEL]: 'client', [CLIENT_LABEL]: what.client };
-    const annotations: Record<string, string> = { [ISSUANCE_HASH_ANNOTATION]: hash };
-    if (previousSerials) annotations[PREVIOUS_SERIALS_ANNOTATION] = previousSerials;
-    if (what.kind === 'client') {
-      run.replacedClientCerts.push(
-        ...parsePreviousSerials(previousSerials).filter((entry) => new Date(entry.notAfter) > run.now),
-      );
-    }
-    if (what.kind === 'client' && spec.pkcs12[what.client]) {
-      const stores = await this.pkcs12For(run, what.client, existing, certPem!, keyPem!, trustBundle(state));
-      Object.assign(data, stores.data);
-      Object.assign(annotations, stores.annotations);
-    }
-    await this.applySecret(run, existing, secretName, 'kubernetes.io/tls', data, labels, annotations);
-
-    const info = certInfo(certPem!, spec.renewBeforeMs);
-    run.wakeAt.push(info.renewalTime.getTime());
-    if (what.kind === 'server') run.server = { ...info, secretName };
-    else run.clients.push({ ...info, name: what.client, secretName });
-  }
-
-  /** keystore.p12 and truststore.p12 of a client that asked for them (./keystores.ts decides). */
-  private async pkcs12For(
-    run: Run,
-    client: string,
-    existing: V1Secret | undefined,
-    certPem: string,
-    keyPem: string,
-    caPem: string,
-  ): Promise<KeystoreContent> {
-    const request = run.spec.pkcs12[client]!;
-    const secret = await this.deps.readSecret(run.namespace, request.passwordSecret);
-    const password = keystorePassword(secret, request, { namespace: run.namespace, client });
-    if ('problem' in password) {
-      run.degraded.push({ reason: 'KeystorePasswordMissing', message: password.problem });
-      run.wakeAt.push(run.now.getTime() + KEYSTORE_PASSWORD_RETRY_MS);
-    }
-    return pkcs12Content({ request, password, existing, alias: client, certPem, keyPem, caPem });
-  }
-
-  /** Why a leaf Secret needs a new certificate, or undefined if it does not. */
-  private async leafProblem(
-    run: Run,
-    state: CaState,
-    secret: V1Secret | undefined,
-    hash: string,
-    what: { secretName: string; issuedBefore: boolean; identity: LeafIdentity },
-  ): Promise<(Note & { keepOld: boolean }) | undefined> {
-    const repair = (message: string) => ({ type: 'Warning' as const, reason: 'Repaired', message, keepOld: false });
-    if (!secret && what.issuedBefore) return repair(`Secret ${what.secretName} was deleted`);
-    if (!secret) return { type: 'Normal', reason: 'Issued', message: 'New certificate', keepOld: false };
-    const name = secret.metadata?.name;
-    const certPem = unb64(secret, 'tls.crt');
-    const keyPem = unb64(secret, 'tls.key');
-    if (!certPem || !keyPem) return repair(`Secret ${name} had no ${certPem ? 'tls.key' : 'tls.crt'}`);
-    const problem = await pairProblem({ certPem, keyPem }, run.now, { isCA: false });
-    if (problem) return repair(`Secret ${name}: ${problem}`);
-    if (!(await this.signerOf(certPem, state)))
-      return repair(`Secret ${name} held a certificate not signed by this endpoint's CA`);
-    const stranger = await identityProblem(certPem, what.identity);
-    if (stranger) return repair(`Secret ${name}: ${stranger}`);
-    if (!(await issuedBy(certPem, state.current.certPem)) && state.phase !== 'Propagating') {
-      return { type: 'Normal', reason: 'Reissued', message: 'CA rollover', keepOld: true };
-    }
-    if (secret.metadata?.annotations?.[ISSUANCE_HASH_ANNOTATION] !== hash) {
-      return {
-        type: 'Normal',
-        reason: 'Reissued',
-        message: 'The spec changed (names, key algorithm or lifetime)',
-        keepOld: true,
-      };
-    }
-    const info = certInfo(certPem, run.spec.renewBeforeMs);
-    if (run.now >= info.renewalTime)
-      return {
-        type: 'Normal',
-        reason: 'Renewed',
-        message: `Renewal time ${info.renewalTime.toISOString()} reached`,
-        keepOld: true,
-      };
-    return undefined;
-  }
-
-  /** Appends a replaced client certificate to the list that a later revocation must also cover. */
-  private async rememberPrevious(
-    list: string | undefined,
-    certPem: string,
-    state: CaState,
-    now: Date,
-  ): Promise<string | undefined> {
-    const info = certInfo(certPem);
-    const caSerial = await this.signerOf(certPem, state);
-    const entries = parsePreviousSerials(list).filter((entry) => new Date(entry.notAfter) > now);
-    if (caSerial) entries.push({ serial: info.serialNumber, caSerial, notAfter: info.notAfter.toISOString() });
-    return entries.length
-      ? entries
-          .slice(-20)
-          .map((e) => `${e.serial}:${e.caSerial}:${e.notAfter}`)
-          .join(',')
-      : undefined;
-  }
-
-  // ---- Pods ------------------------------------------------------------------------------------------
-
-  /** Counts the selected pods that run the sidecar and reports those that do not, with the fix. */
-  private reportPods(run: Run): void {
-    const selected = this.deps.view
-      .pods(run.namespace)
-      .filter(
-        (pod) =>
-          !pod.metadata?.deletionTimestamp &&
-          pod.status?.phase !== 'Succeeded' &&
-          pod.status?.phase !== 'Failed' &&
-          selectorMatches(run.ep.spec.podSelector, pod.metadata?.labels ?? {}) &&
-          pod.metadata?.annotations?.[INJECT_ANNOTATION] !== 'false',
-      );
-    const missing = selected.filter((pod) => !sidecarContainerOf(pod));
-    run.injectedPods = selected.length - missing.length;
-    if (missing.length === 0) return;
-    const names = missing.map((pod) => pod.metadata!.name!).sort();
-    const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '');
-    run.degraded.push({
-      reason: 'PodsNotInjected',
-      message:
-        `${missing.length} selected pod(s) run without the mTLS sidecar: ${shown}. They were created while the webhook was ` +
-        `unavailable or before namespace ${run.namespace} had the label ${INJECTION_NAMESPACE_LABEL}=enabled. Fix: ` +
-        `kubectl label namespace ${run.namespace} ${INJECTION_NAMESPACE_LABEL}=enabled --overwrite; then recreate them, ` +
-        `e.g. kubectl -n ${run.namespace} rollout restart deployment/<name>, or kubectl -n ${run.namespace} delete pod ${names[0]}.`,
-    });
-  }
-
-  // ---- Services --------------------------------------------------------------------------------------
-
-  private async ensureServices(run: Run): Promise<void> {
-    const selector = run.spec.podSelectorLabels;
-    const wanted = new Map(run.spec.listeners.map((listener) => [serviceName(run.name, listener.mode), listener]));
-    for (const svc of this.deps.view.servicesOf(run.namespace, run.name)) {
-      if (!wanted.has(svc.metadata!.name!))
-        await this.deps.writer.deleteService(run.namespace, svc.metadata!.name!, svc.metadata!.uid);
-    }
-    if (!selector) {
-      run.degraded.push({
-        reason: 'ServicesSkipped',
-        message:
-          'spec.podSelector uses matchExpressions, which a Service selector cannot express: no Services are managed; select pods with matchLabels.',
-      });
-      return;
-    }
-    for (const [name, listener] of wanted) {
-      const existing = this.deps.view.servicesOf(run.namespace, run.name).find((svc) => svc.metadata?.name === name);
-      const ports = [{ name: 'https', port: 443, targetPort: listenerPortName(listener.mode), protocol: 'TCP' }];
-      const desiredSpec = { selector, ports };
-      const labels = this.ownedLabels(run);
-      if (!existing) {
-        await this.deps.writer.createService(run.namespace, {
-          metadata: { name, namespace: run.namespace, labels, ownerReferences: [ownerReference(run.ep as never)] },
-          spec: desiredSpec as never,
-        });
-        continue;
-      }
-      const current = existing.spec ?? {};
-      const same =
-        JSON.stringify(current.selector ?? {}) === JSON.stringify(selector) &&
-        current.ports?.length === 1 &&
-        current.ports[0]?.port === 443 &&
-        String(current.ports[0]?.targetPort) === listenerPortName(listener.mode);
-      if (!same) {
-        await this.deps.writer.replaceService(run.namespace, {
-          ...existing,
-          spec: { ...current, selector, ports: ports as never },
-        });
-      }
-    }
-  }
-
-  // ---- NetworkPolicy ---------------------------------------------------------------------------------
-
-  /** Keeps the one policy `desiredNetworkPolicy` asks for, and deletes any other this endpoint owns. */
-  private async ensureNetworkPolicy(run: Run): Promise<void> {
-    const desired = desiredNetworkPolicy(run, run.spec, this.deps.sidecarAdminPort ?? SIDECAR_ADMIN_PORT);
-    const owned = this.deps.view.networkPoliciesOf(run.namespace, run.name);
-    for (const policy of owned) {
-      if (policy.metadata?.name !== desired?.metadata?.name)
-        await this.deps.writer.deleteNetworkPolicy(run.namespace, policy.metadata!.name!, policy.metadata!.uid);
-    }
-    if (!desired) return;
-    run.networkPolicy = desired.metadata!.name!;
-    const existing = owned.find((policy) => policy.metadata?.name === desired.metadata!.name);
-    const metadata = { ...desired.metadata, ownerReferences: [ownerReference(run.ep as never)] };
-    if (!existing) {
-      await this.deps.writer.createNetworkPolicy(run.namespace, { ...desired, metadata });
-    } else if (!sameNetworkPolicySpec(existing.spec, desired.spec!)) {
-      await this.deps.writer.replaceNetworkPolicy(run.namespace, {
-        ...desired,
-        metadata: { ...existing.metadata, labels: metadata.labels },
-      });
-    }
-  }
-
-  // ---- Secrets ---------------------------------------------------------------------------------------
-
-  private ownedLabels(run: Run): Record<string, string> {
-    return { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [ENDPOINT_LABEL]: run.name };
-  }
-
-  /**
-   * Creates the Secret, or replaces it when data, type, labels, annotations or owner differ. A replace
-   * carries the cached resourceVersion: a decision made on stale data fails with 409 and is retried.
-   * `type` is immutable, so a Secret of the wrong type is deleted and created again.
-   */
-  private async applySecret(
-    run: Run,
-    existing: V1Secret | undefined,
-    name: string,
-    type: string,
-    data: SecretData,
-    extraLabels: Record<string, string>,
-    annotations: Record<string, string>,
-  ): Promise<void> {
-    const labels = { ...this.ownedLabels(run), ...extraLabels };
-    const owner = ownerReference(run.ep as never);
-    if (existing && existing.type !== type) {
-      run.notes.push({
-        type: 'Warning',
-        reason: 'Repaired',
-        message: `Secret ${name} had type ${existing.type ?? '(none)'} instead of ${type}; created it again`,
-      });
-      await this.deps.writer.deleteSecret(
-        run.namespace,
-        name,
-        existing.metadata?.uid,
-        existing.metadata?.resourceVersion,
-      );
-      existing = undefined;
-    }
-    if (!existing) {
-      await this.deps.writer.createSecret(run.namespace, {
-        metadata: { name, namespace: run.namespace, labels, annotations, ownerReferences: [owner] },
-        type,
-        data,
-      });
-      return;
-    }
-    const meta = existing.metadata ?? {};
-    const ownAnnotations = Object.fromEntries(
-      Object.entries(meta.annotations ?? {}).filter(([k]) => k.startsWith('mtls.operator.dev/')),
-    );
-    const same =
-      sameRecord(existing.data ?? {}, data) &&
-      Object.entries(labels).every(([k, v]) => meta.labels?.[k] === v) &&
-      sameRecord(ownAnnotations, annotations) &&
-      (meta.ownerReferences ?? []).some((ref) => ref.uid === owner.uid && ref.controller);
-    if (same) return;
-    const otherAnnotations = Object.fromEntries(
-      Object.entries(meta.annotations ?? {}).filter(([k]) => !k.startsWith('mtls.operator.dev/')),
-    );
-    await this.deps.writer.replaceSecret(run.namespace, {
-      ...existing,
-      metadata: {
-        ...meta,
-        labels: { ...meta.labels, ...labels },
-        annotations: { ...otherAnnotations, ...annotations },
-        ownerReferences: [...(meta.ownerReferences ?? []).filter((ref) => !ref.controller), owner],
-      },
-      type,
-      data,
-    });
-  }
-
-  // ---- status ----------------------------------------------------------------------------------------
-
-  private async writeRunStatus(run: Run, state: CaState): Promise<void> {
-    const generation = run.ep.metadata?.generation;
-    const condition = (type: string, status: Condition['status'], reason: string, message: string) => ({
-      type,
-      status,
-      reason,
-      message,
-      observedGeneration: generation,
-    });
-    const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
-    const issued = run.clients.length === run.spec.clients.length && !!run.server;
-    const degraded = run.degraded[0];
-    const conditions = [
-      issued
-        ? condition(
-            'Issued',
-            'True',
-            'Issued',
-            `CA, server and ${run.clients.length} client certificate(s) are issued and valid`,
-          )
-        : condition('Issued', 'False', 'Issuing', 'Certificates are being issued'),
-      state.phase === 'Propagating'
-        ? condition(
-            'CARollover',
-            'True',
-            'NewCAPropagating',
-            'A new CA is in every trust bundle; certificates move to it once it has propagated',
-          )
-        : state.phase === 'Retiring'
-          ? condition(
-              'CARollover',
-              'True',
-              'OldCARetiring',
-              'Certificates are signed by the new CA; the old CA stays trusted until they have propagated and the client certificates it signed have expired',
-            )
-          : condition('CARollover', 'False', 'NoRollover', `The CA renews at ${iso(run.ca!.renewalTime)}`),
-      degraded
-        ? condition('Degraded', 'True', degraded.reason, run.degraded.map((d) => d.message).join(' '))
-        : condition('Degraded', 'False', 'AsExpected', 'Nothing is degraded'),
-      issued
-        ? condition('Ready', 'True', 'Ready', 'Certificates are issued and the Services are in place')
-        : condition('Ready', 'False', 'Issuing', 'Certificates are being issued'),
-      // A warning, not a refusal: the endpoint works, but a renewal may reach the pods after expiry.
-      run.renewBeforeTooShort
-        ? condition('RenewBeforeTooShort', 'True', 'BelowKubeletSecretDelay', run.renewBeforeTooShort)
-        : condition(
-            'RenewBeforeTooShort',
-            'False',
-            'AsExpected',
-            `Certificates renew at least ${RENEW_BEFORE_FLOOR} before they expire, time for kubelet to deliver them`,
-          ),
-    ];
-    const previous = (type: string) => run.ep.status?.conditions?.find((c) => c.type === type);
-    if (degraded && previous('Degraded')?.message !== conditions[2]!.message) {
-      await this.deps.events.record(run.ep, 'Warning', degraded.reason, conditions[2]!.message);
-    }
-    const key = `${run.namespace}/${run.name}`;
-    if (!run.renewBeforeTooShort) {
-      this.renewBeforeWarned.delete(key);
-    } else if (
-      previous('RenewBeforeTooShort')?.message !== run.renewBeforeTooShort &&
-      this.renewBeforeWarned.get(key) !== run.renewBeforeTooShort
-    ) {
-      await this.deps.events.record(run.ep, 'Warning', 'RenewBeforeTooShort', run.renewBeforeTooShort);
-      this.renewBeforeWarned.set(key, run.renewBeforeTooShort);
-    }
-    const cert = (c: CertInfo & { secretName?: string }) => ({
-      ...(c.secretName ? { secretName: c.secretName } : {}),
-      serialNumber: c.serialNumber,
-      notAfter: iso(c.notAfter),
-      renewalTime: iso(c.renewalTime),
-    });
+    await this.warnRenewBeforeOnce(ep, input.renewBeforeTooShort, previous('RenewBeforeTooShort')?.message);
     await this.writeStatus(
-      run.ep,
-      (current) => conditions.reduce((list, next) => setCondition(list, next, run.now), current),
-      {
-        ca: { ...cert(run.ca!), notBefore: iso(run.ca!.notBefore) },
-        server: run.server && cert(run.server),
-        clients: run.clients.map((c) => ({ name: c.name, ...cert(c) })),
-        revokedSerials: state.revoked
-          .filter((entry) => new Date(entry.notAfter) > run.now)
-          .map((entry) => entry.serial),
-        injectedPods: run.injectedPods,
-        networkPolicy: run.networkPolicy,
-        modes: modesSummary(run.spec.listeners),
-        caRollover:
-          state.phase && state.phaseSince
-            ? {
-                phase: state.phase,
-                newCASerialNumber: certInfo(state.phase === 'Propagating' ? state.next!.certPem : state.current.certPem)
-                  .serialNumber,
-                startedAt: iso(state.phaseSince),
-              }
-            : undefined,
-      },
+      ep,
+      (current) => conditionList(conditions).reduce((list, next) => setCondition(list, next, now), current),
+      endpointStatusFields(input),
     );
+  }
+
+  private async warnRenewBeforeOnce(ep: MtlsEndpoint, warning: string | undefined, reported: string | undefined) {
+    const key = `${ep.metadata!.namespace}/${ep.metadata!.name}`;
+    if (!warning) {
+      this.renewBeforeWarned.delete(key);
+    } else if (reported !== warning && this.renewBeforeWarned.get(key) !== warning) {
+      await this.deps.events.record(ep, 'Warning', 'RenewBeforeTooShort', warning);
+      this.renewBeforeWarned.set(key, warning);
+    }
   }
 
   /** Writes status only if it differs from what is stored, so a no-op reconcile makes no write. */
   private async writeStatus(
     ep: MtlsEndpoint,
     conditions: (current: Condition[]) => Condition[],
-    fields: Record<string, unknown> = {},
+    fields: object = {},
   ): Promise<void> {
-    const current = (ep.status ?? {}) as Record<string, unknown>;
+    const current: Record<string, unknown> = { ...ep.status };
     const desired: Record<string, unknown> = {
       ...current,
       ...fields,
       observedGeneration: ep.metadata?.generation,
-      conditions: conditions((current.conditions as Condition[] | undefined) ?? []),
+      conditions: conditions(ep.status?.conditions ?? []),
     };
     for (const [key, value] of Object.entries(desired)) if (value === undefined) desired[key] = null;
     if (canonicalJson(desired) !== canonicalJson(current)) {
@@ -989,6 +577,23 @@ export class EndpointReconciler {
     }
     const ready = readyStatus(desired.conditions as Condition[]);
     this.deps.metrics.setEndpointReady(ep.metadata!.namespace!, ep.metadata!.name!, ready);
+  }
+
+  private async reportInvalidSpec(ep: MtlsEndpoint, err: SpecError, now: Date): Promise<void> {
+    await this.writeStatus(ep, (conditions) =>
+      setCondition(
+        conditions,
+        {
+          type: 'Ready',
+          status: 'False',
+          reason: 'InvalidSpec',
+          message: err.message,
+          observedGeneration: ep.metadata?.generation,
+        },
+        now,
+      ),
+    );
+    this.deps.metrics.reconciles.inc({ result: 'invalid' });
   }
 
   /**
@@ -1010,59 +615,75 @@ export class EndpointReconciler {
     ).catch(() => undefined);
   }
 
-  private recordMetrics(run: Run): void {
-    const base = { namespace: run.namespace, endpoint: run.name };
+  private recordCertificateMetrics(snap: Snapshot, status: StatusInput): void {
+    const base = { namespace: snap.namespace, endpoint: snap.name };
     const series: CertificateLabels[] = [];
     const set = (labels: CertificateLabels, info: CertInfo) => {
       this.deps.metrics.setCertificateTimes(labels, info.notAfter, info.renewalTime);
       series.push(labels);
     };
-    if (run.ca) set({ ...base, certificate: 'ca', client: '' }, run.ca);
-    if (run.server) set({ ...base, certificate: 'server', client: '' }, run.server);
-    for (const client of run.clients) set({ ...base, certificate: 'client', client: client.name }, client);
-    this.deps.metrics.pruneEndpoint(run.namespace, run.name, series);
+    set({ ...base, certificate: 'ca', client: '' }, status.ca);
+    if (status.server) set({ ...base, certificate: 'server', client: '' }, status.server);
+    for (const client of status.clients) set({ ...base, certificate: 'client', client: client.name }, client);
+    this.deps.metrics.pruneEndpoint(snap.namespace, snap.name, series);
   }
+}
+
+/** What a leaf Secret must hold, from the spec: its name, labels, identity and issuance hash. */
+interface LeafTarget {
+  secretName: string;
+  labels: Record<string, string>;
+  identity: LeafIdentity;
+  dnsNames: string[];
+  hash: string;
+  issuedBefore: boolean;
+}
+
+function leafTarget(snap: Snapshot, spec: ResolvedSpec, client: string | undefined): LeafTarget {
+  const { name, namespace, ep } = snap;
+  if (client === undefined) {
+    const dnsNames = serverDnsNames(snap, spec);
+    return {
+      secretName: serverSecretName(name),
+      labels: { [CERTIFICATE_LABEL]: 'server' },
+      identity: { kind: 'server' },
+      dnsNames,
+      hash: issuanceHash(['server', spec.keyAlgorithm, spec.validityMs, spec.renewBeforeMs ?? '', ...dnsNames, '']),
+      issuedBefore: !!ep.status?.server,
+    };
+  }
+  const spiffeId = clientSpiffeId(spec.trustDomain, namespace, name, client);
+  return {
+    secretName: clientSecretName(name, client),
+    labels: { [CERTIFICATE_LABEL]: 'client', [CLIENT_LABEL]: client },
+    identity: { kind: 'client', client, spiffeId },
+    dnsNames: [],
+    hash: issuanceHash(['client', spec.keyAlgorithm, spec.validityMs, spec.renewBeforeMs ?? '', spiffeId]),
+    issuedBefore: !!ep.status?.clients?.some((c) => c.name === client),
+  };
+}
+
+/** The Service names, then spec.dnsNames: the server certificate's SANs. */
+function serverDnsNames(snap: Snapshot, spec: ResolvedSpec): string[] {
+  const modes = spec.listeners.map((listener) => listener.mode);
+  return [...new Set([...serviceDnsNames(snap.name, snap.namespace, modes), ...spec.dnsNames])];
+}
+
+function replacedOf(facts: InspectedLeaf): HeldCertificate | undefined {
+  if (!facts.certPem || !facts.signerSerial) return undefined;
+  const info = certInfo(facts.certPem);
+  return { serial: info.serialNumber, caSerial: facts.signerSerial, notAfter: info.notAfter.toISOString() };
+}
+
+function rolloverStatus(state: CaState): StatusInput['rollover'] {
+  if (!state.phase || !state.phaseSince) return undefined;
+  const newCa = state.phase === 'Propagating' ? state.next! : state.current;
+  return { phase: state.phase, since: state.phaseSince, newCaSerial: certInfo(newCa.certPem).serialNumber };
 }
 
 /** The status of the Ready condition, Unknown when there is none yet. */
 function readyStatus(conditions: readonly Condition[] | undefined): ConditionStatus {
   return conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
-}
-
-function issuanceHash(parts: (string | number)[]): string {
-  return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 16);
-}
-
-function parsePreviousSerials(list: string | undefined): Omit<RevokedEntry, 'client' | 'revokedAt'>[] {
-  return (list ?? '')
-    .split(',')
-    .filter(Boolean)
-    .map((item) => {
-      const [serial, caSerial, ...rest] = item.split(':');
-      return { serial: serial ?? '', caSerial: caSerial ?? '', notAfter: rest.join(':') };
-    })
-    .filter((entry) => entry.serial && entry.caSerial && !Number.isNaN(Date.parse(entry.notAfter)));
-}
-
-function safeParseCrls(pem: string) {
-  try {
-    return parseCrls(pem);
-  } catch {
-    return [];
-  }
-}
-
-function subjectOf(certPem: string): string {
-  return parseCertificates(certPem)[0]!.subject;
-}
-
-function sameSet(a: Set<string>, b: Set<string>): boolean {
-  return a.size === b.size && [...a].every((x) => b.has(x));
-}
-
-function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 /** JSON with keys sorted at every level and null/undefined dropped, to compare objects by content. */
@@ -1077,3 +698,5 @@ function canonicalJson(value: unknown): string {
       : v,
   );
 }
+
+export type { RevokedEntry };

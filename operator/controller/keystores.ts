@@ -1,6 +1,6 @@
 import type { V1Secret } from '@kubernetes/client-node';
-import { SECRET_KEYS } from '../api/types.ts';
-import { keystoreInputsDigest, type Pkcs12Profile, pkcs12Keystore, pkcs12Truststore } from '../pki/pkcs12.ts';
+import { type Pkcs12Profile, SECRET_KEYS } from '../api/types.ts';
+import { keystoreInputsDigest, pkcs12Keystore, pkcs12Truststore } from '../pki/pkcs12.ts';
 import { certificateToPem, parseCertificates } from '../pki/x509.ts';
 import { verifyIssuedBy } from '../pki/inspect.ts';
 

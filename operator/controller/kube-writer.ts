@@ -6,12 +6,12 @@ import {
   PatchStrategy,
   setHeaderOptions,
   type V1NetworkPolicy,
-  type V1OwnerReference,
   type V1Secret,
   type V1Service,
 } from '@kubernetes/client-node';
 import { isNotFound } from '../kube/errors.ts';
 import { logger } from '../log.ts';
+import type { Write } from './owned-objects.ts';
 
 /**
  * Every write the controller makes, in one place. Updates carry the resourceVersion that the decision was
@@ -35,6 +35,27 @@ export class KubeWriter {
     this.core = kc.makeApiClient(CoreV1Api);
     this.custom = kc.makeApiClient(CustomObjectsApi);
     this.networking = kc.makeApiClient(NetworkingV1Api);
+  }
+
+  /** Performs one write the reconciler decided on. */
+  async perform(namespace: string, write: Write): Promise<void> {
+    switch (write.kind) {
+      case 'Secret':
+        if (write.verb === 'create') await this.createSecret(namespace, write.body);
+        else if (write.verb === 'replace') await this.replaceSecret(namespace, write.body);
+        else await this.deleteSecret(namespace, write.name, write.uid, write.resourceVersion);
+        return;
+      case 'Service':
+        if (write.verb === 'create') await this.createService(namespace, write.body);
+        else if (write.verb === 'replace') await this.replaceService(namespace, write.body);
+        else await this.deleteService(namespace, write.name, write.uid);
+        return;
+      case 'NetworkPolicy':
+        if (write.verb === 'create') await this.createNetworkPolicy(namespace, write.body);
+        else if (write.verb === 'replace') await this.replaceNetworkPolicy(namespace, write.body);
+        else await this.deleteNetworkPolicy(namespace, write.name, write.uid);
+        return;
+    }
   }
 
   async createSecret(namespace: string, body: V1Secret): Promise<V1Secret> {
@@ -118,19 +139,4 @@ export class KubeWriter {
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
   }
-}
-
-export function ownerReference(owner: {
-  apiVersion: string;
-  kind: string;
-  metadata: { name?: string; uid?: string };
-}): V1OwnerReference {
-  return {
-    apiVersion: owner.apiVersion,
-    kind: owner.kind,
-    name: owner.metadata.name!,
-    uid: owner.metadata.uid!,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
 }

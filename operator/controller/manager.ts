@@ -18,7 +18,7 @@ import {
 } from '../api/types.ts';
 import { isNotFound } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
-import { ResilientInformer } from '../kube/informer.ts';
+import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
@@ -87,9 +87,11 @@ export class EndpointController {
       kc,
       `/apis/${group}/${version}${scope}/${plural}`,
       () =>
-        (ns
-          ? custom.listNamespacedCustomObject({ group, version, plural, namespace: ns })
-          : custom.listClusterCustomObject({ group, version, plural })) as never,
+        customObjectList<MtlsEndpoint>(
+          ns
+            ? custom.listNamespacedCustomObject({ group, version, plural, namespace: ns })
+            : custom.listClusterCustomObject({ group, version, plural }),
+        ),
       { name: 'mtlsendpoints' },
     );
     this.secrets = new ResilientInformer<V1Secret>(

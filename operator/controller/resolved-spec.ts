@@ -10,7 +10,7 @@ import {
   renewBeforeMs,
 } from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
-import type { KeyAlgorithm } from '../pki/x509.ts';
+import type { KeyAlgorithm } from '../api/types.ts';
 import type { Pkcs12Request } from './keystores.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
@@ -29,6 +29,8 @@ export interface ResolvedSpec {
   /** The selector as a Service can say it: matchLabels only, absent when it uses matchExpressions. */
   podSelectorLabels?: Record<string, string>;
   networkPolicy: NetworkPolicyMode;
+  /** The injected sidecar's admin port, which the NetworkPolicy admits (health probes, metrics). */
+  sidecarAdminPort: number;
   /** The PKCS#12 keystores each client asked for (create: true), by client name. */
   pkcs12: Record<string, Pkcs12Request>;
 }
@@ -115,6 +117,7 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     podSelector: spec.podSelector,
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
     networkPolicy: spec.networkPolicy,
+    sidecarAdminPort: adminPort,
     pkcs12: Object.fromEntries(
       spec.clients.flatMap(({ name, keystores }) =>
         keystores?.pkcs12?.create

@@ -1,4 +1,10 @@
-import { type KubeConfig, type KubernetesObject, type ListPromise, makeInformer } from '@kubernetes/client-node';
+import {
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  type ListPromise,
+  makeInformer,
+} from '@kubernetes/client-node';
 import { errorMessage, logger } from '../log.ts';
 
 type Handler<T> = (obj: T) => void;
@@ -128,4 +134,12 @@ export class ResilientInformer<T extends KubernetesObject> {
     this.restartTimer = undefined;
     await this.inner.stop().catch(() => undefined);
   }
+}
+
+/**
+ * The client's custom-object list calls are typed `Promise<any>`-like (the resource is not known to it); this
+ * names the list shape an informer of `T` reads, in one place.
+ */
+export function customObjectList<T extends KubernetesObject>(list: Promise<unknown>): Promise<KubernetesListObject<T>> {
+  return list as Promise<KubernetesListObject<T>>;
 }

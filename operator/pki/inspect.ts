@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { type KeyAlgorithm, keyAlgorithmOfPem, x509 } from './x509.ts';
+import type { KeyAlgorithm } from '../api/types.ts';
+import { keyAlgorithmOfPem, x509 } from './x509.ts';
 
 /**
  * Reading what is in a Secret: certificates, keys and whether they belong together. Every failure is a

@@ -1,11 +1,11 @@
 import { DEFAULT_TRUST_DOMAIN, renewBeforeMs } from '../api/defaults.ts';
+import type { KeyAlgorithm } from '../api/types.ts';
 import { parseCertificate, parsePrivateKey, PkiError, validateKeyPair } from './inspect.ts';
 import {
   certificateToPem,
   generateKeyPair,
   importKeyPairPem,
   issueCertificate,
-  type KeyAlgorithm,
   privateKeyToPem,
   x509,
 } from './x509.ts';

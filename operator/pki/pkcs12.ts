@@ -1,12 +1,13 @@
 import * as asn1js from 'asn1js';
 import { createCipheriv, createHash, createHmac, randomBytes, webcrypto } from 'node:crypto';
 import * as pkijs from 'pkijs';
+import type { Pkcs12Profile } from '../api/types.ts';
 import { parseCertificates } from './x509.ts';
 
 /**
  * PKCS#12 keystores and truststores for Java (and anything else that reads PKCS#12), built with pkijs.
  *
- * Profiles (names as cert-manager's `spec.keystores.pkcs12.profile`):
+ * Profiles (PKCS12_PROFILES in operator/api/types.ts; names as cert-manager's `spec.keystores.pkcs12.profile`):
  * - Modern2023 (default): keys and certificates encrypted with PBES2 (PBKDF2 with HMAC-SHA-256, AES-256-CBC),
  *   MAC HMAC-SHA-256. Read by Java 8u301+, 11.0.12+, 17+, OpenSSL 1.1.1+ and 3.x.
  * - LegacyDES: pbeWithSHAAnd3-KeyTripleDES-CBC for keys and certificates, MAC HMAC-SHA-1: for older Java (8
@@ -14,9 +15,6 @@ import { parseCertificates } from './x509.ts';
  *   legacy provider. cert-manager's LegacyRC2 (40-bit RC2 for certificates) is not offered: RC2-40 protects
  *   nothing, and OpenSSL 3 needs `-legacy` to read it.
  */
-export const PKCS12_PROFILES = ['Modern2023', 'LegacyDES'] as const;
-export type Pkcs12Profile = (typeof PKCS12_PROFILES)[number];
-
 interface ProfileSettings {
   /** Iterations of PBKDF2 / the PKCS#12 KDF for encryption, and of the PKCS#12 KDF for the MAC. */
   iterations: number;

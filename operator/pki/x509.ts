@@ -1,13 +1,11 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
+import { KEY_ALGORITHMS, type KeyAlgorithm } from '../api/types.ts';
 
 x509.cryptoProvider.set(globalThis.crypto);
 
 export { x509 };
-
-export const KEY_ALGORITHMS = ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
-export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
 
 type KeyParams = EcKeyGenParams | RsaHashedKeyGenParams;
 

@@ -2,8 +2,8 @@ import { CoreV1Api, type KubeConfig, type V1OwnerReference, type V1Secret } from
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { withOwners } from '../kube/owner.ts';
 import { errorMessage, logger } from '../log.ts';
-import type { PemPair } from '../controller/ca-state.ts';
-import { certInfo, pairProblem, subjectAltNames } from '../controller/certs.ts';
+import type { PemPair } from '../pki/issue.ts';
+import { certInfo, pairProblem, subjectAltNames } from '../pki/certs.ts';
 import { issueCA, issueServer } from '../pki/issue.ts';
 
 /** The webhook's serving certificate and the CA that API servers must trust to call it. */

@@ -7,7 +7,7 @@ import {
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect } from 'node:tls';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../api/types.ts';
-import { ResilientInformer } from '../kube/informer.ts';
+import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { errorMessage, logger } from '../log.ts';
 import type { InjectorSettings } from './injector.ts';
 import { WebhookServer } from './server.ts';
@@ -70,7 +70,7 @@ export class Webhook {
     this.endpoints = new ResilientInformer<MtlsEndpoint>(
       options.kubeConfig,
       `/apis/${group}/${version}/${plural}`,
-      () => custom.listClusterCustomObject({ group, version, plural }) as never,
+      () => customObjectList<MtlsEndpoint>(custom.listClusterCustomObject({ group, version, plural })),
       { name: 'mtlsendpoints (webhook)' },
     );
     const url = options.url ? new URL(options.url) : undefined;

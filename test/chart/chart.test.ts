@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
 import { ENDPOINT_LABEL } from '../../operator/api/types.ts';
-import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
+import { ensureBinaries } from '../../local/controlplane/binaries.ts';
 import { DEFAULT_SIDECAR_RESOURCES, OPERATOR_HEAP_MIB, operatorEnv } from '../../operator/defaults.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { parseCertificates } from '../../operator/pki/x509.ts';
 import {
   createTestNamespace,

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ADMIN_PORT_NAME, INJECTED_ANNOTATION } from '../../operator/api/injection.ts';
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
-import { ensureBinaries } from '../../operator/controlplane/binaries.ts';
+import { ensureBinaries } from '../../local/controlplane/binaries.ts';
 import { decideInjection, sidecarContainer } from '../../operator/webhook/injector.ts';
 import { parseSidecarArgs } from '../../sidecar/flags.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
@@ -153,7 +153,7 @@ describe('monitoring the injected sidecars', () => {
         '--admin',
         '127.0.0.1:0',
       ]);
-      sidecar = await startSidecar(config);
+      sidecar = await startSidecar(config!);
     });
     afterAll(async () => {
       await sidecar?.stop(1_000);

@@ -227,7 +227,7 @@ describe('controller: PKCS#12 keystores for Java clients, rotated with the clien
       '--admin',
       '127.0.0.1:0',
     ]);
-    sidecar = await startSidecar(config);
+    sidecar = await startSidecar(config!);
     const port = sidecar.ports[0]!;
 
     const firstCert = secretText(billingFirst, 'tls.crt');

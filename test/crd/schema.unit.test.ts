@@ -29,8 +29,7 @@ import {
   SINGULAR,
   VERSION,
 } from '../../operator/api/types.ts';
-import { PKCS12_PROFILES } from '../../operator/pki/pkcs12.ts';
-import { KEY_ALGORITHMS } from '../../operator/pki/x509.ts';
+import { KEY_ALGORITHMS, PKCS12_PROFILES } from '../../operator/api/types.ts';
 import { loadCrd } from './support.ts';
 
 // The CRD file against the TypeScript constants: defaults, enums and limits live in both and must agree.

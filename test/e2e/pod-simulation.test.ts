@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../../operator/api/injection.ts';
-import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
+import { runInjectedPod, type SimulatedPod } from '../../local/podsim/pod-runner.ts';
 import { startOperator } from '../support/operator.ts';
 import {
   createTestNamespace,

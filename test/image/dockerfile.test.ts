@@ -2,7 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { waitFor } from '../support/cluster.ts';
 import { performDockerfile } from '../support/dockerfile-steps.ts';
 import { httpsGet, makePki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';

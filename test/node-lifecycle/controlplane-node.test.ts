@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { PAUSE_IMAGE } from '../../operator/controlplane/images/local-images.ts';
-import { runCommand } from '../../operator/controlplane/node/host-commands.ts';
-import { removeNodeLeftovers } from '../../operator/controlplane/node/leftovers.ts';
-import { runningNodeOwner } from '../../operator/controlplane/node/local-node-cluster.ts';
-import { NODE_CGROUP, NODE_PATHS, PRIVATE_MOUNT_POINTS } from '../../operator/controlplane/node/node-configs.ts';
-import { NODE_NETWORK } from '../../operator/controlplane/node/node-network.ts';
+import { PAUSE_IMAGE } from '../../local/controlplane/images/local-images.ts';
+import { runCommand } from '../../local/controlplane/node/host-commands.ts';
+import { removeNodeLeftovers } from '../../local/controlplane/node/leftovers.ts';
+import { runningNodeOwner } from '../../local/controlplane/node/local-node-cluster.ts';
+import { NODE_CGROUP, NODE_PATHS, PRIVATE_MOUNT_POINTS } from '../../local/controlplane/node/node-configs.ts';
+import { NODE_NETWORK } from '../../local/controlplane/node/node-network.ts';
 import { waitFor } from '../support/cluster.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { removeNodeLeftovers } from '../../operator/controlplane/node/leftovers.ts';
+import { removeNodeLeftovers } from '../../local/controlplane/node/leftovers.ts';
 
 /** The README's first command on a machine that can run a node: the table from real pods through Services. */
 describe('mtls-operator dev on a real node', () => {

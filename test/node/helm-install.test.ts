@@ -1,10 +1,10 @@
 import { X509Certificate } from 'node:crypto';
 import { connect } from 'node:tls';
 import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
-import { importImages, tagImage } from '../../operator/controlplane/images/local-images.ts';
-import { nodeFiles } from '../../operator/controlplane/node/node-configs.ts';
+import { importImages, tagImage } from '../../local/controlplane/images/local-images.ts';
+import { nodeFiles } from '../../local/controlplane/node/node-configs.ts';
 import { issueCA, issueClient, type PemPair } from '../../operator/pki/issue.ts';
-import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
+import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
   CHART,

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
+import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
   clientView,

@@ -1,5 +1,5 @@
 import { SIDECAR_ADMIN_PORT, SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
-import { echoMockDeployment } from '../../operator/podsim/mock-upstream.ts';
+import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
   clientView,

@@ -1,7 +1,7 @@
 import { issueCRL } from '../../operator/pki/crl-issuer.ts';
 import { inspectCertificate, validateKeyPair, verifyIssuedBy } from '../../operator/pki/inspect.ts';
 import { BACKDATE_MS, type IssuedCertificate, issueCA, issueClient, issueServer } from '../../operator/pki/issue.ts';
-import type { KeyAlgorithm } from '../../operator/pki/x509.ts';
+import type { KeyAlgorithm } from '../../operator/api/types.ts';
 import { handshake, openssl, Scratch, x509Text } from './support.ts';
 
 // Every chain the operator issues, checked by the real openssl CLI and by a real Node TLS handshake.

@@ -2,8 +2,8 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type IssuedCertificate, issueCA, issueClient } from '../../operator/pki/issue.ts';
-import { type Pkcs12Profile, pkcs12Keystore, pkcs12Truststore } from '../../operator/pki/pkcs12.ts';
-import type { KeyAlgorithm } from '../../operator/pki/x509.ts';
+import type { KeyAlgorithm, Pkcs12Profile } from '../../operator/api/types.ts';
+import { pkcs12Keystore, pkcs12Truststore } from '../../operator/pki/pkcs12.ts';
 import { openssl, Scratch } from './support.ts';
 
 // The PKCS#12 files the operator writes, read back by the real openssl CLI with the password (keytool and a

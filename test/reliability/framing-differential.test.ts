@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { waitFor } from '../support/cluster.ts';
 import { makePki, type Pki, tlsDir } from '../support/tls-fixtures.ts';
 import { CLI, reportSummary, sleep } from './support.ts';

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../../operator/api/types.ts';
 import { EndpointController } from '../../operator/controller/manager.ts';
-import { LocalControlPlane } from '../../operator/controlplane/local-control-plane.ts';
+import { LocalControlPlane } from '../../local/controlplane/local-control-plane.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
 import { condition, createEndpoint, crdYaml, installCrd } from '../support/endpoints.ts';

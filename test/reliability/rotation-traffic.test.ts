@@ -15,9 +15,9 @@ import {
   sidecarContainerOf,
 } from '../../operator/api/injection.ts';
 import { type MtlsEndpoint } from '../../operator/api/types.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { LEADER_ELECTION_DEFAULTS } from '../../operator/kube/leader-election.ts';
-import { runInjectedPod, type SimulatedPod } from '../../operator/podsim/pod-runner.ts';
+import { runInjectedPod, type SimulatedPod } from '../../local/podsim/pod-runner.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
 import { condition, createEndpoint, getEndpoint, installCrd } from '../support/endpoints.ts';

@@ -17,7 +17,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 import { promisify } from 'node:util';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { issueServer } from '../../operator/pki/issue.ts';
 import { waitFor } from '../support/cluster.ts';
 import { pemFiles } from '../support/openssl.ts';

@@ -8,14 +8,14 @@ import { issueServer } from '../../operator/pki/issue.ts';
 import { parseSidecarArgs } from '../../sidecar/flags.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { waitFor } from '../support/cluster.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
 const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
 
 async function start(args: string[]): Promise<RunningSidecar> {
-  return startSidecar(parseSidecarArgs(args).config);
+  return startSidecar(parseSidecarArgs(args).config!);
 }
 
 describe('sidecar: behaviour', () => {

@@ -63,7 +63,7 @@ describe('sidecar: the mode table with real TLS clients', () => {
       '1000',
     ]);
     // Port 0 three times is allowed for tests; the parser only refuses a real port used twice.
-    sidecar = await startSidecar(config);
+    sidecar = await startSidecar(config!);
   });
   afterAll(async () => {
     await sidecar?.stop(1_000);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issueCRL } from '../../operator/pki/crl-issuer.ts';
 import { issueCA, type IssuedCertificate, issueServer } from '../../operator/pki/issue.ts';
-import type { KeyAlgorithm } from '../../operator/pki/x509.ts';
+import type { KeyAlgorithm } from '../../operator/api/types.ts';
 import { readCrl, signedBy, subjectDer } from '../../sidecar/crl-check.ts';
 import { loadTlsMaterial } from '../../sidecar/tls-material.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';

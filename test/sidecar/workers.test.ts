@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { Server } from 'node:http';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { waitFor } from '../support/cluster.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 

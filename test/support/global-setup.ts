@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { LocalControlPlane } from '../../operator/controlplane/local-control-plane.ts';
+import { LocalControlPlane } from '../../local/controlplane/local-control-plane.ts';
 import { join } from 'node:path';
 import type { ControlPlaneState } from './cluster.ts';
 

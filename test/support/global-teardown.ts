@@ -1,4 +1,4 @@
-import type { LocalControlPlane } from '../../operator/controlplane/local-control-plane.ts';
+import type { LocalControlPlane } from '../../local/controlplane/local-control-plane.ts';
 
 export default async function globalTeardown(): Promise<void> {
   const plane = (globalThis as { __controlPlane?: LocalControlPlane }).__controlPlane;

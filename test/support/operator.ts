@@ -1,7 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EndpointController } from '../../operator/controller/manager.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { Webhook } from '../../operator/webhook/webhook.ts';
 import { kubeConfig, waitFor } from './cluster.ts';

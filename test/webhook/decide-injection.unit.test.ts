@@ -55,12 +55,12 @@ describe('admin port', () => {
   it('a configured admin port reaches the args, the named port the probes use, and the sidecar that parses them', () => {
     const sidecar = sidecarOf(injected(decideInjection(pod(), [endpoint()], { ...settings, adminPort: 17001 })));
     const { config } = parseSidecarArgs(sidecar.args.slice(1));
-    expect(config.admin).toBe('0.0.0.0:17001');
+    expect(config!.admin).toBe('0.0.0.0:17001');
     expect(sidecar.ports).toContainEqual(expect.objectContaining({ name: 'mtls-admin', containerPort: 17001 }));
     expect(sidecar.readinessProbe.httpGet.port).toBe('mtls-admin');
     // By default, the default.
     const plain = sidecarOf(injected(decideInjection(pod(), [endpoint()], settings)));
-    expect(parseSidecarArgs(plain.args.slice(1)).config.admin).toBe(`0.0.0.0:${SIDECAR_ADMIN_PORT}`);
+    expect(parseSidecarArgs(plain.args.slice(1)).config!.admin).toBe(`0.0.0.0:${SIDECAR_ADMIN_PORT}`);
   });
 
   it('refuses a pod whose container already uses the configured admin port, saying how to fix it', () => {

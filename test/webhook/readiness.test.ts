@@ -1,7 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { connect } from 'node:tls';
 import { SIDECAR_CONTAINER, sidecarContainerOf } from '../../operator/api/injection.ts';
-import { freePort } from '../../operator/controlplane/local-control-plane.ts';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { issueCA } from '../../operator/pki/issue.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, kubeconfigPath, waitFor } from '../support/cluster.ts';
 import { core, createEndpoint, installCrd } from '../support/endpoints.ts';

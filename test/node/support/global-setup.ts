@@ -1,12 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { locateBinaries } from '../../../operator/controlplane/binaries.ts';
-import {
-  buildProductImage,
-  ensurePauseImage,
-  importImages,
-} from '../../../operator/controlplane/images/local-images.ts';
-import { LocalNodeCluster } from '../../../operator/controlplane/node/local-node-cluster.ts';
+import { locateBinaries } from '../../../local/controlplane/binaries.ts';
+import { buildProductImage, ensurePauseImage, importImages } from '../../../local/controlplane/images/local-images.ts';
+import { LocalNodeCluster } from '../../../local/controlplane/node/local-node-cluster.ts';
 import type { NodeTestState } from './node.ts';
 
 /** One real node per run of the real-node suite: the cluster, then the image built and loaded into it. */

@@ -5,20 +5,25 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { applyDefaults } from '../api/defaults.ts';
-import { parseDuration } from '../api/duration.ts';
-import { SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../api/injection.ts';
-import { ENDPOINT_RESOURCE, INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../api/types.ts';
+import { applyDefaults } from '../../operator/api/defaults.ts';
+import { parseDuration } from '../../operator/api/duration.ts';
+import { SIDECAR_ADMIN_PORT, sidecarContainerOf } from '../../operator/api/injection.ts';
+import {
+  ENDPOINT_RESOURCE,
+  INJECTION_NAMESPACE_LABEL,
+  type MtlsEndpoint,
+  serviceName,
+} from '../../operator/api/types.ts';
 import { KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import { freePort, LocalControlPlane } from '../controlplane/local-control-plane.ts';
-import { helpText, parseFlags, UsageError } from '../flags.ts';
-import { setLogLevel } from '../log.ts';
+import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
+import { setLogLevel } from '../../operator/log.ts';
 import { echoMockDeployment, startEchoMock } from '../podsim/mock-upstream.ts';
 import { runInjectedPod, type SimulatedPod } from '../podsim/pod-runner.ts';
-import { curlLine, writeCredentials } from './credentials.ts';
+import { curlLine, writeCredentials } from '../../operator/commands/credentials.ts';
 import { printModeTable, strangerCertificate } from './dev-table.ts';
 import { realNodeUnavailable, runDevOnCluster } from './dev-node.ts';
-import { untilSignal } from './run-until-signal.ts';
+import { untilSignal } from '../../common/signals.ts';
 
 const FLAGS = {
   namespace: { type: 'string', value: 'NS', help: 'namespace of the sample', default: 'demo' },

@@ -5,10 +5,10 @@ import {
   parseCertificateBundle,
   validateKeyPair,
   verifyIssuedBy,
-} from '../pki/inspect.ts';
-import { BACKDATE_MS, renewalTime } from '../pki/issue.ts';
-import { x509 } from '../pki/x509.ts';
-import type { PemPair } from './ca-state.ts';
+} from './inspect.ts';
+import { BACKDATE_MS, renewalTime } from './issue.ts';
+import { x509 } from './x509.ts';
+import type { PemPair } from './issue.ts';
 
 /**
  * What the controller asks of the certificates it manages, on top of operator/pki (which issues and

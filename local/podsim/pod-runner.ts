@@ -3,11 +3,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SIDECAR_CONTAINER, sidecarContainerOf } from '../api/injection.ts';
-import { errorMessage, logger } from '../log.ts';
+import { SIDECAR_CONTAINER, sidecarContainerOf } from '../../operator/api/injection.ts';
+import { errorMessage, logger } from '../../operator/log.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 
-const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../operator/cli.ts', import.meta.url));
 
 export interface SimulatedPod {
   /** The sidecar's argv as injected (before the one substitution of mount paths). */

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
-import { applyDefaults } from '../api/defaults.ts';
-import { INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../api/types.ts';
+import { applyDefaults } from '../../operator/api/defaults.ts';
+import { INJECTION_NAMESPACE_LABEL, type MtlsEndpoint, serviceName } from '../../operator/api/types.ts';
 import { ensureBinaries, KUBERNETES_VERSION } from '../controlplane/binaries.ts';
 import {
   buildProductImage,
@@ -18,11 +18,11 @@ import {
 import { freePort } from '../controlplane/local-control-plane.ts';
 import { LocalNodeCluster } from '../controlplane/node/local-node-cluster.ts';
 import { missingNodePackages } from '../controlplane/node/node-packages.ts';
-import { loadKubeConfig } from '../kube/kubeconfig.ts';
+import { loadKubeConfig } from '../../operator/kube/kubeconfig.ts';
 import { echoMockDeployment } from '../podsim/mock-upstream.ts';
-import { curlLine, writeCredentials } from './credentials.ts';
+import { curlLine, writeCredentials } from '../../operator/commands/credentials.ts';
 import { printModeTable, strangerCertificate, type TableRow, waitForListeners } from './dev-table.ts';
-import { untilSignal } from './run-until-signal.ts';
+import { untilSignal } from '../../common/signals.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const execFileAsync = promisify(execFile);

@@ -1,6 +1,6 @@
 import { startEchoMock } from '../podsim/mock-upstream.ts';
-import { helpText, parseFlags, UsageError } from '../flags.ts';
-import { untilSignal } from './run-until-signal.ts';
+import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
+import { untilSignal } from '../../common/signals.ts';
 
 const FLAGS = {
   port: { type: 'string', help: 'port to listen on (plain HTTP)', default: '8080' },

@@ -1,5 +1,5 @@
 import type { KubeConfig } from '@kubernetes/client-node';
-import { loadKubeConfig } from '../kube/kubeconfig.ts';
+import { loadKubeConfig } from '../../operator/kube/kubeconfig.ts';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { request as httpRequest } from 'node:http';

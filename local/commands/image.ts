@@ -7,7 +7,7 @@ import {
 } from '../controlplane/images/local-images.ts';
 import { runningNodeOwner } from '../controlplane/node/local-node-cluster.ts';
 import { nodeFiles } from '../controlplane/node/node-configs.ts';
-import { helpText, parseFlags } from '../flags.ts';
+import { helpText, parseFlags } from '../../common/flags.ts';
 
 const FLAGS = {
   'no-import': { type: 'boolean', help: "build only; do not import into a running local node's containerd" },

@@ -2,8 +2,8 @@ import { ensureBinaries, ensureNodeBinaries, ETCD_VERSION, KUBERNETES_VERSION } 
 import { LocalControlPlane } from '../controlplane/local-control-plane.ts';
 import { LocalNodeCluster } from '../controlplane/node/local-node-cluster.ts';
 import { NODE_NETWORK } from '../controlplane/node/node-network.ts';
-import { helpText, parseFlags } from '../flags.ts';
-import { untilSignal } from './run-until-signal.ts';
+import { helpText, parseFlags } from '../../common/flags.ts';
+import { untilSignal } from '../../common/signals.ts';
 
 const FLAGS = {
   'build-only': { type: 'boolean', help: 'build or find the binaries, print where they are, and exit' },

@@ -1,7 +1,7 @@
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:tls';
-import type { Mode } from '../api/types.ts';
-import { issueCA, issueClient, type PemPair } from '../pki/issue.ts';
+import type { Mode } from '../../operator/api/types.ts';
+import { issueCA, issueClient, type PemPair } from '../../operator/pki/issue.ts';
 
 /**
  * `accepted`, or how the sidecar refused: `refused (400)` / `refused (403)` is its answer with the reason

@@ -7,7 +7,7 @@ import {
   type Issuer,
   privateKeyToPem,
   x509,
-} from '../pki/x509.ts';
+} from '../../operator/pki/x509.ts';
 
 /** File paths of the throwaway PKI of one local control plane. */
 export interface ClusterPkiFiles {
