@@ -30,6 +30,9 @@ export type ParsedFlags<S extends FlagSpecs> = {
 
 export class UsageError extends Error {}
 
+/** How the running executable is typed: `kubectl mtls` when it is the plugin's bin (operator/kubectl-mtls.ts). */
+const programName = () => (/kubectl-mtls(\.[jt]s)?$/.test(process.argv[1] ?? '') ? 'kubectl mtls' : 'mtls-operator');
+
 export function helpText(command: string, synopsis: string, specs: FlagSpecs): string {
   const rows = Object.entries(specs).map(([name, spec]) => {
     const left = `  ${spec.short ? `-${spec.short}, ` : ''}--${name}${spec.type === 'string' ? ` ${spec.value ?? 'VALUE'}` : ''}`;
@@ -42,7 +45,7 @@ export function helpText(command: string, synopsis: string, specs: FlagSpecs): s
     return `${left.padEnd(34)} ${spec.help}${extra ? ` (${extra})` : ''}`;
   });
   rows.push(`${'  -h, --help'.padEnd(34)} this help`);
-  return `Usage: mtls-operator ${command} ${synopsis}\n\nFlags:\n${rows.join('\n')}\n`;
+  return `Usage: ${programName()} ${command} ${synopsis}\n\nFlags:\n${rows.join('\n')}\n`;
 }
 
 /** Parses flags and positionals; throws UsageError with a message that names the bad flag. */

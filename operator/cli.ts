@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { requiredNodeRange, unmetMinimum } from './node-version.ts';
+import { refuseOldNode } from './node-version.ts';
 
 /*
  * The executable's entry (package.json bin, the image's ENTRYPOINT, `npm run mtls-operator`): it checks the
@@ -8,14 +8,7 @@ import { requiredNodeRange, unmetMinimum } from './node-version.ts';
  * Hence only Node built-ins here and in node-version.ts, and the CLI behind a dynamic import. The required
  * version is package.json's engines.node, read at run time: one source of truth. (From source, on a Node
  * without type stripping, Node itself refuses the .ts file first: npm's scripts use the pinned Node.)
+ * operator/kubectl-mtls.ts is the same entry for the kubectl plugin.
  */
 
-const minimum = unmetMinimum(process.versions.node, requiredNodeRange());
-if (minimum) {
-  process.stderr.write(
-    `mtls-operator: needs Node.js ${minimum} or newer; this is Node.js ${process.versions.node} (${process.execPath})\n`,
-  );
-  process.exitCode = 1;
-} else {
-  await import('./main.ts');
-}
+if (!refuseOldNode('mtls-operator')) await (await import('./main.ts')).runCli('mtls-operator');

@@ -29,3 +29,18 @@ export function unmetMinimum(version: string, range: string | undefined): string
   }
   return undefined;
 }
+
+/**
+ * For an executable's entry (operator/cli.ts, operator/kubectl-mtls.ts): on a Node older than package.json's
+ * engines.node, one line naming the Node it needs on stderr and exit code 1, and true; false on a Node that
+ * will do.
+ */
+export function refuseOldNode(program: string): boolean {
+  const minimum = unmetMinimum(process.versions.node, requiredNodeRange());
+  if (!minimum) return false;
+  process.stderr.write(
+    `${program}: needs Node.js ${minimum} or newer; this is Node.js ${process.versions.node} (${process.execPath})\n`,
+  );
+  process.exitCode = 1;
+  return true;
+}

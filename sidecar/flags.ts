@@ -7,6 +7,14 @@ import { type FlagSpecs, helpText, parseFlags, UsageError } from '../common/flag
 export const MODES = ['standard', 'flexible', 'strict'] as const;
 export type Mode = (typeof MODES)[number];
 
+/** What a listener carries: HTTP (parsed, identity headers set) or TCP (bytes relayed as they are). */
+export const LISTENER_PROTOCOLS = ['http', 'tcp'] as const;
+export type ListenerProtocol = (typeof LISTENER_PROTOCOLS)[number];
+
+/** How HTTP/2 clients' streams reach the upstream: as HTTP/1.1 requests, or as h2c streams (prior knowledge). */
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2c'] as const;
+export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
+
 /**
  * The admin port (health and /metrics), clear of the ports meshes and proxies take for themselves: Istio
  * 15000-15090 (15021 is its health port), Linkerd 41xx, Envoy's admin 9901, Consul 19000 and 20000+. The
@@ -38,11 +46,21 @@ export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=1';
 export const SIDECAR_FLAGS = {
   listen: {
     type: 'string',
-    value: 'MODE=PORT',
+    value: 'MODE=PORT[/tcp]',
     multiple: true,
-    help: 'a TLS listener: standard, flexible or strict, and its port',
+    help: 'a TLS listener: standard, flexible or strict, and its port; /tcp relays bytes instead of HTTP',
   },
   upstream: { type: 'string', value: 'HOST:PORT', help: 'the plain-HTTP service to forward to (e.g. 127.0.0.1:8080)' },
+  'upstream-protocol': {
+    type: 'string',
+    value: 'http1|h2c',
+    help: "how HTTP/2 clients' requests go upstream: HTTP/1.1, or h2c (cleartext HTTP/2, needed for gRPC)",
+    default: 'http1',
+  },
+  'proxy-protocol': {
+    type: 'boolean',
+    help: 'tcp listeners: start each upstream connection with a PROXY v2 header (client address and identity)',
+  },
   'tls-dir': {
     type: 'string',
     value: 'DIR',
@@ -113,11 +131,15 @@ export const SIDECAR_FLAGS = {
 export interface Listener {
   mode: Mode;
   port: number;
+  /** Absent: http. */
+  protocol?: ListenerProtocol;
 }
 
 export interface SidecarConfig {
   listen: Listener[];
   upstream: string;
+  upstreamProtocol?: UpstreamProtocol;
+  proxyProtocol?: boolean;
   tlsDir: string;
   admin?: string;
   allowClients?: string[];
@@ -155,6 +177,13 @@ function positive(flag: string, value: string): number {
   return n;
 }
 
+/** The configuration in `argv`, for callers that never ask for --help (tests, benchmarks, workers). */
+export function parseSidecarConfig(argv: string[]): ResolvedSidecarConfig {
+  const { config } = parseSidecarArgs(argv);
+  if (!config) throw new UsageError('--help asks for the usage, not for a configuration');
+  return config;
+}
+
 /** Parses the sidecar's argv; throws UsageError naming the flag that is wrong. */
 export function parseSidecarArgs(
   argv: string[],
@@ -164,15 +193,18 @@ export function parseSidecarArgs(
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   if (flags.listen.length === 0)
     throw new UsageError('--listen MODE=PORT is required (mode: standard, flexible or strict)');
-  const listen = flags.listen.map((value) => {
-    const [mode, portText] = value.split('=');
+  const listen = flags.listen.map((value): Listener => {
+    const [mode, target = ''] = value.split('=');
+    const [portText, protocol, ...rest] = target.split('/');
+    if (rest.length || (protocol !== undefined && protocol !== 'tcp'))
+      throw new UsageError(`--listen ${value}: write MODE=PORT for HTTP or MODE=PORT/tcp to relay TCP`);
     if (!MODES.includes(mode as Mode))
       throw new UsageError(`--listen ${value}: mode must be standard, flexible or strict`);
     const port = Number(portText);
     // 0 lets the OS pick a free port (tests); the bound ports are logged.
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new UsageError(`--listen ${value}: port must be 1-65535`);
-    return { mode: mode as Mode, port };
+    return protocol === 'tcp' ? { mode: mode as Mode, port, protocol } : { mode: mode as Mode, port };
   });
   const ports = listen.map((l) => l.port);
   const dup = ports.find((p, i) => p !== 0 && ports.indexOf(p) !== i);
@@ -184,6 +216,9 @@ export function parseSidecarArgs(
     throw new UsageError(`--upstream ${flags.upstream}: the sidecar itself listens on that port`);
   }
   hostPort('admin', flags.admin, true);
+  const upstreamProtocol = flags['upstream-protocol'] as UpstreamProtocol;
+  if (!UPSTREAM_PROTOCOLS.includes(upstreamProtocol))
+    throw new UsageError(`--upstream-protocol: "${upstreamProtocol}" must be one of ${UPSTREAM_PROTOCOLS.join(', ')}`);
   return {
     help: false,
     config: {
@@ -191,6 +226,8 @@ export function parseSidecarArgs(
       upstream: flags.upstream,
       upstreamHost: upstream.host,
       upstreamPort: upstream.port,
+      upstreamProtocol,
+      proxyProtocol: flags['proxy-protocol'],
       tlsDir: flags['tls-dir'],
       admin: flags.admin,
       allowClients: flags['allow-client'],
@@ -209,8 +246,11 @@ export function parseSidecarArgs(
 /** The argv for a config (flags at their default are left out, so injected pods stay readable). */
 export function renderSidecarArgs(config: SidecarConfig): string[] {
   const args: string[] = [];
-  for (const l of config.listen) args.push('--listen', `${l.mode}=${l.port}`);
+  for (const l of config.listen) args.push('--listen', `${l.mode}=${l.port}${l.protocol === 'tcp' ? '/tcp' : ''}`);
   args.push('--upstream', config.upstream, '--tls-dir', config.tlsDir);
+  if (config.upstreamProtocol && config.upstreamProtocol !== 'http1')
+    args.push('--upstream-protocol', config.upstreamProtocol);
+  if (config.proxyProtocol) args.push('--proxy-protocol');
   if (config.admin && config.admin !== SIDECAR_DEFAULTS.admin) args.push('--admin', config.admin);
   for (const name of config.allowClients ?? []) args.push('--allow-client', name);
   const numeric: [keyof SidecarConfig, keyof typeof SIDECAR_FLAGS, number][] = [

@@ -114,7 +114,7 @@ function startsWith(buf: Buffer, at: number, text: string): boolean {
 
 /** Headers only the sidecar sets: whatever a client sends under these names is dropped (also spelled with
  * underscores: CGI, WSGI and PHP upstreams map '_' and '-' to the same variable). */
-const IDENTITY_HEADERS = ['x-forwarded-client-cert', 'x-client-verify', 'x-forwarded-proto', 'x-forwarded-for'];
+export const IDENTITY_HEADERS = ['x-forwarded-client-cert', 'x-client-verify', 'x-forwarded-proto', 'x-forwarded-for'];
 const isIdentityHeader = (buf: Buffer, from: number, to: number) =>
   IDENTITY_HEADERS.some((name) => nameIs(buf, from, to, name, true));
 

@@ -2,16 +2,20 @@ import type { AddressInfo, Socket } from 'node:net';
 import { createServer as createTlsServer, type Server, type TlsOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from './log.ts';
 import type { Listener, ResolvedSidecarConfig } from './flags.ts';
-import { ForwardContext, ProxyConnection } from './forward.ts';
+import { CLOSE_GRACE_MS, ForwardContext, ProxyConnection } from './forward.ts';
+import { Http2Front } from './http2.ts';
+import { relayTcp } from './tcp-relay.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { answerRefused, refusalResponse } from './refusal-answer.ts';
+import { answerRefused, refusalAnswer, refusalResponse } from './refusal-answer.ts';
 import type { RefusalLog, RefusalReason } from './refusal-log.ts';
 import type { TlsMaterial } from './tls-material.ts';
-import { verifyClient, xfcc } from './verify.ts';
+import { identityFields, verifyClient } from './verify.ts';
 
 export interface TlsListener {
   server: Server;
   forward: ForwardContext;
+  /** Connections whose client chose HTTP/2 (ALPN h2). */
+  h2: Http2Front;
   /** Every open TCP connection, verified or still in its handshake (for a forced stop). */
   sockets: Set<Socket>;
 }
@@ -39,9 +43,13 @@ export function createListener(
   deps: { log: Logger; refusals: RefusalLog; metrics: SidecarMetrics },
 ): TlsListener {
   const { mode } = listener;
+  const tcp = listener.protocol === 'tcp';
   const server = createTlsServer({
     ...contextOptions(tls, listener),
     handshakeTimeout: config.handshakeTimeoutMs,
+    // HTTP/2 first, as Envoy and nginx offer it; a client that offers no ALPN speaks HTTP/1.1. A TCP listener
+    // offers none: what it relays is not the sidecar's to name.
+    ...(tcp ? {} : { ALPNProtocols: ['h2', 'http/1.1'] }),
     // Half-open only once verified (below): a client that hangs up mid-handshake must close the socket.
     allowHalfOpen: false,
     noDelay: true,
@@ -51,6 +59,7 @@ export function createListener(
   server.maxConnections = config.maxConnections;
   const boundPort = () => (server.address() as AddressInfo | null)?.port ?? listener.port;
   const forward = new ForwardContext({ ...config, ...deps, mode, listener: boundPort });
+  const h2 = new Http2Front(forward, config.upstreamProtocol);
   const sockets = new Set<Socket>();
   const success = deps.metrics.handshakes.labels({ mode, result: 'success' });
   const refused = (reason: RefusalReason) => deps.metrics.handshakes.labels({ mode, result: reason }).inc();
@@ -73,19 +82,26 @@ export function createListener(
         subject: verdict.subject,
         serial: verdict.serial,
       });
-      answerRefused(socket, refusalResponse(verdict), config);
+      // A TCP client gets no HTTP answer: close_notify, and the reason in the log.
+      if (tcp) {
+        socket.on('error', () => socket.destroy());
+        socket.setTimeout(CLOSE_GRACE_MS, () => socket.destroy());
+        socket.end();
+      } else if (socket.alpnProtocol === 'h2') h2.refuse(socket, { ...refusalAnswer(verdict), reason: verdict.reason });
+      else answerRefused(socket, refusalResponse(verdict), config);
       return;
     }
     success.inc();
+    if (tcp) return relayTcp(socket, verdict.identity, { ...config, ...deps, mode, listener: boundPort });
+    const fields = identityFields(verdict.identity);
+    if (socket.alpnProtocol === 'h2') return h2.serve(socket, fields);
     // A client may half-close after its request (openssl s_client, scripts) and still get the answer.
     socket.allowHalfOpen = true;
     // After the handshake Node does not destroy a TLS socket on a fatal TLS error (bad record MAC, a plaintext
     // record, an unexpected message): it only emits 'error', and the connection stayed open until its idle
     // timeout. Nothing can be read from it any more; close it now ('close' cleans up the forwarding state).
     socket.on('error', () => socket.destroy());
-    const identity = verdict.identity
-      ? `x-client-verify: SUCCESS\r\nx-forwarded-client-cert: ${xfcc(verdict.identity)}\r\nx-forwarded-proto: https\r\n`
-      : 'x-client-verify: NONE\r\nx-forwarded-proto: https\r\n';
+    const identity = fields.map(([name, value]) => `${name}: ${value}\r\n`).join('');
     new ProxyConnection(socket, forward, identity);
   });
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -110,5 +126,5 @@ export function createListener(
     // way: Node flushes it before it reports the error.
     socket.destroy();
   });
-  return { server, forward, sockets };
+  return { server, forward, h2, sockets };
 }

@@ -54,12 +54,20 @@ const ANSWERS: Record<RefusalReason, { status: 400 | 403; title: string; why: st
   protocol: { status: 400, title: 'Bad Request', why: 'the request could not be read' },
 };
 
-/** The complete HTTP response (status line to body, `Connection: close`) for a refusal. */
-export function refusalResponse(refusal: { reason: RefusalReason; detail?: string; subject?: string }): string {
+type RefusalFacts = { reason: RefusalReason; detail?: string; subject?: string };
+
+/** The status and text a refused client is told, in whichever protocol it speaks. */
+export function refusalAnswer(refusal: RefusalFacts): { status: 400 | 403; text: string } {
   const { status, title, why } = ANSWERS[refusal.reason];
   const who = refusal.subject ? ` (certificate ${refusal.subject})` : '';
   const code = refusal.reason === 'bad_certificate' && refusal.detail ? ` [${refusal.detail}]` : '';
-  return errorResponse(status, `${title} (${refusal.reason}): ${why}${who}${code}\n`);
+  return { status, text: `${title} (${refusal.reason}): ${why}${who}${code}\n` };
+}
+
+/** The complete HTTP response (status line to body, `Connection: close`) for a refusal. */
+export function refusalResponse(refusal: RefusalFacts): string {
+  const { status, text } = refusalAnswer(refusal);
+  return errorResponse(status, text);
 }
 
 const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP\/\d\.\d$/;

@@ -143,11 +143,13 @@ export async function startSidecar(
       // No new connections; idle keep-alive connections close now, busy ones after their response.
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const ctx of contexts) for (const conn of ctx.connections) conn.drain();
+      for (const l of listeners) l.h2.drain();
       const force = setTimeout(() => {
         for (const l of listeners) for (const socket of l.sockets) socket.destroy();
       }, drainMs);
       await Promise.all(closed);
       clearTimeout(force);
+      for (const l of listeners) l.h2.close();
       stopSweeper();
       refusals.close();
       await admin?.close();

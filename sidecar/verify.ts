@@ -105,3 +105,20 @@ export function xfcc(identity: ClientIdentity): string {
   const uri = identity.uri ? `;URI=${printable(identity.uri).replace(/[;,"]/g, encodeURIComponent)}` : '';
   return `Hash=${identity.hash};Subject="${quoted}"${uri}`;
 }
+
+/**
+ * The identity header fields the sidecar sets on every request, whatever the protocol (the HTTP/1.1 path
+ * writes them as lines, the HTTP/2 path as fields of each stream); X-Forwarded-For is added per request.
+ */
+export function identityFields(identity: ClientIdentity | undefined): [name: string, value: string][] {
+  return identity
+    ? [
+        ['x-client-verify', 'SUCCESS'],
+        ['x-forwarded-client-cert', xfcc(identity)],
+        ['x-forwarded-proto', 'https'],
+      ]
+    : [
+        ['x-client-verify', 'NONE'],
+        ['x-forwarded-proto', 'https'],
+      ];
+}

@@ -72,7 +72,7 @@ export async function runWorkerGroup(config: ResolvedSidecarConfig, cliPath: str
   // Workers bind the ports this process got (a --listen port of 0 means "any", which must be the same one).
   const args = renderSidecarArgs({
     ...config,
-    listen: config.listen.map((l, i) => ({ mode: l.mode, port: sidecar.ports[i]! })),
+    listen: config.listen.map((l, i) => ({ ...l, port: sidecar.ports[i]! })),
     workers: 1,
   });
 

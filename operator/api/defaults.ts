@@ -1,5 +1,12 @@
-import type { KeyAlgorithm, Pkcs12Profile } from './types.ts';
-import type { ClientSpec, Listener, MtlsEndpointSpec, NetworkPolicyMode } from './types.ts';
+import type {
+  ClientSpec,
+  KeyAlgorithm,
+  Listener,
+  MtlsEndpointSpec,
+  NetworkPolicyMode,
+  Pkcs12Profile,
+  UpstreamProtocol,
+} from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
@@ -26,6 +33,8 @@ export const DEFAULT_RENEW_BEFORE_FRACTION = 1 / 3;
 export const RENEW_BEFORE_FLOOR = '90s';
 /** Secure by default: nothing on the pod network reaches the mock around its sidecar. */
 export const DEFAULT_NETWORK_POLICY: NetworkPolicyMode = 'Enforce';
+/** HTTP/2 clients' streams go to the upstream as HTTP/1.1: every mock speaks it. */
+export const DEFAULT_UPSTREAM_PROTOCOL: UpstreamProtocol = 'http1';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** PKCS#12 keystores: modern algorithms unless a client asks for the legacy profile (operator/pki/pkcs12.ts). */
@@ -41,6 +50,8 @@ export type DefaultedSpec = MtlsEndpointSpec & {
   clients: ClientSpec[];
   certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
   networkPolicy: NetworkPolicyMode;
+  upstreamProtocol: UpstreamProtocol;
+  proxyProtocol: boolean;
 };
 
 /** A copy of `spec` with every default filled in; fields that are set are kept as they are. */
@@ -59,6 +70,8 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       keyAlgorithm: spec.certificates?.keyAlgorithm || DEFAULT_KEY_ALGORITHM,
     },
     networkPolicy: spec.networkPolicy ?? DEFAULT_NETWORK_POLICY,
+    upstreamProtocol: spec.upstreamProtocol ?? DEFAULT_UPSTREAM_PROTOCOL,
+    proxyProtocol: spec.proxyProtocol ?? false,
   };
 }
 

@@ -24,10 +24,20 @@ export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
  */
 export const PKCS12_PROFILES = ['Modern2023', 'LegacyDES'] as const;
 export type Pkcs12Profile = (typeof PKCS12_PROFILES)[number];
+/** Listener and upstream protocols: defined with the sidecar's flags, which carry them. */
+export {
+  LISTENER_PROTOCOLS,
+  type ListenerProtocol,
+  UPSTREAM_PROTOCOLS,
+  type UpstreamProtocol,
+} from '../../sidecar/flags.ts';
+import type { ListenerProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
 
 export interface Listener {
   mode: Mode;
   port: number;
+  /** Absent: http. */
+  protocol?: ListenerProtocol;
 }
 
 export interface CertificatesSpec {
@@ -70,6 +80,10 @@ export interface MtlsEndpointSpec {
   /** Absent: no pod is injected (the endpoint still keeps its credentials). */
   podSelector?: V1LabelSelector;
   upstreamPort: number;
+  /** Absent: http1. */
+  upstreamProtocol?: UpstreamProtocol;
+  /** tcp listeners: send a PROXY v2 header upstream. Absent: false. */
+  proxyProtocol?: boolean;
   listeners?: Listener[];
   dnsNames?: string[];
   certificates?: CertificatesSpec;
@@ -163,6 +177,13 @@ export const INJECTION_ENABLED = 'enabled';
 /** On a pod, value `"false"`: opt out of injection. */
 export const INJECT_ANNOTATION = 'mtls.operator.dev/inject';
 // The sidecar's container, volume and port names (the rest of contract 3) are in ./injection.ts.
+/**
+ * On an MtlsEndpoint: renewals asked for through the API (`kubectl mtls renew`), as comma-separated
+ * `TARGET=TIME` entries, TARGET `server`, `client/NAME` or `all`, TIME RFC 3339. The controller re-issues each
+ * certificate a target names whose issue time is before that TIME, once TIME has come (operator/controller/
+ * renew-request.ts). One entry per target, so requests for different certificates never overwrite each other.
+ */
+export const RENEW_REQUESTED_ANNOTATION = 'mtls.operator.dev/renew-requested';
 /** Port of each managed Service (`<endpoint>-<mode>`), forwarding to that listener. */
 export const SERVICE_PORT = 443;
 

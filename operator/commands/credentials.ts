@@ -1,20 +1,16 @@
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { loadKubeConfig } from '../kube/kubeconfig.ts';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { clientSecretName, serviceName } from '../api/types.ts';
 import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { isNotFound } from '../kube/errors.ts';
+import { kubeContext, KUBE_FLAGS, OUTPUT_FLAG } from '../cli/context.ts';
+import { outputFormat, render } from '../cli/output.ts';
 
 const FLAGS = {
-  namespace: {
-    type: 'string',
-    short: 'n',
-    value: 'NS',
-    help: 'namespace of the endpoint (default: the kubeconfig context namespace)',
-  },
+  ...KUBE_FLAGS,
   out: { type: 'string', value: 'DIR', help: 'folder to write tls.crt, tls.key and ca.crt into', default: '.' },
-  kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig (default: KUBECONFIG or ~/.kube/config)' },
+  ...OUTPUT_FLAG,
 } as const;
 
 export interface WrittenCredentials {
@@ -67,20 +63,31 @@ export function curlLine(creds: WrittenCredentials, url: string, resolveTo?: str
 export async function run(argv: string[]): Promise<number> {
   const { flags, positionals, help } = parseFlags(FLAGS, argv);
   if (help) {
-    process.stdout.write(helpText('credentials', 'ENDPOINT CLIENT [-n NS] [--out DIR]', FLAGS));
+    process.stdout.write(helpText('credentials', 'ENDPOINT CLIENT [-n NS] [--out DIR] [-o table|json|yaml]', FLAGS));
     return 0;
   }
+  const format = outputFormat(flags.output);
   const [endpoint, client] = positionals;
   if (!endpoint || !client || positionals.length > 2) throw new UsageError('expected two arguments: ENDPOINT CLIENT');
-  const kc = loadKubeConfig(flags.kubeconfig);
-  const namespace = flags.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
+  const { kc, namespace } = kubeContext(flags);
   const creds = await writeCredentials(kc, namespace, endpoint, client, flags.out);
-  const url = `https://${serviceName(endpoint, 'strict')}.${namespace}.svc/`;
+  const service = serviceName(endpoint, 'strict');
+  const url = `https://${service}.${namespace}.svc/`;
+  const report = {
+    ...creds,
+    curl: curlLine(creds, url),
+    portForward: `kubectl -n ${namespace} port-forward svc/${service} 8443:443`,
+    curlThroughPortForward: curlLine(creds, url.replace('.svc/', '.svc:8443/'), '127.0.0.1'),
+  };
   process.stdout.write(
-    `Wrote ${creds.cert}, ${creds.key} (0600) and ${creds.ca}.\n` +
-      `From inside the cluster:\n  ${curlLine(creds, url)}\n` +
-      `From your machine, through a port-forward:\n  kubectl -n ${namespace} port-forward svc/${serviceName(endpoint, 'strict')} 8443:443 &\n` +
-      `  ${curlLine(creds, url.replace('.svc/', '.svc:8443/'), '127.0.0.1')}\n`,
+    render(
+      format,
+      report,
+      (r) =>
+        `Wrote ${r.cert}, ${r.key} (0600) and ${r.ca}.\n` +
+        `From inside the cluster:\n  ${r.curl}\n` +
+        `From your machine, through a port-forward:\n  ${r.portForward} &\n  ${r.curlThroughPortForward}\n`,
+    ),
   );
   return 0;
 }

@@ -14,6 +14,7 @@ import type { CaInput, HeldCertificate } from './ca-policy.ts';
 import { readCaSecret, type CaState, trustedCas } from './ca-state.ts';
 import { ISSUANCE_HASH_ANNOTATION, PREVIOUS_SERIALS_ANNOTATION } from '../api/types.ts';
 import { type LeafFacts, parsePreviousSerials } from './leaf-policy.ts';
+import { leafIssuedAt } from './renew-request.ts';
 
 /**
  * The gather step's second half: what the Secrets in the snapshot hold, judged (key pairs matched, signatures
@@ -87,6 +88,7 @@ export async function inspectLeaf(
   if (facts.identityProblem) return facts;
   facts.onCurrentCa = await issuedBy(certPem, state.current.certPem);
   facts.renewalTime = certInfo(certPem, leaf.renewBeforeMs).renewalTime;
+  facts.issuedAt = leafIssuedAt(certPem);
   return facts;
 }
 

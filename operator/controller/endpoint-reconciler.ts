@@ -9,6 +9,7 @@ import {
   managedLabels,
   type MtlsEndpoint,
   PREVIOUS_SERIALS_ANNOTATION,
+  RENEW_REQUESTED_ANNOTATION,
   serverSecretName,
   serviceDnsNames,
 } from '../api/types.ts';
@@ -29,7 +30,13 @@ import { planCrls, CRL_VALIDITY_MS } from './crl-policy.ts';
 import { conditionList, endpointConditions, endpointStatusFields, type StatusInput } from './endpoint-status.ts';
 import { podReport } from './injected-pods.ts';
 import { KEYSTORE_PASSWORD_RETRY_MS, type KeystoreContent, keystorePassword, pkcs12Content } from './keystores.ts';
-import { issuanceHash, leafIssuanceReason, parsePreviousSerials, withReplaced } from './leaf-policy.ts';
+import {
+  issuanceHash,
+  leafIssuanceReason,
+  parsePreviousSerials,
+  renewRequestWake,
+  withReplaced,
+} from './leaf-policy.ts';
 import { desiredNetworkPolicy } from './network-policy.ts';
 import {
   type DesiredSecret,
@@ -408,7 +415,9 @@ export class EndpointReconciler {
     const target = leafTarget(snap, spec, client);
     const existing = snap.secret(target.secretName);
     const facts = await inspectLeaf(existing, { ...target, renewBeforeMs: spec.renewBeforeMs }, state, now);
-    const reason = leafIssuanceReason(facts, { wantedHash: target.hash, phase: state.phase, now });
+    const renewRequests = snap.ep.metadata?.annotations?.[RENEW_REQUESTED_ANNOTATION];
+    const context = { wantedHash: target.hash, phase: state.phase, now, identity: target.identity, renewRequests };
+    const reason = leafIssuanceReason(facts, context);
     let pair = facts.certPem && facts.keyPem ? { certPem: facts.certPem, keyPem: facts.keyPem } : undefined;
     let previousSerials = facts.previousSerials;
     if (reason) {
@@ -424,6 +433,8 @@ export class EndpointReconciler {
       const bundle = bundleProblem(secretText(existing, 'ca.crt'), state.current.certPem);
       const message = `Secret ${target.secretName}: ${bundle}; restored the trust bundle`;
       if (bundle) tally.notes.push({ type: 'Warning', reason: 'Repaired', message });
+      const renewAt = renewRequestWake(facts, context);
+      if (renewAt) tally.wakeAt.push(renewAt);
     }
     const info = certInfo(pair!.certPem, spec.renewBeforeMs);
     tally.wakeAt.push(info.renewalTime.getTime());

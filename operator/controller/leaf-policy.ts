@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import type { RolloverPhase } from './ca-state.ts';
 import type { HeldCertificate } from './ca-policy.ts';
 import type { Note } from './plan.ts';
+import { renewDecision } from './renew-request.ts';
+import type { LeafIdentity } from '../pki/certs.ts';
 
 /**
  * Whether a leaf (the server certificate or one client's) must be issued, as a chain of small checks in the
@@ -23,6 +25,8 @@ export interface LeafFacts {
   onCurrentCa: boolean;
   storedHash?: string;
   renewalTime?: Date;
+  /** When the certificate was issued (notBefore plus the backdating), for renewals asked for through the API. */
+  issuedAt?: Date;
 }
 
 export interface LeafContext {
@@ -30,6 +34,9 @@ export interface LeafContext {
   wantedHash: string;
   phase?: RolloverPhase;
   now: Date;
+  /** Which leaf this is, and the endpoint's `mtls.operator.dev/renew-requested` annotation. */
+  identity?: LeafIdentity;
+  renewRequests?: string;
 }
 
 /** Why a leaf is issued; `keepOld`: the replaced certificate is still valid and must be remembered for revocation. */
@@ -60,6 +67,20 @@ export const notSignedByEndpointCa: LeafCheck = (f) =>
 export const wrongIdentity: LeafCheck = (f) =>
   f.identityProblem ? repair(`Secret ${f.secretName}: ${f.identityProblem}`) : undefined;
 
+/** A user asked for this leaf (or all) to be re-issued after it was issued: `kubectl mtls renew`. */
+export const renewRequested: LeafCheck = (f, c) => {
+  if (!f.issuedAt || !c.identity) return undefined;
+  const decision = renewDecision(c.renewRequests, c.identity, f.issuedAt, c.now);
+  return decision.due ? reissue('RenewedOnRequest', decision.message) : undefined;
+};
+
+/** A renewal asked for at a time still to come (a client's clock ahead): when to look again. */
+export function renewRequestWake(f: LeafFacts, c: LeafContext): number | undefined {
+  if (!f.issuedAt || !c.identity) return undefined;
+  const decision = renewDecision(c.renewRequests, c.identity, f.issuedAt, c.now);
+  return decision.due ? undefined : decision.wakeAt?.getTime();
+}
+
 /** Signed by a CA that no longer signs; during Propagating the current CA still signs, so nothing moves yet. */
 export const signedByReplacedCa: LeafCheck = (f, c) =>
   !f.onCurrentCa && c.phase !== 'Propagating' ? reissue('Reissued', 'CA rollover') : undefined;
@@ -81,6 +102,7 @@ export const LEAF_CHECKS: readonly LeafCheck[] = [
   pairUnusable,
   notSignedByEndpointCa,
   wrongIdentity,
+  renewRequested,
   signedByReplacedCa,
   specChanged,
   renewalDue,

@@ -15,6 +15,7 @@ import {
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
+  RENEW_REQUESTED_ANNOTATION,
 } from '../api/types.ts';
 import { isNotFound } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -157,11 +158,12 @@ export class EndpointController {
     const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);
     this.endpoints.on('add', enqueue);
     this.endpoints.on('delete', enqueue);
-    // Status writes bump resourceVersion but not generation: skip those, as GenerationChangedPredicate does.
-    let lastGeneration = new Map<string, number | undefined>();
+    // Status writes bump resourceVersion but not generation: skip those, as GenerationChangedPredicate does,
+    // but not a renewal request, which is an annotation (metadata changes leave the generation alone).
+    let lastGeneration = new Map<string, string>();
     this.endpoints.on('update', (obj) => {
       const key = `${obj.metadata!.namespace}/${obj.metadata!.name}`;
-      const generation = obj.metadata?.generation;
+      const generation = `${obj.metadata?.generation}|${obj.metadata?.annotations?.[RENEW_REQUESTED_ANNOTATION] ?? ''}`;
       if (lastGeneration.get(key) !== generation || obj.metadata?.deletionTimestamp) this.queue.add(key);
       lastGeneration.set(key, generation);
       if (lastGeneration.size > 100_000) lastGeneration = new Map();

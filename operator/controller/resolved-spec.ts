@@ -1,6 +1,6 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { V1LabelSelector } from '@kubernetes/client-node';
-import type { MtlsEndpoint, NetworkPolicyMode } from '../api/types.ts';
+import type { Listener, MtlsEndpoint, NetworkPolicyMode, UpstreamProtocol } from '../api/types.ts';
 import {
   applyDefaults,
   DEFAULT_PASSWORD_SECRET_KEY,
@@ -15,8 +15,10 @@ import type { Pkcs12Request } from './keystores.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
 export interface ResolvedSpec {
-  listeners: { mode: 'standard' | 'flexible' | 'strict'; port: number }[];
+  listeners: Listener[];
   upstreamPort: number;
+  upstreamProtocol: UpstreamProtocol;
+  proxyProtocol: boolean;
   dnsNames: string[];
   clients: string[];
   validityMs: number;
@@ -107,6 +109,8 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
   return {
     listeners: spec.listeners,
     upstreamPort: spec.upstreamPort,
+    upstreamProtocol: spec.upstreamProtocol,
+    proxyProtocol: spec.proxyProtocol,
     dnsNames: spec.dnsNames ?? [],
     clients: (spec.clients ?? []).map((client) => client.name),
     validityMs,

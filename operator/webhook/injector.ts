@@ -68,8 +68,10 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
   const spec = applyDefaults(ep.spec);
   const adminPort = adminPortOf(settings);
   const args = renderSidecarArgs({
-    listen: spec.listeners.map((l) => ({ mode: l.mode, port: l.port })),
+    listen: spec.listeners.map((l) => ({ mode: l.mode, port: l.port, protocol: l.protocol })),
     upstream: `127.0.0.1:${spec.upstreamPort}`,
+    upstreamProtocol: spec.upstreamProtocol,
+    proxyProtocol: spec.proxyProtocol,
     tlsDir: SIDECAR_TLS_DIR,
     admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],

@@ -5,7 +5,7 @@ import { ADMIN_PORT_NAME, INJECTED_ANNOTATION } from '../../operator/api/injecti
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
 import { decideInjection, sidecarContainer } from '../../operator/webhook/injector.ts';
-import { parseSidecarArgs } from '../../sidecar/flags.ts';
+import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
@@ -143,7 +143,7 @@ describe('monitoring the injected sidecars', () => {
     beforeAll(async () => {
       pki = await makePki();
       upstream = await startMockUpstream();
-      const { config } = parseSidecarArgs([
+      const config = parseSidecarConfig([
         '--listen',
         'strict=0',
         '--upstream',
@@ -153,7 +153,7 @@ describe('monitoring the injected sidecars', () => {
         '--admin',
         '127.0.0.1:0',
       ]);
-      sidecar = await startSidecar(config!);
+      sidecar = await startSidecar(config);
     });
     afterAll(async () => {
       await sidecar?.stop(1_000);

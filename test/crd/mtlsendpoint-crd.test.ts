@@ -32,6 +32,8 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       listeners: [{ mode: 'strict', port: 8443 }],
       certificates: { validity: '8760h', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
       networkPolicy: 'Enforce',
+      upstreamProtocol: 'http1',
+      proxyProtocol: false,
     });
   });
 
@@ -68,7 +70,32 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       clients: [{ name: 'billing' }],
       allowedClients: ['billing'],
       networkPolicy: 'Enforce',
+      upstreamProtocol: 'http1',
+      proxyProtocol: false,
     });
+  });
+
+  it('takes the protocol fields and refuses unknown values naming the field', async () => {
+    await apply(
+      manifest(
+        'protocols',
+        '{upstreamPort: 8080, upstreamProtocol: h2c, proxyProtocol: true, listeners: [{mode: strict, port: 5432, protocol: tcp}]}',
+      ),
+    );
+    const ep = await get('protocols');
+    expect(ep.spec).toMatchObject({
+      upstreamProtocol: 'h2c',
+      proxyProtocol: true,
+      listeners: [{ mode: 'strict', port: 5432, protocol: 'tcp' }],
+    });
+    await expect(
+      apply(manifest('bad-upstream-protocol', '{upstreamPort: 8080, upstreamProtocol: h3}')),
+    ).rejects.toThrow(/spec\.upstreamProtocol/);
+    await expect(
+      apply(
+        manifest('bad-listener-protocol', '{upstreamPort: 8080, listeners: [{mode: strict, port: 1, protocol: udp}]}'),
+      ),
+    ).rejects.toThrow(/spec\.listeners\[0\]\.protocol/);
   });
 
   it('accepts every key algorithm, fractional and compound durations and a 54-character name', async () => {

@@ -6,6 +6,7 @@ import {
   DEFAULT_NETWORK_POLICY,
   DEFAULT_PASSWORD_SECRET_KEY,
   DEFAULT_PKCS12_PROFILE,
+  DEFAULT_UPSTREAM_PROTOCOL,
   DEFAULT_VALIDITY,
   MIN_VALIDITY,
   RENEW_BEFORE_FLOOR,
@@ -22,11 +23,13 @@ import {
   MAX_DNS_NAMES,
   MAX_ENDPOINT_NAME_LENGTH,
   MAX_LISTENERS,
+  LISTENER_PROTOCOLS,
   MODES,
   NETWORK_POLICY_MODES,
   PLURAL,
   SHORT_NAMES,
   SINGULAR,
+  UPSTREAM_PROTOCOLS,
   VERSION,
 } from '../../operator/api/types.ts';
 import { KEY_ALGORITHMS, PKCS12_PROFILES } from '../../operator/api/types.ts';
@@ -68,6 +71,11 @@ describe('the CRD file agrees with operator/api', () => {
     expect(pkcs12.profile.default).toBe(DEFAULT_PKCS12_PROFILE);
     expect(pkcs12.passwordSecretRef.properties.key.default).toBe(DEFAULT_PASSWORD_SECRET_KEY);
     expect(spec.networkPolicy.enum).toEqual([...NETWORK_POLICY_MODES]);
+    expect(spec.upstreamProtocol.default).toBe(DEFAULT_UPSTREAM_PROTOCOL);
+    expect(spec.upstreamProtocol.enum).toEqual([...UPSTREAM_PROTOCOLS]);
+    expect(spec.proxyProtocol.default).toBe(false);
+    expect(spec.listeners.items.properties.protocol.enum).toEqual([...LISTENER_PROTOCOLS]);
+    expect(spec.listeners.items.properties.protocol.default).toBeUndefined(); // absent: http
   });
 
   it('defaults a spec in code exactly as the API server does', () => {
@@ -78,6 +86,8 @@ describe('the CRD file agrees with operator/api', () => {
       clients: [],
       certificates: { validity: '8760h', renewBefore: '', caValidity: '43800h', keyAlgorithm: 'ECDSA-P256' },
       networkPolicy: 'Enforce',
+      upstreamProtocol: 'http1',
+      proxyProtocol: false,
     });
     const set = {
       upstreamPort: 1,

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { promisify } from 'node:util';
 import { connect } from 'node:tls';
 import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
 import { importImages, tagImage } from '../../local/controlplane/images/local-images.ts';
@@ -162,6 +164,28 @@ describe('the product installed with Helm on a real node', () => {
     const secretSerial = new X509Certificate((await secretData('payments-server'))['tls.crt']!).serialNumber;
     expect(await servedSerial(ips.strict!, sni('strict'))).toBe(secretSerial);
     reportNodeFigures(`mock Deployment created to pod Ready (with sidecar) ${readyMs} ms`);
+  });
+
+  it('kubectl mtls check passes on the installed release, and status sees the injected pod', async () => {
+    // The CLI as a user runs it, with the kubeconfig from KUBECONFIG: here `check` finds the operator's namespace
+    // through the chart's webhook Service and counts that Service's ready endpoints (the in-process
+    // integration tests can only exercise a webhook called by URL).
+    const cli = async (args: string[]) => {
+      const { stdout } = await promisify(execFile)(process.execPath, [`${REPO_ROOT}/operator/cli.ts`, ...args], {
+        env: { ...process.env, KUBECONFIG: nodeState().kubeconfig },
+      });
+      return JSON.parse(stdout) as Json;
+    };
+    const check = await cli(['check', '-A', '--within', '1', '-o', 'json']);
+    expect(check.problems).toBe(0);
+    const messages = (check.checks as Json[]).map((c) => c.message as string);
+    expect(messages).toContainEqual(
+      expect.stringMatching(/^mtls-operator-.* leads \(Lease mtls-system\/mtls-operator-leader /),
+    );
+    expect(messages).toContain('Service mtls-system/mtls-operator-webhook has 2 ready endpoint(s)');
+    const status = await cli(['status', 'payments', '-n', NS, '-o', 'json']);
+    expect(status.pods.injected).toHaveLength(1);
+    expect(status.pods.notInjected).toEqual([]);
   });
 
   /** How the sidecar refused: its status and the reason its answer names, or how the connection ended. */

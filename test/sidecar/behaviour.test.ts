@@ -5,7 +5,7 @@ import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { issueCRL } from '../../operator/pki/crl-issuer.ts';
 import { issueServer } from '../../operator/pki/issue.ts';
-import { parseSidecarArgs } from '../../sidecar/flags.ts';
+import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { freePort } from '../../local/controlplane/local-control-plane.ts';
@@ -15,7 +15,7 @@ import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../suppo
 const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
 
 async function start(args: string[]): Promise<RunningSidecar> {
-  return startSidecar(parseSidecarArgs(args).config!);
+  return startSidecar(parseSidecarConfig(args));
 }
 
 describe('sidecar: behaviour', () => {

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { parseSidecarArgs } from '../../sidecar/flags.ts';
+import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { pemFiles } from '../support/openssl.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
@@ -46,7 +46,7 @@ describe('sidecar: the mode table with real TLS clients', () => {
     pki = await makePki();
     upstream = await startMockUpstream();
     const dir = await tlsDir(pki);
-    const { config } = parseSidecarArgs([
+    const config = parseSidecarConfig([
       '--listen',
       'standard=0',
       '--listen',
@@ -63,7 +63,7 @@ describe('sidecar: the mode table with real TLS clients', () => {
       '1000',
     ]);
     // Port 0 three times is allowed for tests; the parser only refuses a real port used twice.
-    sidecar = await startSidecar(config!);
+    sidecar = await startSidecar(config);
   });
   afterAll(async () => {
     await sidecar?.stop(1_000);

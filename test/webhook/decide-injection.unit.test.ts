@@ -3,7 +3,7 @@ import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
 import { resolveSpec, SpecError } from '../../operator/controller/resolved-spec.ts';
 import { decideInjection, type InjectionDecision, type JsonPatchOp } from '../../operator/webhook/injector.ts';
-import { parseSidecarArgs, SIDECAR_DEFAULTS } from '../../sidecar/flags.ts';
+import { parseSidecarConfig, SIDECAR_DEFAULTS } from '../../sidecar/flags.ts';
 
 // The injector's decision is a pure function of the pod, the endpoints and the settings: tested without a server.
 
@@ -54,13 +54,13 @@ describe('admin port', () => {
 
   it('a configured admin port reaches the args, the named port the probes use, and the sidecar that parses them', () => {
     const sidecar = sidecarOf(injected(decideInjection(pod(), [endpoint()], { ...settings, adminPort: 17001 })));
-    const { config } = parseSidecarArgs(sidecar.args.slice(1));
-    expect(config!.admin).toBe('0.0.0.0:17001');
+    const config = parseSidecarConfig(sidecar.args.slice(1));
+    expect(config.admin).toBe('0.0.0.0:17001');
     expect(sidecar.ports).toContainEqual(expect.objectContaining({ name: 'mtls-admin', containerPort: 17001 }));
     expect(sidecar.readinessProbe.httpGet.port).toBe('mtls-admin');
     // By default, the default.
     const plain = sidecarOf(injected(decideInjection(pod(), [endpoint()], settings)));
-    expect(parseSidecarArgs(plain.args.slice(1)).config!.admin).toBe(`0.0.0.0:${SIDECAR_ADMIN_PORT}`);
+    expect(parseSidecarConfig(plain.args.slice(1)).admin).toBe(`0.0.0.0:${SIDECAR_ADMIN_PORT}`);
   });
 
   it('refuses a pod whose container already uses the configured admin port, saying how to fix it', () => {
@@ -121,5 +121,33 @@ describe('prometheus.io annotations', () => {
       'mtls.operator.dev/injected-by': 'payments',
       'kubectl.kubernetes.io/default-container': 'mock',
     });
+  });
+});
+
+describe('protocols', () => {
+  it('renders upstreamProtocol, tcp listeners and proxyProtocol into args the sidecar parses back', () => {
+    const ep = endpoint({
+      upstreamProtocol: 'h2c',
+      proxyProtocol: true,
+      listeners: [
+        { mode: 'strict', port: 8443 },
+        { mode: 'flexible', port: 5432, protocol: 'tcp' },
+      ],
+    });
+    const config = parseSidecarConfig(sidecarOf(injected(decideInjection(pod(), [ep], settings))).args.slice(1));
+    expect(config.upstreamProtocol).toBe('h2c');
+    expect(config.proxyProtocol).toBe(true);
+    expect(config.listen).toEqual([
+      { mode: 'strict', port: 8443 },
+      { mode: 'flexible', port: 5432, protocol: 'tcp' },
+    ]);
+    expect(resolveSpec(ep)).toMatchObject({ upstreamProtocol: 'h2c', proxyProtocol: true });
+  });
+
+  it('by default: HTTP/2 clients go upstream as HTTP/1.1 and no flag is rendered for it', () => {
+    const args = sidecarOf(injected(decideInjection(pod(), [endpoint()], settings))).args;
+    expect(args).not.toContain('--upstream-protocol');
+    expect(args).not.toContain('--proxy-protocol');
+    expect(parseSidecarConfig(args.slice(1)).upstreamProtocol).toBe('http1');
   });
 });
