@@ -177,13 +177,20 @@ export class EndpointReconciler {
     }
   }
 
+  /** Reads everything a pass decides from, once: a write later in the pass is judged against these copies. */
   private gather(ep: MtlsEndpoint, namespace: string, name: string): Snapshot {
     const { view } = this.deps;
+    const names = [
+      caSecretName(name),
+      serverSecretName(name),
+      ...(ep.spec.clients ?? []).map((client) => clientSecretName(name, client.name)),
+    ];
+    const secrets = new Map(names.map((secretName) => [secretName, view.secret(namespace, secretName)]));
     return {
       ep,
       namespace,
       name,
-      secret: (secretName) => view.secret(namespace, secretName),
+      secret: (secretName) => secrets.get(secretName),
       ownedSecrets: view.secretsOf(namespace, name),
       services: view.servicesOf(namespace, name),
       networkPolicies: view.networkPoliciesOf(namespace, name),
