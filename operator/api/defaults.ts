@@ -1,4 +1,12 @@
-import type { KeyAlgorithm, Listener, MtlsEndpointSpec, NetworkPolicyMode, UpstreamProtocol } from './types.ts';
+import type {
+  ClientSpec,
+  KeyAlgorithm,
+  Listener,
+  MtlsEndpointSpec,
+  NetworkPolicyMode,
+  Pkcs12Profile,
+  UpstreamProtocol,
+} from './types.ts';
 
 /**
  * Every default of the MtlsEndpoint API, once. The CRD's `default:` values are checked against these by
@@ -29,13 +37,17 @@ export const DEFAULT_NETWORK_POLICY: NetworkPolicyMode = 'Enforce';
 export const DEFAULT_UPSTREAM_PROTOCOL: UpstreamProtocol = 'http1';
 /** Trust domain of the clients' SPIFFE IDs. */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+/** PKCS#12 keystores: modern algorithms unless a client asks for the legacy profile (operator/pki/pkcs12.ts). */
+export const DEFAULT_PKCS12_PROFILE: Pkcs12Profile = 'Modern2023';
+/** The key of a keystore password Secret when passwordSecretRef names none. */
+export const DEFAULT_PASSWORD_SECRET_KEY = 'password';
 /** The shortest leaf validity the CRD admits (anything shorter would have the controller issue non-stop). */
 export const MIN_VALIDITY = '10s';
 
 export type DefaultedSpec = MtlsEndpointSpec & {
   listeners: Listener[];
   dnsNames: string[];
-  clients: { name: string }[];
+  clients: ClientSpec[];
   certificates: { validity: string; renewBefore: string; caValidity: string; keyAlgorithm: KeyAlgorithm };
   networkPolicy: NetworkPolicyMode;
   upstreamProtocol: UpstreamProtocol;
@@ -50,7 +62,7 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
       ? spec.listeners.map((l) => ({ ...l }))
       : DEFAULT_LISTENERS.map((l) => ({ ...l })),
     dnsNames: [...(spec.dnsNames ?? [])],
-    clients: (spec.clients ?? []).map((c) => ({ ...c })),
+    clients: (spec.clients ?? []).map(defaultClient),
     certificates: {
       validity: spec.certificates?.validity || DEFAULT_VALIDITY,
       renewBefore: spec.certificates?.renewBefore ?? DEFAULT_RENEW_BEFORE,
@@ -60,6 +72,25 @@ export function applyDefaults(spec: MtlsEndpointSpec): DefaultedSpec {
     networkPolicy: spec.networkPolicy ?? DEFAULT_NETWORK_POLICY,
     upstreamProtocol: spec.upstreamProtocol ?? DEFAULT_UPSTREAM_PROTOCOL,
     proxyProtocol: spec.proxyProtocol ?? false,
+  };
+}
+
+function defaultClient(client: ClientSpec): ClientSpec {
+  const pkcs12 = client.keystores?.pkcs12;
+  if (!pkcs12) return { ...client };
+  return {
+    ...client,
+    keystores: {
+      ...client.keystores,
+      pkcs12: {
+        ...pkcs12,
+        passwordSecretRef: {
+          ...pkcs12.passwordSecretRef,
+          key: pkcs12.passwordSecretRef.key ?? DEFAULT_PASSWORD_SECRET_KEY,
+        },
+        profile: pkcs12.profile ?? DEFAULT_PKCS12_PROFILE,
+      },
+    },
   };
 }
 

@@ -18,6 +18,12 @@ export type Mode = (typeof MODES)[number];
 export const KEY_ALGORITHMS = ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
 export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
 
+/**
+ * PKCS#12 keystore profiles (cert-manager's names): Modern2023 (PBES2, AES-256-CBC, PBKDF2-HMAC-SHA-256, SHA-256
+ * MAC) and LegacyDES (3DES, SHA-1 MAC) for Java before 8u301/11.0.12. operator/pki/pkcs12.ts builds them.
+ */
+export const PKCS12_PROFILES = ['Modern2023', 'LegacyDES'] as const;
+export type Pkcs12Profile = (typeof PKCS12_PROFILES)[number];
 /** Listener and upstream protocols: defined with the sidecar's flags, which carry them. */
 export {
   LISTENER_PROTOCOLS,
@@ -46,6 +52,28 @@ export interface CertificatesSpec {
 
 export interface ClientSpec {
   name: string;
+  /** Keystores written into the client's Secret beside tls.crt/tls.key/ca.crt, rebuilt with them. */
+  keystores?: KeystoresSpec;
+}
+
+export interface KeystoresSpec {
+  pkcs12?: Pkcs12KeystoreSpec;
+}
+
+/** keystore.p12 and truststore.p12 (cert-manager's spec.keystores.pkcs12, same field names). */
+export interface Pkcs12KeystoreSpec {
+  /** false: no PKCS#12 files (and any written before are removed). */
+  create: boolean;
+  /** A Secret in the endpoint's namespace holding the password that protects both files. */
+  passwordSecretRef: SecretKeySelector;
+  /** Absent: Modern2023. */
+  profile?: Pkcs12Profile;
+}
+
+export interface SecretKeySelector {
+  name: string;
+  /** Absent: `password`. */
+  key?: string;
 }
 
 export interface MtlsEndpointSpec {
@@ -172,6 +200,9 @@ export const SECRET_KEYS = {
   tlsCert: 'tls.crt',
   tlsKey: 'tls.key',
   crl: 'ca.crl',
+  /** Client Secrets with spec.clients[].keystores.pkcs12.create: the key and certificate chain, and the CAs. */
+  keystoreP12: 'keystore.p12',
+  truststoreP12: 'truststore.p12',
 } as const;
 
 type EndpointRef = string | { metadata?: { name?: string } };

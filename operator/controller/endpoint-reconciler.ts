@@ -29,6 +29,7 @@ import { type Condition, setCondition } from './conditions.ts';
 import { planCrls, CRL_VALIDITY_MS } from './crl-policy.ts';
 import { conditionList, endpointConditions, endpointStatusFields, type StatusInput } from './endpoint-status.ts';
 import { podReport } from './injected-pods.ts';
+import { KEYSTORE_PASSWORD_RETRY_MS, type KeystoreContent, keystorePassword, pkcs12Content } from './keystores.ts';
 import {
   issuanceHash,
   leafIssuanceReason,
@@ -85,6 +86,11 @@ export interface ReconcilerDeps {
   resyncMs: number;
   /** The injected sidecar's admin port: no listener or upstream may use it (resolveSpec's default otherwise). */
   sidecarAdminPort?: number;
+  /**
+   * Reads a Secret the operator does not own (a keystore password) from the API server; undefined on 404. The
+   * controller's informer holds only its own Secrets; without this the view is asked (a fake cluster's is whole).
+   */
+  readSecret?: (namespace: string, name: string) => Promise<V1Secret | undefined>;
 }
 
 /** One endpoint's objects as the informers hold them, read once at the start of a pass. */
@@ -225,9 +231,10 @@ export class EndpointReconciler {
       leaves.push(await this.leaf(snap, spec, state, client, now, tally));
     state = this.retireOldCa(state, leaves, now, tally);
     const crl = await this.crl(snap, state, now, tally);
+    const keystores = await this.keystores(snap, spec, leaves, trustBundle(state), now, tally);
     const others = this.otherWrites(snap, spec);
     return {
-      ...this.desiredSecrets(snap, state, leaves, crl),
+      ...this.desiredSecrets(snap, state, leaves, crl, keystores.content),
       deletions: removal.deletions,
       otherWrites: others.writes,
       ...tally,
@@ -238,7 +245,7 @@ export class EndpointReconciler {
         clients: leaves.slice(1).map((leaf) => ({ ...leaf.info, name: leaf.client!, secretName: leaf.secretName })),
         wantedClients: spec.clients.length,
         rollover: rolloverStatus(state),
-        degraded: others.degraded,
+        degraded: [...others.degraded, ...keystores.degraded],
         renewBeforeTooShort: renewBeforeTooShort(snap.ep, spec),
         revokedSerials: state.revoked.filter((entry) => new Date(entry.notAfter) > now).map((entry) => entry.serial),
         injectedPods: others.injectedPods,
@@ -291,7 +298,13 @@ export class EndpointReconciler {
   }
 
   /** The CA Secret and the leaf Secrets as they must be after this pass: one trust bundle, one CRL bundle. */
-  private desiredSecrets(snap: Snapshot, state: CaState, leaves: readonly Leaf[], crl: string) {
+  private desiredSecrets(
+    snap: Snapshot,
+    state: CaState,
+    leaves: readonly Leaf[],
+    crl: string,
+    keystores: ReadonlyMap<string, KeystoreContent>,
+  ) {
     const owner = endpointOwnerReference(snap.ep);
     const base = { namespace: snap.namespace, owner };
     const labels = (extra: Record<string, string>) => ({ ...managedLabels(snap.name), ...extra });
@@ -309,16 +322,61 @@ export class EndpointReconciler {
       ...base,
       name: leaf.secretName,
       type: 'kubernetes.io/tls',
-      data: encodeSecretData({
-        'tls.crt': leaf.pair.certPem,
-        'tls.key': leaf.pair.keyPem,
-        'ca.crt': bundle,
-        ...(leaf.client === undefined ? { 'ca.crl': crl } : {}),
-      }),
+      data: {
+        ...encodeSecretData({
+          'tls.crt': leaf.pair.certPem,
+          'tls.key': leaf.pair.keyPem,
+          'ca.crt': bundle,
+          ...(leaf.client === undefined ? { 'ca.crl': crl } : {}),
+        }),
+        ...keystores.get(leaf.secretName)?.data,
+      },
       labels: labels(leaf.labels),
-      annotations: leaf.annotations,
+      annotations: { ...leaf.annotations, ...keystores.get(leaf.secretName)?.annotations },
     }));
     return { caSecret, leafSecrets };
+  }
+
+  /**
+   * keystore.p12 and truststore.p12 of the clients that asked for them, by Secret name (./keystores.ts
+   * decides; the password Secret, which the informers do not watch, is read here), and what keeps them from
+   * being written.
+   */
+  private async keystores(
+    snap: Snapshot,
+    spec: ResolvedSpec,
+    leaves: readonly Leaf[],
+    bundle: string,
+    now: Date,
+    tally: Tally,
+  ) {
+    const content = new Map<string, KeystoreContent>();
+    const degraded: { reason: string; message: string }[] = [];
+    for (const leaf of leaves) {
+      const request = leaf.client === undefined ? undefined : spec.pkcs12[leaf.client];
+      if (!request) continue;
+      const secret = this.deps.readSecret
+        ? await this.deps.readSecret(snap.namespace, request.passwordSecret)
+        : this.deps.view.secret(snap.namespace, request.passwordSecret);
+      const password = keystorePassword(secret, request, { namespace: snap.namespace, client: leaf.client! });
+      if ('problem' in password) {
+        degraded.push({ reason: 'KeystorePasswordMissing', message: password.problem });
+        tally.wakeAt.push(now.getTime() + KEYSTORE_PASSWORD_RETRY_MS);
+      }
+      const existing = snap.secret(leaf.secretName);
+      const { certPem, keyPem } = leaf.pair;
+      const stores = await pkcs12Content({
+        request,
+        password,
+        existing,
+        alias: leaf.client!,
+        certPem,
+        keyPem,
+        caPem: bundle,
+      });
+      content.set(leaf.secretName, stores);
+    }
+    return { content, degraded };
   }
 
   /** Generates the CA the plan asks for (the first, a repair, or the next one of a rollover). */

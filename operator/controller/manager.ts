@@ -17,6 +17,7 @@ import {
   type MtlsEndpoint,
   RENEW_REQUESTED_ANNOTATION,
 } from '../api/types.ts';
+import { isNotFound } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { selectorMatches } from '../kube/selectors.ts';
@@ -147,6 +148,11 @@ export class EndpointController {
       caPropagationDelayMs: options.caPropagationDelayMs ?? 5 * 60_000,
       resyncMs: options.resyncMs ?? 10 * 60_000,
       sidecarAdminPort: options.sidecarAdminPort,
+      readSecret: (namespace, name) =>
+        core.readNamespacedSecret({ namespace, name }).catch((err: unknown) => {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        }),
     });
 
     const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);

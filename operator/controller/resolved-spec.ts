@@ -1,9 +1,17 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { V1LabelSelector } from '@kubernetes/client-node';
 import type { Listener, MtlsEndpoint, NetworkPolicyMode, UpstreamProtocol } from '../api/types.ts';
-import { applyDefaults, DEFAULT_TRUST_DOMAIN, RENEW_BEFORE_FLOOR, renewBeforeMs } from '../api/defaults.ts';
+import {
+  applyDefaults,
+  DEFAULT_PASSWORD_SECRET_KEY,
+  DEFAULT_PKCS12_PROFILE,
+  DEFAULT_TRUST_DOMAIN,
+  RENEW_BEFORE_FLOOR,
+  renewBeforeMs,
+} from '../api/defaults.ts';
 import { formatDuration, parseDuration } from '../api/duration.ts';
 import type { KeyAlgorithm } from '../api/types.ts';
+import type { Pkcs12Request } from './keystores.ts';
 
 /** A spec with every default applied and every duration in milliseconds: what reconcile works from. */
 export interface ResolvedSpec {
@@ -25,6 +33,8 @@ export interface ResolvedSpec {
   networkPolicy: NetworkPolicyMode;
   /** The injected sidecar's admin port, which the NetworkPolicy admits (health probes, metrics). */
   sidecarAdminPort: number;
+  /** The PKCS#12 keystores each client asked for (create: true), by client name. */
+  pkcs12: Record<string, Pkcs12Request>;
 }
 
 /** A spec the API server accepted but the controller cannot act on; the message says what to change. */
@@ -112,6 +122,22 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
     networkPolicy: spec.networkPolicy,
     sidecarAdminPort: adminPort,
+    pkcs12: Object.fromEntries(
+      spec.clients.flatMap(({ name, keystores }) =>
+        keystores?.pkcs12?.create
+          ? [
+              [
+                name,
+                {
+                  passwordSecret: keystores.pkcs12.passwordSecretRef.name,
+                  passwordKey: keystores.pkcs12.passwordSecretRef.key ?? DEFAULT_PASSWORD_SECRET_KEY,
+                  profile: keystores.pkcs12.profile ?? DEFAULT_PKCS12_PROFILE,
+                },
+              ],
+            ]
+          : [],
+      ),
+    ),
   };
 }
 

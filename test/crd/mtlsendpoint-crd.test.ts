@@ -287,6 +287,21 @@ describe('MtlsEndpoint CRD on the real API server', () => {
       /spec\.podSelector\.matchLabels\.app: Invalid value: "not ok": .*should match/,
     ],
     ['an unknown field', '{upstreamPort: 8080, tls: {minVersion: "1.3"}}', /unknown field "spec\.tls"/],
+    [
+      'a keystore profile cert-manager has but the operator does not write',
+      '{upstreamPort: 8080, clients: [{name: a, keystores: {pkcs12: {create: true, passwordSecretRef: {name: pw}, profile: LegacyRC2}}}]}',
+      /spec\.clients\[0\]\.keystores\.pkcs12\.profile: Unsupported value: "LegacyRC2": supported values: "Modern2023", "LegacyDES"/,
+    ],
+    [
+      'a keystore without a password Secret',
+      '{upstreamPort: 8080, clients: [{name: a, keystores: {pkcs12: {create: true}}}]}',
+      /spec\.clients\[0\]\.keystores\.pkcs12\.passwordSecretRef: Required value/,
+    ],
+    [
+      'a password Secret name that is no Secret name',
+      '{upstreamPort: 8080, clients: [{name: a, keystores: {pkcs12: {create: true, passwordSecretRef: {name: My_Secret}}}}]}',
+      /spec\.clients\[0\]\.keystores\.pkcs12\.passwordSecretRef\.name: Invalid value: "My_Secret": .*should match/,
+    ],
   ];
 
   it.each(rejected)('refuses %s', async (_what, spec, message) => {
@@ -294,6 +309,23 @@ describe('MtlsEndpoint CRD on the real API server', () => {
     await expect(apply(manifest(name, spec))).rejects.toThrow(message);
     // ...and nothing was stored.
     await expect(get(name)).rejects.toThrow();
+  });
+
+  it('defaults a keystore request: password key and Modern2023 profile', async () => {
+    await apply(
+      manifest(
+        'keystores',
+        '{upstreamPort: 8080, clients: [{name: billing, keystores: {pkcs12: {create: true, passwordSecretRef: {name: billing-pw}}}}]}',
+      ),
+    );
+    expect((await get('keystores')).spec.clients).toEqual([
+      {
+        name: 'billing',
+        keystores: {
+          pkcs12: { create: true, passwordSecretRef: { name: 'billing-pw', key: 'password' }, profile: 'Modern2023' },
+        },
+      },
+    ]);
   });
 
   it('refuses names that cannot name the managed Services', async () => {

@@ -4,6 +4,8 @@ import {
   DEFAULT_KEY_ALGORITHM,
   DEFAULT_LISTENERS,
   DEFAULT_NETWORK_POLICY,
+  DEFAULT_PASSWORD_SECRET_KEY,
+  DEFAULT_PKCS12_PROFILE,
   DEFAULT_UPSTREAM_PROTOCOL,
   DEFAULT_VALIDITY,
   MIN_VALIDITY,
@@ -30,7 +32,7 @@ import {
   UPSTREAM_PROTOCOLS,
   VERSION,
 } from '../../operator/api/types.ts';
-import { KEY_ALGORITHMS } from '../../operator/api/types.ts';
+import { KEY_ALGORITHMS, PKCS12_PROFILES } from '../../operator/api/types.ts';
 import { loadCrd } from './support.ts';
 
 // The CRD file against the TypeScript constants: defaults, enums and limits live in both and must agree.
@@ -41,6 +43,7 @@ const version = crd.spec.versions[0];
 const root = version.schema.openAPIV3Schema;
 const spec = root.properties.spec.properties;
 const certificates = spec.certificates.properties;
+const pkcs12 = spec.clients.items.properties.keystores.properties.pkcs12.properties;
 
 describe('the CRD file agrees with operator/api', () => {
   it('names the API as the constants do', () => {
@@ -65,6 +68,8 @@ describe('the CRD file agrees with operator/api', () => {
     expect(certificates.renewBefore.default).toBeUndefined(); // empty: one third of the lifetime
     expect(spec.certificates.default).toEqual({});
     expect(spec.networkPolicy.default).toBe(DEFAULT_NETWORK_POLICY);
+    expect(pkcs12.profile.default).toBe(DEFAULT_PKCS12_PROFILE);
+    expect(pkcs12.passwordSecretRef.properties.key.default).toBe(DEFAULT_PASSWORD_SECRET_KEY);
     expect(spec.networkPolicy.enum).toEqual([...NETWORK_POLICY_MODES]);
     expect(spec.upstreamProtocol.default).toBe(DEFAULT_UPSTREAM_PROTOCOL);
     expect(spec.upstreamProtocol.enum).toEqual([...UPSTREAM_PROTOCOLS]);
@@ -93,6 +98,20 @@ describe('the CRD file agrees with operator/api', () => {
     // The defaults are copies: changing a defaulted spec never changes the constants.
     applyDefaults({ upstreamPort: 1 }).listeners[0]!.port = 1;
     expect(DEFAULT_LISTENERS[0]!.port).toBe(8443);
+    // A keystore request gets its profile and password key, as the API server's defaulting gives them.
+    const keystores = { pkcs12: { create: true, passwordSecretRef: { name: 'billing-keystore' } } };
+    expect(applyDefaults({ upstreamPort: 1, clients: [{ name: 'billing', keystores }] }).clients).toEqual([
+      {
+        name: 'billing',
+        keystores: {
+          pkcs12: {
+            create: true,
+            passwordSecretRef: { name: 'billing-keystore', key: 'password' },
+            profile: 'Modern2023',
+          },
+        },
+      },
+    ]);
   });
 
   it('renews one third of the lifetime before expiry unless renewBefore says otherwise', () => {
@@ -112,6 +131,7 @@ describe('the CRD file agrees with operator/api', () => {
   it('has the enums and limits of the constants', () => {
     expect(spec.listeners.items.properties.mode.enum).toEqual([...MODES]);
     expect(certificates.keyAlgorithm.enum).toEqual([...KEY_ALGORITHMS]);
+    expect(pkcs12.profile.enum).toEqual([...PKCS12_PROFILES]);
     expect(spec.listeners.maxItems).toBe(MAX_LISTENERS);
     expect(spec.clients.maxItems).toBe(MAX_CLIENTS);
     expect(spec.dnsNames.maxItems).toBe(MAX_DNS_NAMES);
