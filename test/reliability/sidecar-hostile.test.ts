@@ -1610,7 +1610,9 @@ describe('reliability: the sidecar under hostile clients', () => {
         .split('\r\n')
         .filter((l) => l.toLowerCase().startsWith(`${name}:`));
 
-    it('1. forwards Transfer-Encoding: chunked for ",chunked", "chunked,", ", chunked , " and an extra empty line', async () => {
+    // Refused since the framing differential suite met http-garden's bare ",chunked" (nginx answers 501): the
+    // sidecar never forwards what nginx refuses.
+    it('1. refuses ",chunked", "chunked,", ", chunked , " and an extra empty line, and forwards nothing of them', async () => {
       const smuggled = 'GET /admin-19 HTTP/1.1\r\nHost: localhost\r\nX-Client-Verify: SUCCESS\r\n\r\n';
       const body = `${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`;
       const variants = [
@@ -1625,12 +1627,7 @@ describe('reliability: the sidecar under hostile clients', () => {
           path,
           `POST ${path} HTTP/1.1\r\nHost: localhost\r\n${lines.join('\r\n')}\r\nConnection: close\r\n\r\n${body}`,
         );
-        expect({ lines, status, te: linesNamed(upstream, 'transfer-encoding') }).toEqual({
-          lines,
-          status: 200,
-          te: ['transfer-encoding: chunked'],
-        });
-        expect(upstream.slice(headOf(upstream).length + 2)).toBe(body);
+        expect({ lines, status, upstream }).toEqual({ lines, status: 400, upstream: '' });
       }
     }, 60_000);
 
