@@ -732,6 +732,49 @@ export class ChunkedBody {
   }
 }
 
+/**
+ * Where a message body ends, for requests and responses alike (RFC 9112 6.3), from the framing its head decided:
+ * none, a length, chunked, or (responses only) until the connection closes. The one place body framing is
+ * followed: `end` takes the bytes as they arrive.
+ */
+export class BodyFraming {
+  readonly kind: BodyKind;
+  /** BODY_LENGTH: bytes of the body still to come. */
+  private left: number;
+  private readonly chunks: ChunkedBody | null;
+
+  constructor(kind: BodyKind, length: number) {
+    this.kind = kind;
+    this.left = kind === BODY_LENGTH ? length : 0;
+    this.chunks = kind === BODY_CHUNKED ? new ChunkedBody() : null;
+  }
+
+  /**
+   * The offset in `buf` just past the body's end, the body continuing from `at`; -1 when all of buf[at..] is
+   * body and more is to come. Given `out`, what goes on of buf[at..end) is appended to it: a length's bytes as
+   * they are, a chunked body re-serialised (see ChunkedBody). Throws HttpError(400) on bad chunked framing.
+   */
+  end(buf: Buffer, at: number, out?: Buffer[]): number {
+    switch (this.kind) {
+      case BODY_NONE:
+        return at;
+      case BODY_LENGTH: {
+        const available = buf.length - at;
+        const end = this.left > available ? -1 : at + this.left;
+        this.left = end < 0 ? this.left - available : 0;
+        const to = end < 0 ? buf.length : end;
+        if (out && to > at) out.push(at === 0 && to === buf.length ? buf : buf.subarray(at, to));
+        return end;
+      }
+      case BODY_CHUNKED:
+        return this.chunks!.feed(buf, at, out);
+      case BODY_UNTIL_CLOSE:
+        if (out && at < buf.length) out.push(at === 0 ? buf : buf.subarray(at));
+        return -1;
+    }
+  }
+}
+
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',

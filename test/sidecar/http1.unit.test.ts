@@ -3,6 +3,7 @@ import {
   BODY_LENGTH,
   BODY_NONE,
   BODY_UNTIL_CLOSE,
+  BodyFraming,
   ChunkedBody,
   bareLineBreak,
   errorResponse,
@@ -710,5 +711,44 @@ describe('forwarding what was understood (issue 19)', () => {
     // A CR at the end of what has arrived may still be followed by its LF.
     expect(bareLineBreak(bytes('GET / HTTP/1.1\r'), 0)).toBe(false);
     expect(bareLineBreak(bytes('GET / HTTP/1.1\r\nHost: a\r\n\n'), 10)).toBe(true);
+  });
+});
+
+describe('BodyFraming: where a body ends, for requests and responses', () => {
+  /** Feeds `pieces` in order; returns each end offset and what was appended to `out`. */
+  function feed(framing: BodyFraming, pieces: string[], withOut = true) {
+    const out: Buffer[] = [];
+    const ends = pieces.map((p) => framing.end(bytes(p), 0, withOut ? out : undefined));
+    return { ends, forwarded: Buffer.concat(out).toString('latin1') };
+  }
+
+  it('a body-less message ends where it starts', () => {
+    expect(new BodyFraming(BODY_NONE, 0).end(bytes('GET / HTTP/1.1\r\n'), 3)).toBe(3);
+  });
+
+  it('a length ends after that many bytes across reads, and forwards just those bytes', () => {
+    expect(feed(new BodyFraming(BODY_LENGTH, 10), ['abc', 'defg', 'hijGET'])).toEqual({
+      ends: [-1, -1, 3],
+      forwarded: 'abcdefghij',
+    });
+    expect(feed(new BodyFraming(BODY_LENGTH, 3), ['abc'])).toEqual({ ends: [3], forwarded: 'abc' });
+    expect(new BodyFraming(BODY_LENGTH, 2).end(bytes('HEADab'), 4)).toBe(6);
+  });
+
+  it('a chunked body ends after its last chunk, re-serialised when forwarded and relayed as is otherwise', () => {
+    const body = ['0A;x=y\r\n0123', '456789\r\n0\r\nT: 1\r\n\r\nNEXT'];
+    expect(feed(new BodyFraming(BODY_CHUNKED, 0), body)).toEqual({
+      ends: [-1, 19],
+      forwarded: 'a\r\n0123456789\r\n0\r\n\r\n',
+    });
+    expect(feed(new BodyFraming(BODY_CHUNKED, 0), body, false)).toEqual({ ends: [-1, 19], forwarded: '' });
+    expect(() => new BodyFraming(BODY_CHUNKED, 0).end(bytes('zz\r\n'), 0)).toThrow(HttpError);
+  });
+
+  it('a body read until the connection closes never ends by itself', () => {
+    expect(feed(new BodyFraming(BODY_UNTIL_CLOSE, 0), ['abc', 'def'])).toEqual({
+      ends: [-1, -1],
+      forwarded: 'abcdef',
+    });
   });
 });
