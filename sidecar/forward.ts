@@ -6,7 +6,8 @@ import {
   bareLineBreak,
   BODY_NONE,
   BODY_UNTIL_CLOSE,
-  BodyFraming,
+  type BodyFraming,
+  bodyFraming,
   CRLFCRLF,
   errorResponse,
   HttpError,
@@ -158,7 +159,7 @@ class Exchange {
     this.target = head.target;
     this.upgrade = head.upgrade;
     this.keepAlive = head.keepAlive;
-    this.request = new BodyFraming(head.body, head.length);
+    this.request = bodyFraming(head.body, head.length);
     // A POST the upstream dropped the connection under may already have taken effect: never sent twice.
     this.retryHead = head.body === BODY_NONE && IDEMPOTENT.has(head.method) ? sent : null;
   }
@@ -497,7 +498,7 @@ export class ProxyConnection {
         continue;
       }
       exchange.status = head.status;
-      exchange.responseBody = new BodyFraming(head.body, head.length);
+      exchange.responseBody = bodyFraming(head.body, head.length);
       exchange.upstreamCloses = head.close;
       exchange.response = RES_BODY;
       exchange.started = true;

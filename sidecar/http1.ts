@@ -775,6 +775,13 @@ export class BodyFraming {
   }
 }
 
+/** The framing of every body-less message: it holds no state, so one object serves them all. */
+export const NO_BODY = new BodyFraming(BODY_NONE, 0);
+
+/** The framing of a message whose head says `kind` (and `length`, for BODY_LENGTH). */
+export const bodyFraming = (kind: BodyKind, length: number): BodyFraming =>
+  kind === BODY_NONE ? NO_BODY : new BodyFraming(kind, length);
+
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
