@@ -4,12 +4,10 @@ import type { Logger } from './log.ts';
 import type { Mode, ResolvedSidecarConfig } from './flags.ts';
 import {
   bareLineBreak,
-  BODY_CHUNKED,
-  BODY_LENGTH,
   BODY_NONE,
   BODY_UNTIL_CLOSE,
-  type BodyKind,
-  ChunkedBody,
+  type BodyFraming,
+  bodyFraming,
   CRLFCRLF,
   errorResponse,
   HttpError,
@@ -75,19 +73,21 @@ export class ForwardContext {
   }
 }
 
-// Request side.
+// Request side: how far the connection has read the client's current request.
 const REQ_IDLE = 0; // between requests: nothing received yet
 const REQ_HEAD = 1; // part of a request head buffered
 const REQ_BODY = 2; // forwarding the request body
 const REQ_SENT = 3; // the whole request went upstream
 const REQ_TUNNEL = 4; // after 101 Switching Protocols: raw bytes both ways
 const REQ_CLOSED = 5;
+type RequestPhase =
+  typeof REQ_IDLE | typeof REQ_HEAD | typeof REQ_BODY | typeof REQ_SENT | typeof REQ_TUNNEL | typeof REQ_CLOSED;
 
-// Response side.
-const RES_NONE = 0; // no request outstanding
+// Response side, per exchange (no exchange: no request outstanding).
 const RES_HEAD = 1; // waiting for (the rest of) the response head
 const RES_BODY = 2; // relaying the body
 const RES_DONE = 3; // complete, while the request body is still arriving
+type ResponsePhase = typeof RES_HEAD | typeof RES_BODY | typeof RES_DONE;
 
 // What the deadline means when it passes.
 const DL_NONE = 0;
@@ -96,9 +96,13 @@ const DL_HEAD = 2;
 const DL_REQUEST = 3;
 const DL_UPSTREAM = 4;
 const DL_CLOSING = 5;
+type DeadlineKind =
+  typeof DL_NONE | typeof DL_IDLE | typeof DL_HEAD | typeof DL_REQUEST | typeof DL_UPSTREAM | typeof DL_CLOSING;
 
+// Why the client's socket is paused (a bit set of these).
 const PAUSE_BACKPRESSURE = 1;
 const PAUSE_PENDING = 2;
+type PauseReason = typeof PAUSE_BACKPRESSURE | typeof PAUSE_PENDING;
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Methods a proxy may send again after the upstream dropped the connection under them (RFC 9110 9.2.2). */
@@ -113,6 +117,54 @@ const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 /** How long a connection the sidecar has ended may take to close its side before it is destroyed. */
 export const CLOSE_GRACE_MS = 5_000;
 
+/**
+ * A state the forwarding path assumed and found otherwise: a bug here, never a client's fault. Asserted at the
+ * state transitions (as undici's HTTP/1 client does); the connection is cut, the process goes on serving.
+ */
+class InvariantError extends Error {}
+
+function invariant(holds: boolean, what: string): asserts holds {
+  if (!holds) throw new InvariantError(what);
+}
+
+/**
+ * One request and its response, from the parsed request head until both have been forwarded: everything that
+ * belongs to one request lives here, so the next request starts from a new object and nothing is reset by hand.
+ */
+class Exchange {
+  readonly method: string;
+  readonly target: string;
+  /** The client asked for an upgrade (WebSocket): a 101 may answer it. */
+  readonly upgrade: boolean;
+  readonly keepAlive: boolean;
+  readonly startedAt = performance.now();
+  /** What is still to come of the request body. */
+  readonly request: BodyFraming;
+  /** The head sent upstream, kept for one retry on a fresh connection (idempotent body-less requests only). */
+  readonly retryHead: Buffer | null;
+  retried = false;
+  response: ResponsePhase = RES_HEAD;
+  /** The first part of a response head split across reads (a copy). */
+  partialHead: Buffer | null = null;
+  /** The response body's framing, once its head is read. */
+  responseBody: BodyFraming | null = null;
+  status = 0;
+  /** Bytes of the response reached the client (after that, an error can only cut the connection). */
+  started = false;
+  /** The upstream closes its connection after this response. */
+  upstreamCloses = false;
+
+  constructor(head: RequestHead, sent: Buffer) {
+    this.method = head.method;
+    this.target = head.target;
+    this.upgrade = head.upgrade;
+    this.keepAlive = head.keepAlive;
+    this.request = bodyFraming(head.body, head.length);
+    // A POST the upstream dropped the connection under may already have taken effect: never sent twice.
+    this.retryHead = head.body === BODY_NONE && IDEMPOTENT.has(head.method) ? sent : null;
+  }
+}
+
 export class ProxyConnection {
   private readonly client: TLSSocket;
   private readonly ctx: ForwardContext;
@@ -125,35 +177,22 @@ export class ProxyConnection {
   /** The upstream connection has already carried a response (a request on it may meet a stale close). */
   private upstreamReused = false;
   private upstreamError = '';
-  private upstreamClosesAfter = false;
 
-  private req = REQ_IDLE;
-  private res = RES_NONE;
+  private req: RequestPhase = REQ_IDLE;
+  /** The request in flight and its response; null between requests. */
+  private exchange: Exchange | null = null;
+  /** The last request started, for log lines written after it ended. */
+  private lastExchange: Exchange | null = null;
+  /** Client bytes held: an incomplete head, or pipelined bytes while a response is in flight. */
   private pending: Buffer | null = null;
   private paused = 0;
-  private bodyLeft = 0;
-  private reqChunked: ChunkedBody | null = null;
-  private resHead: Buffer | null = null;
-  private resBody: BodyKind = BODY_NONE;
-  private resLeft = 0;
-  private resChunked: ChunkedBody | null = null;
-  /** Bytes of the current response reached the client (after that, an error can only cut the connection). */
-  private resStarted = false;
-  private status = 0;
-  private method = '';
-  private target = '';
-  private upgrade = false;
-  private keepAlive = true;
-  private closeAfter = false;
-  private startedAt = 0;
-  /** The head sent for the current request, kept for one retry when a reused upstream closed under it. */
-  private sentHead: Buffer | null = null;
-  private retried = false;
   private anyBytes = false;
   private clientEnded = false;
+  /** Close the connection once the exchange in flight is over. */
+  private closeAfter = false;
 
   deadline = 0;
-  private deadlineKind = DL_NONE;
+  private deadlineKind: DeadlineKind = DL_NONE;
   /** Set while the client is not taking what is written to it: it must drain by then, or it is cut off. */
   writeDeadline = 0;
 
@@ -166,13 +205,19 @@ export class ProxyConnection {
     ctx.connections.add(this);
     // The first request must arrive within the headers timeout (a silent connection is not idle keep-alive).
     this.setDeadline(ctx.settings.headersTimeoutMs, DL_HEAD);
-    client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    client.on('data', (chunk: Buffer) => {
+      try {
+        this.onClientData(chunk);
+      } catch (err) {
+        this.broken(err);
+      }
+    });
     client.on('end', () => this.onClientEnd());
     client.on('error', () => undefined); // 'close' follows
     client.on('close', () => this.onClientClose());
   }
 
-  private setDeadline(ms: number, kind: number): void {
+  private setDeadline(ms: number, kind: DeadlineKind): void {
     this.deadline = Date.now() + ms;
     this.deadlineKind = kind;
   }
@@ -204,6 +249,16 @@ export class ProxyConnection {
       case DL_CLOSING:
         return this.destroy();
     }
+  }
+
+  /** A broken invariant: logged as the bug it is, and the connection cut. Other errors go on as before. */
+  private broken(err: unknown): void {
+    if (!(err instanceof InvariantError)) throw err;
+    this.ctx.settings.log.error('forwarding state broken (a bug in the sidecar); connection closed', {
+      ...this.logFields(0),
+      error: err.message,
+    });
+    this.destroy();
   }
 
   // ---- client -> upstream ---------------------------------------------------------------------------
@@ -261,37 +316,21 @@ export class ProxyConnection {
     } catch (err) {
       return this.reject(err instanceof HttpError ? err : new HttpError(400, (err as Error).message));
     }
-    this.startedAt = performance.now();
-    this.method = head.method;
-    this.target = head.target;
-    this.upgrade = head.upgrade;
-    this.keepAlive = head.keepAlive;
-    this.retried = false;
-    this.resStarted = false;
-    this.res = RES_HEAD;
-    this.resHead = null;
     const out = this.upstreamHead(buf, end, head);
+    invariant(this.exchange === null, 'a request head arrived while another request was in flight');
+    const exchange = new Exchange(head, out);
+    this.exchange = exchange;
+    this.lastExchange = exchange;
     const rest = end + 4 < buf.length ? buf.subarray(end + 4) : null;
     const upstream = this.ensureUpstream();
     if (head.body === BODY_NONE) {
-      // Kept for one retry on a fresh upstream connection, for idempotent methods only: a POST the upstream
-      // dropped the connection under may already have taken effect.
-      this.sentHead = IDEMPOTENT.has(head.method) ? out : null;
       upstream.write(out);
       this.requestSent();
       if (rest) this.onClientData(rest);
       return;
     }
-    this.sentHead = null;
     this.req = REQ_BODY;
     this.setDeadline(this.ctx.settings.requestTimeoutMs, DL_REQUEST);
-    if (head.body === BODY_CHUNKED) {
-      this.reqChunked = new ChunkedBody();
-      this.bodyLeft = 0;
-    } else {
-      this.reqChunked = null;
-      this.bodyLeft = head.length;
-    }
     if (!rest) return void upstream.write(out);
     // Head and the first body bytes in one write (one syscall).
     upstream.cork();
@@ -308,43 +347,34 @@ export class ProxyConnection {
     return upstreamHeadBytes(buf, end, head, block);
   }
 
+  /** Request body bytes: forwarded as its framing says (a chunked body re-serialised), up to its end. */
   private forwardBody(buf: Buffer): void {
+    const exchange = this.exchange;
+    invariant(exchange !== null && this.req === REQ_BODY, 'request body bytes outside a request body');
+    const out: Buffer[] = [];
     let end: number;
-    if (this.reqChunked) {
-      // A chunked body goes on re-serialised (sizes re-written, extensions and trailers left out).
-      const out: Buffer[] = [];
-      try {
-        end = this.reqChunked.feed(buf, 0, out);
-      } catch (err) {
-        return this.reject(err as HttpError);
-      }
-      const upstream = this.upstream;
-      if (out.length > 1) upstream?.cork();
-      for (const piece of out) this.toUpstream(piece);
-      if (out.length > 1) upstream?.uncork();
-      if (end < 0) return;
-      this.requestSent();
-      if (end < buf.length) this.onClientData(buf.subarray(end));
-      return;
-    } else if (this.bodyLeft >= buf.length) {
-      this.bodyLeft -= buf.length;
-      end = this.bodyLeft === 0 ? buf.length : -1;
-    } else {
-      end = this.bodyLeft;
-      this.bodyLeft = 0;
+    try {
+      end = exchange.request.end(buf, 0, out);
+    } catch (err) {
+      return this.reject(err as HttpError);
     }
-    if (end < 0) return this.toUpstream(buf);
-    if (end > 0) this.toUpstream(end === buf.length ? buf : buf.subarray(0, end));
+    const upstream = this.upstream;
+    if (out.length > 1) upstream?.cork();
+    for (const piece of out) this.toUpstream(piece);
+    if (out.length > 1) upstream?.uncork();
+    if (end < 0) return;
     this.requestSent();
     if (end < buf.length) this.onClientData(buf.subarray(end));
   }
 
   /** The whole request is upstream: wait for the response (or finish the cycle if it already came). */
   private requestSent(): void {
+    const exchange = this.exchange;
+    invariant(exchange !== null, 'a request was sent with no exchange');
+    invariant(this.req === REQ_HEAD || this.req === REQ_BODY, 'a request was sent twice');
     this.req = REQ_SENT;
-    this.reqChunked = null;
-    if (this.res === RES_DONE) return this.completeCycle();
-    if (this.res === RES_HEAD) this.setDeadline(this.ctx.settings.upstreamTimeoutMs, DL_UPSTREAM);
+    if (exchange.response === RES_DONE) return this.completeCycle();
+    if (exchange.response === RES_HEAD) this.setDeadline(this.ctx.settings.upstreamTimeoutMs, DL_UPSTREAM);
     else this.clearDeadline();
   }
 
@@ -357,12 +387,12 @@ export class ProxyConnection {
     }
   }
 
-  private pause(why: number): void {
+  private pause(why: PauseReason): void {
     if (this.paused === 0) this.client.pause();
     this.paused |= why;
   }
 
-  private resume(why: number): void {
+  private resume(why: PauseReason): void {
     if (!(this.paused & why)) return;
     this.paused &= ~why;
     if (this.paused === 0 && this.req !== REQ_CLOSED) this.client.resume();
@@ -402,7 +432,12 @@ export class ProxyConnection {
       onread: {
         buffer: UPSTREAM_READ_BUFFER,
         callback: (bytes: number, buf: Uint8Array) => {
-          if (upstream === this.upstream) this.onUpstreamData(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          if (upstream !== this.upstream) return true;
+          try {
+            this.onUpstreamData(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          } catch (err) {
+            this.broken(err);
+          }
           return true; // keep reading (pausing is done with pause()/resume())
         },
       },
@@ -410,7 +445,6 @@ export class ProxyConnection {
     this.upstream = upstream;
     this.upstreamReused = false;
     this.upstreamError = '';
-    this.upstreamClosesAfter = false;
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (upstream === this.upstream) this.upstreamError = err.code ?? err.message;
     });
@@ -418,37 +452,44 @@ export class ProxyConnection {
       if (upstream === this.upstream && this.req === REQ_TUNNEL) this.client.end();
     });
     upstream.on('close', () => {
-      if (upstream === this.upstream) this.onUpstreamClose();
+      if (upstream !== this.upstream) return;
+      try {
+        this.onUpstreamClose();
+      } catch (err) {
+        this.broken(err);
+      }
     });
     return upstream;
   }
 
   private onUpstreamData(chunk: Buffer): void {
     if (this.req === REQ_TUNNEL) return this.toClient(chunk);
+    const exchange = this.exchange;
+    if (!exchange) return this.unexpectedBytes();
     let buf = chunk;
     let at = 0;
-    while (this.res === RES_HEAD) {
-      if (this.resHead) {
-        buf = Buffer.concat([this.resHead, buf.subarray(at)]);
+    while (exchange.response === RES_HEAD) {
+      if (exchange.partialHead) {
+        buf = Buffer.concat([exchange.partialHead, buf.subarray(at)]);
         at = 0;
-        this.resHead = null;
+        exchange.partialHead = null;
       }
       const end = buf.indexOf(CRLFCRLF, at);
       if (end < 0) {
         if (buf.length - at > MAX_RESPONSE_HEAD) return this.fail(502, 'response head too large');
-        this.resHead = Buffer.from(buf.subarray(at)); // a copy: `buf` may be the shared read buffer
+        exchange.partialHead = Buffer.from(buf.subarray(at)); // a copy: `buf` may be the shared read buffer
         return;
       }
       let head;
       try {
-        head = parseResponseHeadBytes(buf, at, end, this.method);
+        head = parseResponseHeadBytes(buf, at, end, exchange.method);
       } catch (err) {
         return this.fail(502, (err as Error).message);
       }
       const headEnd = end + 4;
       if (head.status === 101) {
-        if (!this.upgrade) return this.fail(502, '101 Switching Protocols without an upgrade request');
-        return this.startTunnel(buf, at);
+        if (!exchange.upgrade) return this.fail(502, '101 Switching Protocols without an upgrade request');
+        return this.startTunnel(exchange, buf, at);
       }
       if (head.status < 200) {
         // 100 Continue, 103 Early Hints: relay, then read the final response.
@@ -456,13 +497,11 @@ export class ProxyConnection {
         at = headEnd;
         continue;
       }
-      this.status = head.status;
-      this.resBody = head.body;
-      this.resLeft = head.length;
-      this.resChunked = head.body === BODY_CHUNKED ? new ChunkedBody() : null;
-      this.upstreamClosesAfter = head.close;
-      this.res = RES_BODY;
-      this.resStarted = true;
+      exchange.status = head.status;
+      exchange.responseBody = bodyFraming(head.body, head.length);
+      exchange.upstreamCloses = head.close;
+      exchange.response = RES_BODY;
+      exchange.started = true;
       if (this.deadlineKind === DL_UPSTREAM) this.clearDeadline();
       if (head.body === BODY_NONE) {
         this.toClient(at === 0 && headEnd === buf.length ? buf : buf.subarray(at, headEnd));
@@ -470,28 +509,20 @@ export class ProxyConnection {
         if (headEnd < buf.length) this.unexpectedBytes();
         return;
       }
-      return this.relayBody(buf, at, headEnd);
+      return this.relayBody(exchange, buf, at, headEnd);
     }
-    if (this.res === RES_BODY) return this.relayBody(buf, at, at);
+    if (exchange.response === RES_BODY) return this.relayBody(exchange, buf, at, at);
     this.unexpectedBytes();
   }
 
   /** Relays buf[from..] to the client, where the body starts at `bodyAt`; finds the end of the response. */
-  private relayBody(buf: Buffer, from: number, bodyAt: number): void {
-    let end = -1;
-    if (this.resBody === BODY_LENGTH) {
-      const available = buf.length - bodyAt;
-      if (this.resLeft > available) this.resLeft -= available;
-      else {
-        end = bodyAt + this.resLeft;
-        this.resLeft = 0;
-      }
-    } else if (this.resBody === BODY_CHUNKED) {
-      try {
-        end = this.resChunked!.feed(buf, bodyAt);
-      } catch (err) {
-        return this.fail(502, `bad chunked response: ${(err as Error).message}`);
-      }
+  private relayBody(exchange: Exchange, buf: Buffer, from: number, bodyAt: number): void {
+    invariant(exchange.responseBody !== null, 'a response body before its head');
+    let end: number;
+    try {
+      end = exchange.responseBody.end(buf, bodyAt);
+    } catch (err) {
+      return this.fail(502, `bad chunked response: ${(err as Error).message}`);
     }
     if (end < 0) return this.toClient(from === 0 ? buf : buf.subarray(from));
     this.toClient(from === 0 && end === buf.length ? buf : buf.subarray(from, end));
@@ -504,7 +535,7 @@ export class ProxyConnection {
     const upstream = this.upstream;
     this.upstream = null;
     upstream?.destroy();
-    if (this.res !== RES_NONE && this.res !== RES_DONE) this.closeAfter = true;
+    if (this.exchange && this.exchange.response !== RES_DONE) this.closeAfter = true;
   }
 
   /** Writes upstream bytes to the client. `buf` may be the shared read buffer: what is written is a copy. */
@@ -524,11 +555,12 @@ export class ProxyConnection {
   }
 
   private responseDone(): void {
-    this.ctx.countRequest(this.status, this.startedAt);
-    this.res = RES_DONE;
+    const exchange = this.exchange;
+    invariant(exchange !== null && exchange.response === RES_BODY, 'a response ended that was not being relayed');
+    this.ctx.countRequest(exchange.status, exchange.startedAt);
+    exchange.response = RES_DONE;
     this.upstreamReused = true;
-    this.resChunked = null;
-    if (this.upstreamClosesAfter) {
+    if (exchange.upstreamCloses) {
       const upstream = this.upstream;
       this.upstream = null;
       upstream?.end();
@@ -537,11 +569,15 @@ export class ProxyConnection {
     else this.closeAfter = true; // answered before the request body ended: finish receiving it, then close
   }
 
+  /** Request and response both forwarded: the connection is ready for the next request (or closes). */
   private completeCycle(): void {
-    this.res = RES_NONE;
-    // Nothing of the next response has reached the client: a refusal of the next request gets its answer.
-    this.resStarted = false;
-    if (!this.keepAlive || this.closeAfter) return this.closeClient();
+    const exchange = this.exchange;
+    invariant(
+      exchange !== null && exchange.response === RES_DONE && this.req === REQ_SENT,
+      'a request cycle completed before its request and response did',
+    );
+    this.exchange = null;
+    if (!exchange.keepAlive || this.closeAfter) return this.closeClient();
     this.req = REQ_IDLE;
     this.setDeadline(this.ctx.settings.idleTimeoutMs, DL_IDLE);
     const pending = this.pending;
@@ -552,10 +588,11 @@ export class ProxyConnection {
     if (this.clientEnded && (this.req === REQ_IDLE || this.req === REQ_HEAD)) this.closeClient();
   }
 
-  private startTunnel(buf: Buffer, at: number): void {
-    this.ctx.countRequest(101, this.startedAt);
+  private startTunnel(exchange: Exchange, buf: Buffer, at: number): void {
+    invariant(exchange.upgrade && exchange === this.exchange, 'a tunnel without an upgrade request');
+    this.ctx.countRequest(101, exchange.startedAt);
     this.req = REQ_TUNNEL;
-    this.res = RES_NONE;
+    this.exchange = null;
     this.clearDeadline();
     this.toClient(at === 0 ? buf : buf.subarray(at));
     const pending = this.pending;
@@ -569,19 +606,23 @@ export class ProxyConnection {
     const reused = this.upstreamReused;
     if (this.req === REQ_CLOSED) return;
     if (this.req === REQ_TUNNEL) return this.closeClient();
-    if (this.res === RES_HEAD && !this.resHead) {
+    const exchange = this.exchange;
+    // Idle: the next request opens a new connection.
+    if (!exchange) return;
+    if (exchange.response === RES_HEAD && !exchange.partialHead) {
       // Nothing of the response arrived. A kept-alive upstream connection may have been closed by the
       // upstream just as the request went out: retry a body-less request once on a fresh connection.
-      if (reused && this.req === REQ_SENT && this.sentHead && !this.retried) {
-        this.retried = true;
-        this.ensureUpstream().write(this.sentHead);
+      if (reused && this.req === REQ_SENT && exchange.retryHead && !exchange.retried) {
+        exchange.retried = true;
+        this.ensureUpstream().write(exchange.retryHead);
         return;
       }
       return this.fail(502, this.upstreamError || 'the upstream closed the connection without a response');
     }
-    if (this.res === RES_HEAD) return this.fail(502, 'the upstream closed the connection inside a response head');
-    if (this.res === RES_BODY) {
-      if (this.resBody === BODY_UNTIL_CLOSE) {
+    if (exchange.response === RES_HEAD)
+      return this.fail(502, 'the upstream closed the connection inside a response head');
+    if (exchange.response === RES_BODY) {
+      if (exchange.responseBody?.kind === BODY_UNTIL_CLOSE) {
         this.closeAfter = true;
         return this.responseDone();
       }
@@ -590,9 +631,7 @@ export class ProxyConnection {
       return this.destroy();
     }
     // Answered in full before the client finished its request body: the client has what it needs.
-    if (this.res === RES_DONE) return this.closeClient();
-    if (this.req === REQ_BODY) return this.fail(502, this.upstreamError || 'the upstream closed the connection');
-    // Idle: the next request opens a new connection.
+    return this.closeClient();
   }
 
   // ---- endings --------------------------------------------------------------------------------------
@@ -604,8 +643,8 @@ export class ProxyConnection {
       mode: s.mode,
       peer: `${this.peer}:${this.client.remotePort ?? '?'}`,
       upstream: s.upstream,
-      method: this.method,
-      path: this.target,
+      method: this.lastExchange?.method ?? '',
+      path: this.lastExchange?.target ?? '',
       ...(status ? { status } : {}),
     };
   }
@@ -617,11 +656,11 @@ export class ProxyConnection {
       ...this.logFields(status),
       error: why,
     });
-    this.ctx.countRequest(status, this.startedAt);
+    this.ctx.countRequest(status, this.exchange?.startedAt ?? 0);
     const upstream = this.upstream;
     this.upstream = null;
     upstream?.destroy();
-    if (this.resStarted) return this.destroy();
+    if (this.exchange?.started) return this.destroy();
     this.answerAndClose(status, status === 502 ? 'upstream unavailable\n' : 'upstream timed out\n');
   }
 
@@ -640,12 +679,12 @@ export class ProxyConnection {
     const upstream = this.upstream;
     this.upstream = null;
     upstream?.destroy();
-    if (this.resStarted) return this.destroy();
+    if (this.exchange?.started) return this.destroy();
     this.answerAndClose(err.status, `${err.message}\n`);
   }
 
   private answerAndClose(status: number, body: string): void {
-    this.res = RES_NONE;
+    this.exchange = null;
     this.pending = null;
     this.client.write(errorResponse(status, body), 'latin1');
     this.closeClient();

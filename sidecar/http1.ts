@@ -200,6 +200,26 @@ export function validHost(buf: Buffer, from: number, to: number): boolean {
   return true;
 }
 
+/**
+ * Whether buf[from, to), a request target not starting with "/", is one of the other forms of RFC 9112 3.2 the
+ * sidecar forwards: "*" (asterisk-form; OPTIONS only, checked by the caller) or absolute-form, a scheme then "://"
+ * (as llhttp reads it). Anything else ("!", a relative path) is refused: the upstream may reject it or read it as
+ * something other than what the sidecar forwarded.
+ */
+function otherTargetForm(buf: Buffer, from: number, to: number): boolean {
+  if (to - from === 1) return buf[from] === 0x2a;
+  const b = buf[from]! | 0x20;
+  if (b < 0x61 || b > 0x7a) return false;
+  let i = from + 1;
+  // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+  for (; i < to; i++) {
+    const c = buf[i]!;
+    const letter = (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a;
+    if (!letter && !(c >= 48 && c <= 57) && c !== 0x2b && c !== 0x2d && c !== 0x2e) break;
+  }
+  return startsWith(buf, i, '://') && i + 3 < to;
+}
+
 /** The comma-separated list of buf[from, to), OWS-trimmed, lower-cased, empty elements left out. */
 function lowerList(buf: Buffer, from: number, to: number): string[] {
   const out: string[] = [];
@@ -240,6 +260,7 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   const targetStart = ++i;
   while (i < lineEnd && buf[i]! > SP && buf[i] !== 0x7f) i++;
   if (i === targetStart || buf[i] !== SP) throw new HttpError(400, 'malformed request line');
+  const targetEnd = i;
   const target = buf.toString('latin1', targetStart, i);
   const v = i + 1;
   const major = buf[v + 5]! - 48;
@@ -258,6 +279,9 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   // HTTP/1.2-1.9 do not exist: reading them as 1.1 would forward a version the sidecar did not understand.
   if (major !== 1 || minorDigit > 1) throw new HttpError(505, `HTTP/${major}.${minorDigit} is not supported`);
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not supported');
+  if (buf[targetStart] !== 0x2f && !otherTargetForm(buf, targetStart, targetEnd))
+    throw new HttpError(400, 'invalid request target (a path starting with "/", an absolute URI, or * for OPTIONS)');
+  if (target === '*' && method !== 'OPTIONS') throw new HttpError(400, 'request target * is for OPTIONS only');
   const minor = minorDigit;
   if (lines - 1 > MAX_HEADER_LINES) throw new HttpError(431, `more than ${MAX_HEADER_LINES} header lines`);
 
@@ -270,6 +294,7 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
   let protocols: string[] | undefined;
   let h2c = false;
   let teTrailers = false;
+  let emptyCoding = false;
   let hosts = 0;
   let forwardedFor = '';
   let connection = 0;
@@ -303,7 +328,11 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
         break;
       case 17:
         if (nameIs(buf, ls, n, 'transfer-encoding')) {
-          (codings ??= []).push(...lowerList(buf, vs, le));
+          const list = lowerList(buf, vs, le);
+          // An empty element (",chunked", "chunked,", an empty line): RFC 9110 5.6.1 lets a recipient ignore it,
+          // but nginx refuses the request, and a proxy before or after the sidecar may read it as another coding.
+          if (list.length === 0 || list.length !== buf.toString('latin1', vs, le).split(',').length) emptyCoding = true;
+          (codings ??= []).push(...list);
           drop = true;
         }
         break;
@@ -365,6 +394,8 @@ export function parseRequestHeadBytes(buf: Buffer, start: number, end: number): 
     if (minor === 0) throw new HttpError(400, 'Transfer-Encoding in an HTTP/1.0 request');
     // chunked must be the final coding, exactly once (RFC 9112 6.1); anything else has no length we can trust.
     if (codings.length === 0) throw new HttpError(400, 'invalid Transfer-Encoding');
+    if (emptyCoding)
+      throw new HttpError(400, 'Transfer-Encoding with an empty list element or line (send "chunked" alone)');
     chunked = codings.indexOf('chunked') === codings.length - 1;
     if (!chunked) throw new HttpError(400, 'Transfer-Encoding must end with chunked');
     // Other codings (gzip, chunked) are refused as nginx refuses them: only chunked is forwarded.
@@ -700,6 +731,56 @@ export class ChunkedBody {
     return this.state === DONE;
   }
 }
+
+/**
+ * Where a message body ends, for requests and responses alike (RFC 9112 6.3), from the framing its head decided:
+ * none, a length, chunked, or (responses only) until the connection closes. The one place body framing is
+ * followed: `end` takes the bytes as they arrive.
+ */
+export class BodyFraming {
+  readonly kind: BodyKind;
+  /** BODY_LENGTH: bytes of the body still to come. */
+  private left: number;
+  private readonly chunks: ChunkedBody | null;
+
+  constructor(kind: BodyKind, length: number) {
+    this.kind = kind;
+    this.left = kind === BODY_LENGTH ? length : 0;
+    this.chunks = kind === BODY_CHUNKED ? new ChunkedBody() : null;
+  }
+
+  /**
+   * The offset in `buf` just past the body's end, the body continuing from `at`; -1 when all of buf[at..] is
+   * body and more is to come. Given `out`, what goes on of buf[at..end) is appended to it: a length's bytes as
+   * they are, a chunked body re-serialised (see ChunkedBody). Throws HttpError(400) on bad chunked framing.
+   */
+  end(buf: Buffer, at: number, out?: Buffer[]): number {
+    switch (this.kind) {
+      case BODY_NONE:
+        return at;
+      case BODY_LENGTH: {
+        const available = buf.length - at;
+        const end = this.left > available ? -1 : at + this.left;
+        this.left = end < 0 ? this.left - available : 0;
+        const to = end < 0 ? buf.length : end;
+        if (out && to > at) out.push(at === 0 && to === buf.length ? buf : buf.subarray(at, to));
+        return end;
+      }
+      case BODY_CHUNKED:
+        return this.chunks!.feed(buf, at, out);
+      case BODY_UNTIL_CLOSE:
+        if (out && at < buf.length) out.push(at === 0 ? buf : buf.subarray(at));
+        return -1;
+    }
+  }
+}
+
+/** The framing of every body-less message: it holds no state, so one object serves them all. */
+export const NO_BODY = new BodyFraming(BODY_NONE, 0);
+
+/** The framing of a message whose head says `kind` (and `length`, for BODY_LENGTH). */
+export const bodyFraming = (kind: BodyKind, length: number): BodyFraming =>
+  kind === BODY_NONE ? NO_BODY : new BodyFraming(kind, length);
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',

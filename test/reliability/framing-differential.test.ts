@@ -13,7 +13,7 @@ import { CLI, reportSummary, sleep } from './support.ts';
 /**
  * The sidecar and nginx (Debian's, as a reverse proxy with the same certificates) side by side on request-framing
  * cases from public corpora (test/reliability/fixtures/framing-corpus.json: llhttp's request tests, defparam/smuggler's
- * Transfer-Encoding gadgets; each source cited there with its commit). Each proxy forwards to its own recording
+ * Transfer-Encoding gadgets, http-garden's bug payloads and fuzzer seeds; each source cited there with its commit). Each proxy forwards to its own recording
  * upstream: a Node HTTP server, whose parser is llhttp in its strict mode.
  *
  * For every case: the sidecar's verdict is the same as nginx's or stricter (it never forwards a request nginx
@@ -33,6 +33,8 @@ interface Corpus {
     userAgent: string;
     contentType: string;
   };
+  /** http-garden's payloads as written in its sources. */
+  httpGarden: { source: string; name: string; payload: string }[];
 }
 
 const corpus = JSON.parse(readFileSync(new URL('./fixtures/framing-corpus.json', import.meta.url), 'utf8')) as Corpus;
@@ -59,7 +61,19 @@ function cases(): Case[] {
       `Content-type: ${g.contentType}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
     out.push({ source: g.source, name, bytes: Buffer.from(request, 'latin1') });
   }
+  for (const c of corpus.httpGarden) out.push({ ...c, bytes: Buffer.from(withHost(c.payload), 'latin1') });
   return out;
+}
+
+/**
+ * An HTTP/1.1 request with no Host line gets 'Host: localhost' as its last header line (both proxies would refuse
+ * it for that alone, and the case is about something else); anything else is left as it is.
+ */
+function withHost(payload: string): string {
+  const blank = payload.indexOf('\r\n\r\n');
+  if (blank < 0 || !/^[^\r\n]* HTTP\/1\.1\r\n/.test(payload)) return payload;
+  if (/\r\nhost[ \t]*:/i.test(payload.slice(0, blank + 2))) return payload;
+  return `${payload.slice(0, blank + 2)}Host: localhost\r\n${payload.slice(blank + 2)}`;
 }
 
 // ---- recording upstreams ---------------------------------------------------------------------------------
@@ -291,7 +305,7 @@ describe('reliability: framing, the sidecar against nginx on public corpora', ()
   it('never forwards what nginx refuses, and forwards what both take as the same request', async () => {
     const all = cases();
     const counts: Record<Outcome, number> = { same: 0, 'both refused': 0, 'sidecar stricter': 0, violation: 0 };
-    const bySource: Record<string, number> = {};
+    const bySource: Record<string, Record<Outcome, number>> = {};
     const problems: string[] = [];
     const stricter: string[] = [];
     for (const c of all) {
@@ -304,13 +318,21 @@ describe('reliability: framing, the sidecar against nginx on public corpora', ()
       await sleep(50); // what an upstream is still parsing
       const { outcome, why } = compare(upstreams.sidecar, upstreams.nginx);
       counts[outcome]++;
-      bySource[c.source] = (bySource[c.source] ?? 0) + 1;
+      const perSource = (bySource[c.source] ??= { same: 0, 'both refused': 0, 'sidecar stricter': 0, violation: 0 });
+      perSource[outcome]++;
       const label = `${c.source} "${c.name}" (sidecar ${sidecarStatus || 'no answer'}, nginx ${nginxStatus || 'no answer'})`;
       if (outcome === 'violation') problems.push(`${label}: ${why}`);
       if (outcome === 'sidecar stricter') stricter.push(label);
     }
     const sources = Object.entries(corpus.sources)
-      .map(([key, s]) => `${key} ${bySource[key] ?? 0} (${s.repository} ${s.path} @ ${s.commit.slice(0, 12)})`)
+      .map(([key, s]) => {
+        const n = bySource[key] ?? { same: 0, 'both refused': 0, 'sidecar stricter': 0, violation: 0 };
+        const total = Object.values(n).reduce((a, b) => a + b, 0);
+        return (
+          `${key} ${total} [same ${n.same}, both refused ${n['both refused']}, stricter ${n['sidecar stricter']}, ` +
+          `looser ${n.violation}] (${s.repository} ${s.path} @ ${s.commit.slice(0, 12)})`
+        );
+      })
       .join(', ');
     reportSummary(
       `framing (sidecar vs ${nginxVersion()}): cases ${all.length}; ` +

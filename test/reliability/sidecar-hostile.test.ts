@@ -1,29 +1,41 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import {
-  type AddressInfo,
-  connect as netConnect,
-  createServer as createNetServer,
-  type Server as NetServer,
-  type Socket,
-} from 'node:net';
-import { Duplex } from 'node:stream';
-import {
-  type ConnectionOptions,
-  connect as tlsConnect,
-  createServer as createTlsServer,
-  type TLSSocket,
-} from 'node:tls';
-import { promisify } from 'node:util';
+import type { AddressInfo, Server as NetServer } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { issueServer } from '../../operator/pki/issue.ts';
 import { waitFor } from '../support/cluster.ts';
 import { pemFiles } from '../support/openssl.ts';
 import { makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
-import { SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
-import { CLI, prng, reportSummary, SEED, sleep } from './support.ts';
+import { prng, reportSummary, SEED, sleep } from './support.ts';
+import {
+  useTarget,
+  openTls,
+  type Exchange,
+  readUntilClose,
+  exchange,
+  statusOf,
+  responseCount,
+  pool,
+  tlsOverRaw,
+  captureClientHello,
+  LegitTraffic,
+} from './hostile/clients.ts';
+import { type Rnd, tag, randomBytes, malformedCorpus } from './hostile/malformed.ts';
+import { Relay, upstreamViolations } from './hostile/relay.ts';
+import { MODES, type Mode, TIMEOUTS, SLACK_MS, RSS_LIMIT_MIB } from './hostile/settings.ts';
+import { type SidecarProcess, startSidecarProcess, RssSampler, sidecarHolds } from './hostile/sidecar-process.ts';
+import {
+  u16,
+  clientHello,
+  probe,
+  WEAK,
+  STRONG_SUITES,
+  STRONG_NAME,
+  run,
+  sClient,
+  negotiated,
+} from './hostile/tls-scan.ts';
 
 /**
  * The real sidecar (`mtls-operator sidecar`, its own process) under attack, in front of a mock upstream, while
@@ -40,16 +52,11 @@ import { CLI, prng, reportSummary, SEED, sleep } from './support.ts';
  *
  * A second part scans every listener's TLS with openssl s_client (and hand-made ClientHellos for what the local
  * OpenSSL can no longer offer): nothing below TLS 1.2, and TLS 1.2 only with ECDHE + AEAD ciphers.
+ *
+ * The harness is in ./hostile/: the byte-scanning relay (relay.ts), the sidecar process and its /proc readings
+ * (sidecar-process.ts), the clients and legitimate traffic (clients.ts), the malformed corpus (malformed.ts), the
+ * TLS probes (tls-scan.ts) and the shared settings (settings.ts).
  */
-
-const MODES = ['standard', 'flexible', 'strict'] as const;
-type Mode = (typeof MODES)[number];
-/** Short timeouts, so that the slow attacks are cut off within a test's time. */
-const TIMEOUTS = { handshake: 2_000, headers: 2_000, request: 4_000, idle: 8_000, upstream: 5_000 };
-/** How late a timeout may be observed (a sweep interval, a busy event loop on two shared cores). */
-const SLACK_MS = 8_000;
-const RSS_LIMIT_MIB = 250;
-const MAX_HEADER_BYTES = 16 * 1024;
 
 const summary = {
   malformed: 0,
@@ -68,783 +75,10 @@ const summary = {
   opensslCannotOffer: [] as string[],
 };
 
-// ---- the upstream, seen through a relay that scans every byte ---------------------------------------------
-
-/** A TCP relay in front of the mock: it is the sidecar's upstream, and records every tag it relays. */
-class Relay {
-  /** `MALFORMED-<n>` / `SMUGGLED-<n>` tags seen in bytes that reached the upstream. */
-  readonly seen = new Set<string>();
-  /** Every byte of the upstream connections whose first request targets /forwarded-*, by that path. */
-  readonly recorded = new Map<string, string>();
-  readonly open = new Set<Socket>();
-  connections = 0;
-  readonly server: NetServer;
-  readonly port: number;
-  private constructor(server: NetServer, port: number) {
-    this.server = server;
-    this.port = port;
-  }
-
-  static async start(target: number, port: number): Promise<Relay> {
-    const server = createNetServer();
-    const relay = new Relay(server, port);
-    server.on('connection', (socket) => {
-      relay.connections++;
-      relay.open.add(socket);
-      const upstream = netConnect(target, '127.0.0.1');
-      let tail = '';
-      let recording: string | null | undefined;
-      socket.on('data', (chunk: Buffer) => {
-        if (recording === undefined)
-          recording = /^[A-Z]+ (\/forwarded-[^ ]+)/.exec(chunk.toString('latin1'))?.[1] ?? null;
-        if (recording) relay.recorded.set(recording, (relay.recorded.get(recording) ?? '') + chunk.toString('latin1'));
-        const text = tail + chunk.toString('latin1');
-        for (const m of text.matchAll(/(?:MALFORMED|SMUGGLED)-\d+/g)) relay.seen.add(m[0]);
-        tail = text.slice(-24);
-        upstream.write(chunk);
-      });
-      upstream.pipe(socket);
-      const done = () => {
-        relay.open.delete(socket);
-        socket.destroy();
-        upstream.destroy();
-      };
-      socket.on('close', done);
-      socket.on('error', done);
-      upstream.on('close', done);
-      upstream.on('error', done);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', resolve);
-    });
-    return relay;
-  }
-}
-
-/**
- * What the upstream received that it must not have: a request without exactly one X-Client-Verify of the
- * sidecar's (SUCCESS | NONE), any header a client forged (the attacks tag forged values FORGED-<n>), any
- * identity header in its underscore spelling, or a request smuggled inside a refused one.
- */
-function upstreamViolations(requests: readonly IncomingMessage[]): string[] {
-  const problems: string[] = [];
-  for (const req of requests) {
-    const verify: string[] = [];
-    const raw = req.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!.toLowerCase();
-      const value = raw[i + 1]!;
-      if (/FORGED/.test(name + value)) problems.push(`${req.url}: forged header reached the upstream: ${name}`);
-      if (name.includes('_') && /^x.(client.verify|forwarded.client.cert|forwarded.proto)$/.test(name))
-        problems.push(`${req.url}: underscore identity header reached the upstream: ${name}`);
-      if (name === 'x-client-verify') verify.push(value);
-    }
-    if (verify.length !== 1 || !['SUCCESS', 'NONE'].includes(verify[0]!))
-      problems.push(`${req.url}: x-client-verify ${JSON.stringify(verify)}`);
-    if (/SMUGGLED|MALFORMED/.test(req.url ?? '')) problems.push(`${req.url}: a refused request reached the upstream`);
-  }
-  return problems;
-}
-
-// ---- the sidecar process ---------------------------------------------------------------------------------
-
-interface SidecarProcess {
-  child: ChildProcess;
-  pid: number;
-  ports: Record<Mode, number>;
-  admin: number;
-  logBytes: number;
-  refusedLines: number;
-  lastLines: string[];
-  startedAt: number;
-}
-
-async function startSidecarProcess(dir: string, upstreamPort: number, modes: readonly Mode[]): Promise<SidecarProcess> {
-  const ports = {} as Record<Mode, number>;
-  const args = [CLI, 'sidecar'];
-  for (const mode of modes) {
-    ports[mode] = await freePort();
-    args.push('--listen', `${mode}=${ports[mode]}`);
-  }
-  const admin = await freePort();
-  args.push(
-    ...['--upstream', `127.0.0.1:${upstreamPort}`, '--tls-dir', dir, '--admin', `127.0.0.1:${admin}`],
-    ...['--handshake-timeout', String(TIMEOUTS.handshake), '--headers-timeout', String(TIMEOUTS.headers)],
-    ...['--request-timeout', String(TIMEOUTS.request), '--idle-timeout', String(TIMEOUTS.idle)],
-    ...['--upstream-timeout', String(TIMEOUTS.upstream)],
-  );
-  // With the Node options the injector gives the sidecar container, so memory is measured as deployed.
-  const child = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
-  });
-  const proc: SidecarProcess = {
-    child,
-    pid: child.pid!,
-    ports,
-    admin,
-    logBytes: 0,
-    refusedLines: 0,
-    lastLines: [],
-    startedAt: Date.now(),
-  };
-  let partial = '';
-  const onLog = (d: Buffer) => {
-    proc.logBytes += d.length;
-    const lines = (partial + d.toString()).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) {
-      if (line.includes('"message":"refused"')) proc.refusedLines++;
-      proc.lastLines.push(line.slice(0, 400));
-      if (proc.lastLines.length > 40) proc.lastLines.shift();
-    }
-  };
-  child.stdout!.on('data', onLog);
-  child.stderr!.on('data', onLog);
-  await waitFor('the sidecar to be ready', async () => (await fetch(`http://127.0.0.1:${admin}/readyz`)).ok, {
-    timeoutMs: 30_000,
-  });
-  return proc;
-}
-
-function rssMiB(pid: number): number {
-  const kib = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-  return kib / 1024;
-}
-
-/** Samples a process's VmRSS every 100 ms. */
-class RssSampler {
-  peak = 0;
-  samples = 0;
-  private readonly timer: NodeJS.Timeout;
-  private readonly pid: number;
-  constructor(pid: number) {
-    this.pid = pid;
-    this.timer = setInterval(() => this.sample(), 100);
-    this.timer.unref();
-    this.sample();
-  }
-  sample(): void {
-    try {
-      this.peak = Math.max(this.peak, rssMiB(this.pid));
-      this.samples++;
-    } catch {
-      // the process is gone: the liveness assertions report it
-    }
-  }
-  stop(): void {
-    clearInterval(this.timer);
-  }
-}
-
-/**
- * Whether the sidecar process still holds the server side of the connection from `clientPort` to `serverPort`
- * (its socket inode among the process's file descriptors): a client that does not read cannot see a close.
- */
-function sidecarHolds(pid: number, serverPort: number, clientPort: number): boolean {
-  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, '0')}`;
-  const inodes = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols.length > 9 && cols[1]!.endsWith(hex(serverPort)) && cols[2]!.endsWith(hex(clientPort)))
-        if (cols[9] !== '0') inodes.add(`socket:[${cols[9]}]`);
-    }
-  }
-  if (inodes.size === 0) return false;
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) return true;
-    } catch {
-      // closed while listing
-    }
-  }
-  return false;
-}
-
-// ---- clients ---------------------------------------------------------------------------------------------
+// ---- the tests -------------------------------------------------------------------------------------------
 
 let pki: Pki;
 let sidecar: SidecarProcess;
-
-const certFor = (mode: Mode, withCert = mode !== 'standard') =>
-  withCert ? { cert: pki.client.certPem, key: pki.client.keyPem } : {};
-
-/** A TLS connection as a well-behaved client opens it (client certificate on flexible and strict). */
-function openTls(mode: Mode, extra: ConnectionOptions = {}): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port: sidecar.ports[mode],
-      ca: pki.ca.certPem,
-      servername: 'localhost',
-      ...certFor(mode),
-      ...extra,
-    });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error('TLS handshake timed out (15 s)'));
-    }, 15_000);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      resolve(socket);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-}
-
-interface Exchange {
-  text: string;
-  /** The server ended the connection (FIN, reset, or an error while writing to it). */
-  closedByServer: boolean;
-  error?: string;
-  ms: number;
-}
-
-/** Reads a socket until the server closes it or `timeoutMs` passes (then destroys it). */
-function readUntilClose(socket: Duplex, timeoutMs: number, started = Date.now()): Promise<Exchange> {
-  return new Promise((resolve) => {
-    let text = '';
-    let error: string | undefined;
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    const finish = (closedByServer: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text, closedByServer, error, ms: Date.now() - started });
-    };
-    socket.on('data', (d: Buffer) => {
-      if (text.length < 1 << 20) text += d.toString('latin1');
-    });
-    socket.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
-    socket.on('close', () => finish(true));
-  });
-}
-
-/** Writes `payload` on a fresh TLS connection to `mode` and reads until the server closes it. */
-async function exchange(mode: Mode, payload: Buffer | string, timeoutMs = 15_000): Promise<Exchange> {
-  const socket = await openTls(mode);
-  const started = Date.now();
-  const reading = readUntilClose(socket, timeoutMs, started);
-  socket.write(typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload);
-  return reading;
-}
-
-const statusOf = (text: string) => Number(/^HTTP\/1\.[01] (\d{3}) /.exec(text)?.[1] ?? 0);
-const responseCount = (text: string) => text.match(/HTTP\/1\.1 \d{3} /g)?.length ?? 0;
-
-/** Runs `task` over `items` with at most `limit` at a time. */
-async function pool<T, R>(items: readonly T[], limit: number, task: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        results[i] = await task(items[i]!, i);
-      }
-    }),
-  );
-  return results;
-}
-
-/**
- * A TLS client over a stream of our own, so that raw bytes can be slipped between its TLS records: `raw` is
- * the TCP connection, `tls` the client on top of it.
- */
-function tlsOverRaw(mode: Mode): Promise<{ raw: Socket; tls: TLSSocket }> {
-  return new Promise((resolve, reject) => {
-    const raw = netConnect(sidecar.ports[mode], '127.0.0.1');
-    const pipe = new Duplex({
-      read() {},
-      write(chunk: Buffer, _encoding, callback) {
-        if (raw.destroyed) return callback();
-        raw.write(chunk, () => callback());
-      },
-    });
-    raw.on('data', (d: Buffer) => pipe.push(d));
-    raw.on('end', () => pipe.push(null));
-    raw.on('error', () => pipe.destroy());
-    const tls = tlsConnect({ socket: pipe, ca: pki.ca.certPem, servername: 'localhost', ...certFor(mode) });
-    tls.on('error', () => undefined);
-    tls.once('secureConnect', () => resolve({ raw, tls }));
-    raw.once('close', () => reject(new Error('closed before the handshake completed')));
-  });
-}
-
-/** The first flight of a real Node TLS client (a ClientHello offering TLS 1.3 and 1.2), captured once. */
-async function captureClientHello(): Promise<Buffer> {
-  const server = createNetServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const hello = new Promise<Buffer>((resolve) =>
-    server.once('connection', (c) => {
-      let buf = Buffer.alloc(0);
-      c.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
-          resolve(buf);
-          c.destroy();
-        }
-      });
-    }),
-  );
-  const client = tlsConnect({
-    port: (server.address() as AddressInfo).port,
-    host: '127.0.0.1',
-    servername: 'localhost',
-    rejectUnauthorized: false,
-  });
-  client.on('error', () => undefined);
-  try {
-    return await hello;
-  } finally {
-    client.destroy();
-    server.close();
-  }
-}
-
-// ---- legitimate traffic ----------------------------------------------------------------------------------
-
-interface LegitKind {
-  mode: Mode;
-  cert: boolean;
-  keepAlive: boolean;
-}
-const LEGIT_KINDS: LegitKind[] = [
-  { mode: 'strict', cert: true, keepAlive: true },
-  { mode: 'flexible', cert: true, keepAlive: false },
-  { mode: 'standard', cert: false, keepAlive: false },
-  { mode: 'strict', cert: true, keepAlive: false },
-  { mode: 'flexible', cert: false, keepAlive: true },
-  { mode: 'standard', cert: true, keepAlive: true },
-];
-
-/** A well-behaved client making requests one after another for as long as the attacks last. */
-class LegitTraffic {
-  sent = 0;
-  ok = 0;
-  readonly failures: string[] = [];
-  private stopped = false;
-  private running: Promise<void> = Promise.resolve();
-  private readonly agent = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
-
-  start(): void {
-    this.running = this.run();
-  }
-
-  private async run(): Promise<void> {
-    // Bounded in count and time even if nobody calls stop().
-    const deadline = Date.now() + 15 * 60_000;
-    for (let i = 0; !this.stopped && i < 100_000 && Date.now() < deadline; i++) {
-      await this.one(i);
-      await sleep(10);
-    }
-  }
-
-  private async one(i: number): Promise<void> {
-    const kind = LEGIT_KINDS[i % LEGIT_KINDS.length]!;
-    const path = `/legit/${i}`;
-    const post = i % 7 === 3;
-    this.sent++;
-    const result = await new Promise<{ status?: number; body?: string; error?: string }>((resolve) => {
-      const req = httpsRequest(
-        {
-          host: '127.0.0.1',
-          port: sidecar.ports[kind.mode],
-          path,
-          method: post ? 'POST' : 'GET',
-          ca: pki.ca.certPem,
-          servername: 'localhost',
-          ...certFor(kind.mode, kind.cert),
-          agent: kind.keepAlive ? this.agent : false,
-          timeout: 20_000,
-        },
-        (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (body += c));
-          res.on('end', () => resolve({ status: res.statusCode, body }));
-          res.on('error', (err) => resolve({ error: err.message }));
-        },
-      );
-      req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
-      req.on('timeout', () => req.destroy(new Error('timeout (20 s)')));
-      req.end(post ? 'p'.repeat(2048) : undefined);
-    });
-    const expected = kind.cert && kind.mode !== 'standard' ? 'SUCCESS' : 'NONE';
-    let problem = result.error;
-    if (!problem && result.status !== 200) problem = `status ${result.status}`;
-    if (!problem) {
-      const seen = JSON.parse(result.body!) as { url: string; headers: Record<string, string>; bodyBytes: number };
-      if (seen.url !== path) problem = `answered ${seen.url}`;
-      else if (seen.headers['x-client-verify'] !== expected)
-        problem = `x-client-verify ${seen.headers['x-client-verify']}`;
-      else if (expected === 'SUCCESS' && !seen.headers['x-forwarded-client-cert']?.includes('Subject="CN=billing"'))
-        problem = 'no XFCC';
-      else if (post && seen.bodyBytes !== 2048) problem = `body ${seen.bodyBytes} bytes`;
-    }
-    if (problem) {
-      if (this.failures.length < 20)
-        this.failures.push(
-          `#${i} ${kind.mode}${kind.cert ? '+cert' : ''}${kind.keepAlive ? ' keep-alive' : ''}: ${problem}`,
-        );
-      else this.failures.push('…');
-    } else this.ok++;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.running;
-    this.agent.destroy();
-  }
-}
-
-// ---- the malformed corpus --------------------------------------------------------------------------------
-
-type Rnd = ReturnType<typeof prng>;
-
-interface Malformed {
-  id: number;
-  kind: string;
-  bytes: Buffer;
-  /** Statuses the sidecar may answer with (or it closes the connection without an answer). */
-  expect: readonly number[];
-}
-
-const tag = (id: number) => `MALFORMED-${id}`;
-
-/** A request head (with its blank line), tagged in the target and a header, with some ordinary headers. */
-function headWith(id: number, rnd: Rnd, extra: string[], requestLine = `GET /${tag(id)} HTTP/1.1`, host = true) {
-  const lines = [...(host ? ['Host: localhost'] : []), `X-Tag: ${tag(id)}`];
-  for (const h of ['Accept: */*', 'User-Agent: hostile/1.0', `X-Client-Verify: FORGED-${id}`, 'X-Seq: 1']) {
-    if (rnd.next() < 0.5) lines.push(h);
-  }
-  for (const line of extra) lines.splice(rnd.int(0, lines.length), 0, line);
-  return `${requestLine}\r\n${lines.join('\r\n')}\r\n\r\n`;
-}
-
-const randomBytes = (rnd: Rnd, n: number, exclude: number[] = []) => {
-  const out: number[] = [];
-  while (out.length < n) {
-    const b = rnd.int(0, 255);
-    if (!exclude.includes(b)) out.push(b);
-  }
-  return Buffer.from(out).toString('latin1');
-};
-
-const MALFORMED_KINDS: { kind: string; expect: number[]; make: (id: number, rnd: Rnd) => string }[] = [
-  {
-    kind: 'Content-Length and Transfer-Encoding',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(
-        id,
-        rnd,
-        rnd.next() < 0.5
-          ? ['Content-Length: 5', 'Transfer-Encoding: chunked']
-          : ['transfer-encoding: CHUNKED', `content-length: ${rnd.int(0, 99)}`],
-        `POST /${tag(id)} HTTP/1.1`,
-      ) + '0\r\n\r\n',
-  },
-  {
-    kind: 'conflicting Content-Length',
-    expect: [400],
-    make: (id, rnd) => {
-      const a = rnd.int(0, 50);
-      return headWith(
-        id,
-        rnd,
-        [`Content-Length: ${a}`, `Content-Length: ${a + rnd.int(1, 9)}`],
-        `POST /${tag(id)} HTTP/1.1`,
-      );
-    },
-  },
-  {
-    kind: 'invalid Content-Length',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(
-        id,
-        rnd,
-        [
-          `Content-Length: ${rnd.pick(['+5', '-1', '0x10', '5 5', '', '5.0', '1e3', '1234567890123456', '5\xa0', '\xa05', '5,5'])}`,
-        ],
-        `POST /${tag(id)} HTTP/1.1`,
-      ),
-  },
-  {
-    kind: 'Transfer-Encoding not ending in chunked',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(
-        id,
-        rnd,
-        [
-          `Transfer-Encoding: ${rnd.pick(['chunked, gzip', 'gzip', 'identity', 'chunked, chunked', 'xchunked', '"chunked"', 'chunked;q=1', 'chunked\xa0', '\xa0chunked', ' , ', 'chunk ed'])}`,
-        ],
-        `POST /${tag(id)} HTTP/1.1`,
-      ) + '0\r\n\r\n',
-  },
-  {
-    kind: 'Transfer-Encoding: chunked twice',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(id, rnd, ['Transfer-Encoding: chunked', 'Transfer-Encoding: chunked'], `POST /${tag(id)} HTTP/1.1`) +
-      '0\r\n\r\n',
-  },
-  {
-    kind: 'obs-fold',
-    expect: [400],
-    make: (id, rnd) => headWith(id, rnd, ['X-Folded: a', `${rnd.pick([' ', '\t'])}folded-${rnd.int(0, 9)}`]),
-  },
-  {
-    kind: 'whitespace before the colon',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(id, rnd, [
-        `${rnd.pick(['Transfer-Encoding', 'Content-Length', 'X-Client-Verify', 'X-A'])}${rnd.pick([' ', '\t', '  '])}: 1`,
-      ]),
-  },
-  {
-    kind: 'bare CR or LF',
-    expect: [400],
-    make: (id, rnd) => {
-      const bare = rnd.pick(['\r', '\n']);
-      return rnd.next() < 0.5
-        ? headWith(id, rnd, [`X-A: 1${bare}X-B: 2`])
-        : headWith(id, rnd, []).replace('\r\n', bare);
-    },
-  },
-  {
-    kind: 'control character',
-    expect: [400],
-    make: (id, rnd) => {
-      const value = `v${rnd.pick(['\x00', '\x01', '\x07', '\x08', '\x0b', '\x0c', '\x1b', '\x1f', '\x7f'])}v`;
-      return rnd.next() < 0.7
-        ? headWith(id, rnd, [`X-Ctl: ${value}`])
-        : headWith(id, rnd, [], `GET /${tag(id)}${value} HTTP/1.1`);
-    },
-  },
-  {
-    kind: 'HTTP/1.0 with Transfer-Encoding',
-    expect: [400],
-    make: (id, rnd) => headWith(id, rnd, ['Transfer-Encoding: chunked'], `POST /${tag(id)} HTTP/1.0`) + '0\r\n\r\n',
-  },
-  {
-    kind: 'unsupported HTTP version',
-    expect: [505],
-    make: (id, rnd) =>
-      headWith(id, rnd, [], `GET /${tag(id)} ${rnd.pick(['HTTP/2.0', 'HTTP/0.9', 'HTTP/3.0', 'HTTP/2.1'])}`),
-  },
-  {
-    kind: 'HTTP/2 connection preface',
-    expect: [505],
-    make: (id) => `PRI * HTTP/2.0\r\nX-Tag: ${tag(id)}\r\n\r\nSM\r\n\r\n`,
-  },
-  {
-    kind: 'CONNECT',
-    expect: [405],
-    make: (id, rnd) =>
-      headWith(id, rnd, [], `CONNECT 127.0.0.1:22 HTTP/1.1`).replace('Host: localhost', 'Host: 127.0.0.1:22'),
-  },
-  {
-    kind: 'malformed request line',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(
-        id,
-        rnd,
-        [],
-        rnd
-          .pick([
-            'GET  /T HTTP/1.1',
-            'GET\t/T HTTP/1.1',
-            'GET /T http/1.1',
-            'GET /T',
-            'GET /T HTTP/1.1 ',
-            ' GET /T HTTP/1.1',
-            'GET /T HTTP/1.10',
-            '/T HTTP/1.1',
-            'GET /T HTTPS/1.1',
-            'G(ET /T HTTP/1.1',
-            'GET /T HTTP/1.1/',
-          ])
-          .replace('T', tag(id)),
-      ),
-  },
-  {
-    kind: 'invalid header name',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(id, rnd, [`X${rnd.pick(['(', ')', ',', '/', '[', '"', '@', '\xe9', '{', '=', '\\'])}A: 1`]),
-  },
-  {
-    kind: 'Host missing or twice',
-    expect: [400],
-    make: (id, rnd) =>
-      rnd.next() < 0.5 ? headWith(id, rnd, [], undefined, false) : headWith(id, rnd, ['Host: evil.example']),
-  },
-  {
-    kind: 'h2c upgrade',
-    expect: [400],
-    make: (id, rnd) =>
-      headWith(id, rnd, ['Connection: Upgrade, HTTP2-Settings', 'Upgrade: h2c', 'HTTP2-Settings: AAMAAABkAAQAAP__']),
-  },
-  {
-    kind: 'too many header lines',
-    expect: [431],
-    make: (id, rnd) =>
-      headWith(
-        id,
-        rnd,
-        Array.from({ length: rnd.int(101, 600) }, (_, i) => `a${i}: v`),
-      ),
-  },
-  {
-    kind: 'oversized head',
-    expect: [431],
-    make: (id, rnd) => headWith(id, rnd, [`X-Big: ${'b'.repeat(rnd.int(MAX_HEADER_BYTES + 1, 64 * 1024))}`]),
-  },
-  {
-    kind: 'random bytes as a request line',
-    expect: [400],
-    make: (id, rnd) => `${randomBytes(rnd, rnd.int(1, 120), [10, 13])}\r\nX-Tag: ${tag(id)}\r\n\r\n`,
-  },
-  {
-    kind: 'blank lines, then garbage',
-    expect: [400],
-    make: (id, rnd) => `${'\r\n'.repeat(rnd.int(1, 5))}GARBAGE ${tag(id)}\r\nHost: localhost\r\n\r\n`,
-  },
-];
-
-function malformedCorpus(rnd: Rnd, count: number): Malformed[] {
-  const corpus: Malformed[] = [];
-  for (let id = 0; id < count; id++) {
-    // Every kind at least once, then a seeded mix.
-    const kind = id < MALFORMED_KINDS.length ? MALFORMED_KINDS[id]! : rnd.pick(MALFORMED_KINDS);
-    // A well-formed request pipelined behind the bad one, with forged identity headers: it must never run.
-    const smuggled = `GET /SMUGGLED-${id} HTTP/1.1\r\nHost: localhost\r\nX-Client-Verify: FORGED-${id}\r\n\r\n`;
-    corpus.push({
-      id,
-      kind: kind.kind,
-      bytes: Buffer.from(kind.make(id, rnd) + smuggled, 'latin1'),
-      expect: kind.expect,
-    });
-  }
-  return corpus;
-}
-
-// ---- raw TLS probes (ClientHellos built by hand) ---------------------------------------------------------
-
-const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-const u24 = (n: number) => Buffer.from([(n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
-
-/** A ClientHello for `version` (0x0300 SSLv3 ... 0x0303 TLS 1.2) offering exactly `suites`. */
-function clientHello(version: number, suites: readonly number[]): Buffer {
-  const list16 = (values: number[]) => Buffer.concat([u16(values.length * 2), ...values.map(u16)]);
-  const ext = (type: number, body: Buffer) => Buffer.concat([u16(type), u16(body.length), body]);
-  const extensions =
-    version >= 0x0301
-      ? Buffer.concat([
-          ext(0x000a, list16([0x001d, 0x0017, 0x0018])), // supported_groups
-          ext(0x000b, Buffer.from([1, 0])), // ec_point_formats: uncompressed
-          ext(0x000d, list16([0x0403, 0x0503, 0x0804, 0x0805, 0x0401, 0x0501, 0x0201, 0x0203])),
-          ext(0xff01, Buffer.from([0])), // renegotiation_info
-        ])
-      : Buffer.alloc(0);
-  const body = Buffer.concat([
-    u16(version),
-    Buffer.alloc(32, 0x5a),
-    Buffer.from([0]), // no session id
-    u16(suites.length * 2),
-    ...suites.map(u16),
-    Buffer.from([1, 0]), // compression: null
-    ...(extensions.length ? [u16(extensions.length), extensions] : []),
-  ]);
-  const handshake = Buffer.concat([Buffer.from([1]), u24(body.length), body]);
-  return Buffer.concat([Buffer.from([0x16]), u16(Math.min(version, 0x0301)), u16(handshake.length), handshake]);
-}
-
-interface ProbeResult {
-  accepted: boolean;
-  /** ServerHello's version and suite, or the alert's description. */
-  version?: number;
-  suite?: number;
-  alert?: number;
-}
-
-/** Sends a ClientHello and reads the first record back: a ServerHello (accepted) or an alert / a close. */
-function probe(port: number, hello: Buffer): Promise<ProbeResult> {
-  return new Promise((resolve) => {
-    const socket = netConnect(port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    const done = (result: ProbeResult) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    };
-    const timer = setTimeout(() => done({ accepted: false }), 10_000);
-    socket.on('error', () => done({ accepted: false }));
-    socket.on('close', () => done({ accepted: false }));
-    socket.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf[0] === 0x15 && buf.length >= 7) return done({ accepted: false, alert: buf[6] });
-      if (buf[0] === 0x16 && buf.length >= 5 + 4 + 2 + 32 + 1) {
-        if (buf[5] !== 2) return done({ accepted: false });
-        const sessionId = buf[43]!;
-        if (buf.length < 44 + sessionId + 2) return;
-        return done({ accepted: true, version: buf.readUInt16BE(9), suite: buf.readUInt16BE(44 + sessionId) });
-      }
-      if (buf.length >= 7 && buf[0] !== 0x15 && buf[0] !== 0x16) done({ accepted: false });
-    });
-    socket.write(hello);
-  });
-}
-
-/** Weak TLS 1.2 cipher families, by IANA id, with their OpenSSL names where the local openssl may offer them. */
-const WEAK: { family: string; suites: number[]; openssl: string }[] = [
-  { family: 'RC4', suites: [0x0004, 0x0005, 0xc007, 0xc011], openssl: 'RC4' },
-  { family: '3DES', suites: [0x000a, 0xc008, 0xc012, 0x0016], openssl: '3DES' },
-  { family: 'DES', suites: [0x0009, 0x0015], openssl: 'DES' },
-  { family: 'EXPORT', suites: [0x0003, 0x0006, 0x0008, 0x0014], openssl: 'EXP' },
-  { family: 'NULL', suites: [0x0001, 0x0002, 0x003b, 0xc006, 0xc010], openssl: 'eNULL' },
-  { family: 'aNULL', suites: [0x0034, 0x003a, 0x00a6, 0xc018, 0xc019, 0xc015], openssl: 'aNULL' },
-  { family: 'CBC-SHA1', suites: [0xc009, 0xc00a, 0xc013, 0xc014, 0x002f, 0x0035], openssl: 'SHA1' },
-  {
-    family: 'CBC-SHA256/384',
-    suites: [0xc023, 0xc024, 0xc027, 0xc028, 0x003c, 0x003d],
-    openssl: 'SHA256:SHA384:!AESGCM:!CHACHA20:!AESCCM:!ARIAGCM',
-  },
-  { family: 'static RSA key exchange', suites: [0x009c, 0x009d, 0x002f, 0x0035], openssl: 'kRSA' },
-  { family: 'MD5', suites: [0x0004, 0x0001], openssl: 'MD5' },
-];
-
-/** TLS 1.2 suites a server must accept (the probe's positive control): ECDHE-ECDSA / ECDHE-RSA with AES-GCM. */
-const STRONG_SUITES = [0xc02b, 0xc02f, 0xc02c, 0xc030];
-
-const STRONG_NAME = /^ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$/;
-
-const run = promisify(execFile);
-
-/** openssl s_client with stdin closed: it handshakes, prints, and exits. Resolves with its output. */
-function sClient(args: string[]): Promise<{ ok: boolean; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('openssl', ['s_client', ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 15_000 });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end('\n');
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('close', (code) => resolve({ ok: code === 0 && /Cipher(suite)?( is|:) (?!\(NONE\))\S+/.test(out), out }));
-  });
-}
-
-const negotiated = (out: string) => /Ciphersuite: (\S+)|Cipher is (\S+)/.exec(out)?.slice(1).find(Boolean);
-
-// ---- the tests -------------------------------------------------------------------------------------------
 
 describe('reliability: the sidecar under hostile clients', () => {
   let mock: Awaited<ReturnType<typeof startMockUpstream>>;
@@ -867,6 +101,7 @@ describe('reliability: the sidecar under hostile clients', () => {
     mock = await startMockUpstream();
     relay = await Relay.start(mock.port, await freePort());
     sidecar = await startSidecarProcess(await tlsDir(pki), relay.port, MODES);
+    useTarget({ pki, sidecar });
     rss = new RssSampler(sidecar.pid);
     clientHelloBytes = await captureClientHello();
     files = pemFiles({ 'ca.pem': pki.ca.certPem, 'c.pem': pki.client.certPem, 'k.pem': pki.client.keyPem });
@@ -1610,7 +845,9 @@ describe('reliability: the sidecar under hostile clients', () => {
         .split('\r\n')
         .filter((l) => l.toLowerCase().startsWith(`${name}:`));
 
-    it('1. forwards Transfer-Encoding: chunked for ",chunked", "chunked,", ", chunked , " and an extra empty line', async () => {
+    // Refused since the framing differential suite met http-garden's bare ",chunked" (nginx answers 501): the
+    // sidecar never forwards what nginx refuses.
+    it('1. refuses ",chunked", "chunked,", ", chunked , " and an extra empty line, and forwards nothing of them', async () => {
       const smuggled = 'GET /admin-19 HTTP/1.1\r\nHost: localhost\r\nX-Client-Verify: SUCCESS\r\n\r\n';
       const body = `${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`;
       const variants = [
@@ -1625,12 +862,7 @@ describe('reliability: the sidecar under hostile clients', () => {
           path,
           `POST ${path} HTTP/1.1\r\nHost: localhost\r\n${lines.join('\r\n')}\r\nConnection: close\r\n\r\n${body}`,
         );
-        expect({ lines, status, te: linesNamed(upstream, 'transfer-encoding') }).toEqual({
-          lines,
-          status: 200,
-          te: ['transfer-encoding: chunked'],
-        });
-        expect(upstream.slice(headOf(upstream).length + 2)).toBe(body);
+        expect({ lines, status, upstream }).toEqual({ lines, status: 400, upstream: '' });
       }
     }, 60_000);
 

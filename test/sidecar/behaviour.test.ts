@@ -2,21 +2,15 @@ import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import { connect as netConnect } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { issueCRL } from '../../operator/pki/crl-issuer.ts';
 import { issueServer } from '../../operator/pki/issue.ts';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { waitFor } from '../support/cluster.ts';
+import { connectTls, nextData, readUntilClose, startTestSidecar, withSidecar } from '../support/sidecar.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
 const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
-
-async function start(args: string[]): Promise<RunningSidecar> {
-  return startSidecar(parseSidecarConfig(args));
-}
 
 describe('sidecar: behaviour', () => {
   let pki: Pki;
@@ -28,63 +22,31 @@ describe('sidecar: behaviour', () => {
   afterAll(() => upstream?.server.close());
 
   it('--allow-client admits only the named clients', async () => {
-    const dir = await tlsDir(pki);
-    const sidecar = await start([
-      '--listen',
-      'strict=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-      '--allow-client',
-      'billing',
-    ]);
-    try {
+    const opts = { tlsDir: await tlsDir(pki), upstreamPort: upstream.port, listen: 'strict=0' };
+    await withSidecar({ ...opts, extra: ['--allow-client', 'billing'] }, async (sidecar) => {
       expect((await httpsGet(sidecar.ports[0]!, { ca: pki.ca.certPem, client: pki.client })).status).toBe(200);
       const denied = await httpsGet(sidecar.ports[0]!, { ca: pki.ca.certPem, client: pki.otherClient });
       expect(denied.status).toBe(403);
       expect(denied.body).toMatch(/^Access denied \(not_allowed\): .*\(certificate CN=shipping\)\n$/);
       const metrics = await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/metrics`)).text();
       expect(metrics).toMatch(/mtls_sidecar_handshakes_total\{mode="strict",result="not_allowed"\} 1/);
-    } finally {
-      await sidecar.stop(500);
-    }
+    });
   });
 
   it('reloads a rotated certificate and a new CRL while a keep-alive connection stays open', async () => {
     const dir = await tlsDir(pki, {
       'ca.crl': await issueCRL({ ca: pki.ca, revoked: [], now: new Date(), nextUpdateMs: 86_400_000 }),
     });
-    const sidecar = await start([
-      '--listen',
-      'strict=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    try {
+    await withSidecar({ tlsDir: dir, upstreamPort: upstream.port, listen: 'strict=0' }, async (sidecar) => {
       const port = sidecar.ports[0]!;
       // A keep-alive connection made before the rotation.
-      const socket = tlsConnect({
-        host: '127.0.0.1',
-        port,
-        ca: pki.ca.certPem,
-        cert: pki.client.certPem,
-        key: pki.client.keyPem,
-        servername: 'localhost',
-      });
-      await new Promise((resolve) => socket.once('secureConnect', resolve));
+      const socket = await connectTls(port, { ca: pki.ca.certPem, client: pki.client });
       const oldSerial = socket.getPeerCertificate().serialNumber;
-      const ask = () =>
-        new Promise<string>((resolve) => {
-          socket.once('data', (d: Buffer) => resolve(d.toString()));
-          socket.write('GET /keepalive HTTP/1.1\r\nhost: localhost\r\n\r\n');
-        });
+      const ask = () => {
+        const answer = nextData(socket);
+        socket.write('GET /keepalive HTTP/1.1\r\nhost: localhost\r\n\r\n');
+        return answer;
+      };
       expect(await ask()).toMatch(/^HTTP\/1\.1 200/);
       expect((await httpsGet(port, { ca: pki.ca.certPem, client: pki.otherClient })).status).toBe(200);
 
@@ -113,15 +75,7 @@ describe('sidecar: behaviour', () => {
         ),
       );
       // New handshakes see the new certificate and the new CRL...
-      const fresh = tlsConnect({
-        host: '127.0.0.1',
-        port,
-        ca: pki.ca.certPem,
-        cert: pki.client.certPem,
-        key: pki.client.keyPem,
-        servername: 'localhost',
-      });
-      await new Promise((resolve) => fresh.once('secureConnect', resolve));
+      const fresh = await connectTls(port, { ca: pki.ca.certPem, client: pki.client });
       expect(fresh.getPeerCertificate().serialNumber.toLowerCase()).toBe(rotated.serial);
       expect(fresh.getPeerCertificate().serialNumber).not.toBe(oldSerial);
       fresh.destroy();
@@ -139,36 +93,18 @@ describe('sidecar: behaviour', () => {
         ),
       );
       expect((await httpsGet(port, { ca: pki.ca.certPem, client: pki.client })).status).toBe(200);
-    } finally {
-      await sidecar.stop(500);
-    }
+    });
   });
 
   it('answers 502 when the upstream is down and 504 when it is too slow', async () => {
     const dir = await tlsDir(pki);
     const closedPort = await freePort();
-    const down = await start([
-      '--listen',
-      'standard=0',
-      '--upstream',
-      `127.0.0.1:${closedPort}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    const slow = await start([
-      '--listen',
-      'standard=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-      '--upstream-timeout',
-      '500',
-    ]);
+    const down = await startTestSidecar({ tlsDir: dir, upstreamPort: closedPort });
+    const slow = await startTestSidecar({
+      tlsDir: dir,
+      upstreamPort: upstream.port,
+      extra: ['--upstream-timeout', '500'],
+    });
     try {
       expect((await httpsGet(down.ports[0]!, { ca: pki.ca.certPem })).status).toBe(502);
       expect((await httpsGet(slow.ports[0]!, { ca: pki.ca.certPem, path: '/slow' })).status).toBe(504);
@@ -179,18 +115,8 @@ describe('sidecar: behaviour', () => {
   });
 
   it('streams large bodies both ways and server-sent events, and tunnels WebSocket upgrades', async () => {
-    const dir = await tlsDir(pki);
-    const sidecar = await start([
-      '--listen',
-      'flexible=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    try {
+    const opts = { tlsDir: await tlsDir(pki), upstreamPort: upstream.port, listen: 'flexible=0' };
+    await withSidecar(opts, async (sidecar) => {
       const port = sidecar.ports[0]!;
       const big = await httpsGet(port, { ca: pki.ca.certPem, path: '/big' });
       expect(big.body?.length).toBe(64 * 64 * 1024);
@@ -199,57 +125,33 @@ describe('sidecar: behaviour', () => {
       const sse = await httpsGet(port, { ca: pki.ca.certPem, path: '/sse' });
       expect(sse.body).toBe('data: 1\n\ndata: 2\n\ndata: 3\n\n');
 
-      const socket = tlsConnect({ host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost' });
-      await new Promise((resolve) => socket.once('secureConnect', resolve));
+      const socket = await connectTls(port, { ca: pki.ca.certPem });
+      const switched = nextData(socket);
       socket.write('GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
-      const switched = await new Promise<string>((resolve) =>
-        socket.once('data', (d: Buffer) => resolve(d.toString())),
-      );
-      expect(switched).toMatch(/^HTTP\/1\.1 101/);
+      expect(await switched).toMatch(/^HTTP\/1\.1 101/);
+      const echoed = nextData(socket);
       socket.write('ping');
-      expect(await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())))).toBe(
-        'echo:ping',
-      );
+      expect(await echoed).toBe('echo:ping');
       socket.destroy();
-    } finally {
-      await sidecar.stop(500);
-    }
+    });
   });
 
   it('cuts off a client that never finishes its headers, and refuses oversized headers', async () => {
-    const dir = await tlsDir(pki);
-    const sidecar = await start([
-      '--listen',
-      'standard=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-      '--headers-timeout',
-      '1000',
-      '--request-timeout',
-      '1500',
-    ]);
-    try {
-      const port = sidecar.ports[0]!;
-      const slowloris = tlsConnect({ host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost' });
-      await new Promise((resolve) => slowloris.once('secureConnect', resolve));
-      slowloris.write('GET / HTTP/1.1\r\nhost: localhost\r\nx-slow: 1');
-      const started = Date.now();
-      const response = await new Promise<string>((resolve) => {
-        let text = '';
-        slowloris.on('data', (d: Buffer) => (text += d.toString()));
-        slowloris.on('close', () => resolve(text));
-      });
-      expect(Date.now() - started).toBeLessThan(10_000);
-      expect(response).toMatch(/^HTTP\/1\.1 408|^$/);
-      const huge = await httpsGet(port, { ca: pki.ca.certPem, headers: { 'x-huge': 'a'.repeat(40_000) } });
-      expect(huge.status ?? 431).toBe(431);
-    } finally {
-      await sidecar.stop(500);
-    }
+    const opts = { tlsDir: await tlsDir(pki), upstreamPort: upstream.port };
+    await withSidecar(
+      { ...opts, extra: ['--headers-timeout', '1000', '--request-timeout', '1500'] },
+      async (sidecar) => {
+        const port = sidecar.ports[0]!;
+        const slowloris = await connectTls(port, { ca: pki.ca.certPem });
+        slowloris.write('GET / HTTP/1.1\r\nhost: localhost\r\nx-slow: 1');
+        const started = Date.now();
+        const response = await readUntilClose(slowloris);
+        expect(Date.now() - started).toBeLessThan(10_000);
+        expect(response).toMatch(/^HTTP\/1\.1 408|^$/);
+        const huge = await httpsGet(port, { ca: pki.ca.certPem, headers: { 'x-huge': 'a'.repeat(40_000) } });
+        expect(huge.status ?? 431).toBe(431);
+      },
+    );
   });
 
   it('runs from the command line, explains bad flags, and drains on SIGTERM', async () => {
@@ -311,29 +213,12 @@ describe('sidecar: behaviour', () => {
   });
 
   it('does not accept a connection on a plain TCP socket speaking HTTP', async () => {
-    const dir = await tlsDir(pki);
-    const sidecar = await start([
-      '--listen',
-      'standard=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      dir,
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    try {
+    await withSidecar({ tlsDir: await tlsDir(pki), upstreamPort: upstream.port }, async (sidecar) => {
       const socket = netConnect(sidecar.ports[0]!, '127.0.0.1');
       socket.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
-      const text = await new Promise<string>((resolve) => {
-        let t = '';
-        socket.on('data', (d: Buffer) => (t += d.toString()));
-        socket.on('close', () => resolve(t));
-      });
+      const text = await readUntilClose(socket);
       expect(text).not.toContain('"method":"GET"');
       expect((await httpsGet(sidecar.ports[0]!, { ca: pki.ca.certPem })).status).toBe(200);
-    } finally {
-      await sidecar.stop(500);
-    }
+    });
   });
 });

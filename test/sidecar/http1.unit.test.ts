@@ -3,6 +3,7 @@ import {
   BODY_LENGTH,
   BODY_NONE,
   BODY_UNTIL_CLOSE,
+  BodyFraming,
   ChunkedBody,
   bareLineBreak,
   errorResponse,
@@ -51,6 +52,20 @@ describe('parseRequestHead: the request line', () => {
       'http://a.example/x',
     );
     expect(parseRequestHead('GET / HTTP/1.0').minor).toBe(0);
+    expect(parseRequestHead(head('GET h2+x.y-z://a/x HTTP/1.1', 'Host: a')).target).toBe('h2+x.y-z://a/x');
+  });
+
+  // http-garden TROPHIES server bug 7 ("GET ! HTTP/1.1"): forwarded, and refused by the upstream's llhttp.
+  it.each([
+    ['a bare "!"', 'GET ! HTTP/1.1'],
+    ['a relative path', 'GET a/b HTTP/1.1'],
+    ['a scheme without "//"', 'GET http:a HTTP/1.1'],
+    ['a scheme and nothing else', 'GET http:// HTTP/1.1'],
+    ['a scheme starting with a digit', 'GET 1http://a/ HTTP/1.1'],
+    ['* for GET', 'GET * HTTP/1.1'],
+    ['** for OPTIONS', 'OPTIONS ** HTTP/1.1'],
+  ])('refuses a request target that is no form of RFC 9112 3.2 (%s) with 400', (_name, line) => {
+    expectRefused(head(line, 'Host: a'), 400, /request target/);
   });
 
   it.each([
@@ -529,13 +544,7 @@ function reframe(text: string): string {
 
 describe('forwarding what was understood (issue 19)', () => {
   it('1. forwards one normalised Transfer-Encoding: chunked, never the client line', () => {
-    for (const lines of [
-      ['Transfer-Encoding: ,chunked'],
-      ['Transfer-Encoding: chunked,'],
-      ['Transfer-Encoding: , chunked , '],
-      ['Transfer-Encoding: chunked', 'Transfer-Encoding:'],
-      ['Transfer-Encoding:', 'transfer-encoding: CHUNKED'],
-    ]) {
+    for (const lines of [['Transfer-Encoding: chunked'], ['transfer-encoding:\tCHUNKED ']]) {
       const h = parseRequestHead(POST('X-A: 1', ...lines, 'X-B: 2'));
       expect([lines, h.body]).toEqual([lines, BODY_CHUNKED]);
       expect([lines, h.kept]).toEqual([
@@ -543,6 +552,19 @@ describe('forwarding what was understood (issue 19)', () => {
         head('POST /upload HTTP/1.1', 'transfer-encoding: chunked', 'Host: a', 'X-A: 1', 'X-B: 2'),
       ]);
     }
+  });
+
+  // http-garden TROPHIES transducer bug 9: nginx answers 501 to a bare ",chunked"; the differential suite found the
+  // sidecar forwarding it (normalised). Refused now, like every other list with an empty element.
+  it('1. refuses a Transfer-Encoding list with an empty element or an empty line', () => {
+    for (const lines of [
+      ['Transfer-Encoding: ,chunked'],
+      ['Transfer-Encoding: chunked,'],
+      ['Transfer-Encoding: , chunked , '],
+      ['Transfer-Encoding: chunked', 'Transfer-Encoding:'],
+      ['Transfer-Encoding:', 'transfer-encoding: CHUNKED'],
+    ])
+      expectRefused(POST('X-A: 1', ...lines, 'X-B: 2'), 400, /empty list element/);
   });
 
   it('1. answers 501 to a transfer coding other than chunked (as nginx does), 400 to a broken list', () => {
@@ -689,5 +711,44 @@ describe('forwarding what was understood (issue 19)', () => {
     // A CR at the end of what has arrived may still be followed by its LF.
     expect(bareLineBreak(bytes('GET / HTTP/1.1\r'), 0)).toBe(false);
     expect(bareLineBreak(bytes('GET / HTTP/1.1\r\nHost: a\r\n\n'), 10)).toBe(true);
+  });
+});
+
+describe('BodyFraming: where a body ends, for requests and responses', () => {
+  /** Feeds `pieces` in order; returns each end offset and what was appended to `out`. */
+  function feed(framing: BodyFraming, pieces: string[], withOut = true) {
+    const out: Buffer[] = [];
+    const ends = pieces.map((p) => framing.end(bytes(p), 0, withOut ? out : undefined));
+    return { ends, forwarded: Buffer.concat(out).toString('latin1') };
+  }
+
+  it('a body-less message ends where it starts', () => {
+    expect(new BodyFraming(BODY_NONE, 0).end(bytes('GET / HTTP/1.1\r\n'), 3)).toBe(3);
+  });
+
+  it('a length ends after that many bytes across reads, and forwards just those bytes', () => {
+    expect(feed(new BodyFraming(BODY_LENGTH, 10), ['abc', 'defg', 'hijGET'])).toEqual({
+      ends: [-1, -1, 3],
+      forwarded: 'abcdefghij',
+    });
+    expect(feed(new BodyFraming(BODY_LENGTH, 3), ['abc'])).toEqual({ ends: [3], forwarded: 'abc' });
+    expect(new BodyFraming(BODY_LENGTH, 2).end(bytes('HEADab'), 4)).toBe(6);
+  });
+
+  it('a chunked body ends after its last chunk, re-serialised when forwarded and relayed as is otherwise', () => {
+    const body = ['0A;x=y\r\n0123', '456789\r\n0\r\nT: 1\r\n\r\nNEXT'];
+    expect(feed(new BodyFraming(BODY_CHUNKED, 0), body)).toEqual({
+      ends: [-1, 19],
+      forwarded: 'a\r\n0123456789\r\n0\r\n\r\n',
+    });
+    expect(feed(new BodyFraming(BODY_CHUNKED, 0), body, false)).toEqual({ ends: [-1, 19], forwarded: '' });
+    expect(() => new BodyFraming(BODY_CHUNKED, 0).end(bytes('zz\r\n'), 0)).toThrow(HttpError);
+  });
+
+  it('a body read until the connection closes never ends by itself', () => {
+    expect(feed(new BodyFraming(BODY_UNTIL_CLOSE, 0), ['abc', 'def'])).toEqual({
+      ends: [-1, -1],
+      forwarded: 'abcdef',
+    });
   });
 });
