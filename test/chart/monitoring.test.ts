@@ -1,3 +1,4 @@
+import { startTestSidecar } from '../support/sidecar.ts';
 import * as k8s from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -5,8 +6,7 @@ import { ADMIN_PORT_NAME, INJECTED_ANNOTATION } from '../../operator/api/injecti
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
 import { decideInjection, sidecarContainer } from '../../operator/webhook/injector.ts';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
 // The chart's PodMonitor must find the sidecars the webhook injects, and the shipped alert on refused
@@ -143,17 +143,7 @@ describe('monitoring the injected sidecars', () => {
     beforeAll(async () => {
       pki = await makePki();
       upstream = await startMockUpstream();
-      const config = parseSidecarConfig([
-        '--listen',
-        'strict=0',
-        '--upstream',
-        `127.0.0.1:${upstream.port}`,
-        '--tls-dir',
-        await tlsDir(pki),
-        '--admin',
-        '127.0.0.1:0',
-      ]);
-      sidecar = await startSidecar(config);
+      sidecar = await startTestSidecar({ listen: 'strict=0', upstreamPort: upstream.port, tlsDir: await tlsDir(pki) });
     });
     afterAll(async () => {
       await sidecar?.stop(1_000);

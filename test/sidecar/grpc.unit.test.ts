@@ -1,6 +1,6 @@
+import { startTestSidecar } from '../support/sidecar.ts';
 import { status } from '@grpc/grpc-js';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import {
   echoClient,
   type EchoClient,
@@ -30,18 +30,12 @@ describe('sidecar: gRPC through each mode', () => {
   beforeAll(async () => {
     pki = await makePki();
     mock = await startEchoServer();
-    const config = parseSidecarConfig([
-      ...MODES.flatMap((mode) => ['--listen', `${mode}=0`]),
-      '--upstream',
-      `127.0.0.1:${mock.port}`,
-      '--upstream-protocol',
-      'h2c',
-      '--tls-dir',
-      await tlsDir(pki),
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    sidecar = await startSidecar(config);
+    sidecar = await startTestSidecar({
+      listen: MODES.map((mode) => `${mode}=0`),
+      upstreamPort: mock.port,
+      tlsDir: await tlsDir(pki),
+      extra: ['--upstream-protocol', 'h2c'],
+    });
   });
   afterAll(async () => {
     for (const c of clients) c.close();
@@ -140,19 +134,12 @@ describe('sidecar: drain with in-flight gRPC streams', () => {
   it('GOAWAY on stop: a server stream in flight completes; the sidecar then closes', async () => {
     const pki = await makePki();
     const mock = await startEchoServer();
-    const config = parseSidecarConfig([
-      '--listen',
-      'strict=0',
-      '--upstream',
-      `127.0.0.1:${mock.port}`,
-      '--upstream-protocol',
-      'h2c',
-      '--tls-dir',
-      await tlsDir(pki),
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    const sidecar = await startSidecar(config);
+    const sidecar = await startTestSidecar({
+      listen: 'strict=0',
+      upstreamPort: mock.port,
+      tlsDir: await tlsDir(pki),
+      extra: ['--upstream-protocol', 'h2c'],
+    });
     const c = echoClient(sidecar.ports[0]!, pki.ca.certPem, pki.client);
     try {
       const texts: string[] = [];

@@ -1,8 +1,8 @@
+import { startTestSidecar } from '../support/sidecar.ts';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { MAX_CONCURRENT_STREAMS } from '../../sidecar/http2.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import { h2Client, h2Request } from '../support/h2-fixtures.ts';
 import {
   FLAG,
@@ -46,17 +46,7 @@ describe('sidecar: HTTP/2 attacks are refused with bounded memory', () => {
   beforeAll(async () => {
     pki = await makePki();
     upstream = await startMockUpstream();
-    const config = parseSidecarConfig([
-      '--listen',
-      'standard=0',
-      '--upstream',
-      `127.0.0.1:${upstream.port}`,
-      '--tls-dir',
-      await tlsDir(pki),
-      '--admin',
-      '127.0.0.1:0',
-    ]);
-    sidecar = await startSidecar(config);
+    sidecar = await startTestSidecar({ listen: 'standard=0', upstreamPort: upstream.port, tlsDir: await tlsDir(pki) });
   });
   afterAll(async () => {
     console.log(`HTTP/2 attack figures:\n${figures.map((f) => JSON.stringify(f)).join('\n')}`);

@@ -1,11 +1,11 @@
+import { startTestSidecar } from '../support/sidecar.ts';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import { ensureGoTool, GRPC_HEALTH_PROBE } from '../support/go-tool.ts';
 import { type EchoServer, startEchoServer } from '../support/grpc/echo.ts';
 import { pemFiles } from '../support/openssl.ts';
@@ -49,19 +49,12 @@ describe('sidecar with third-party clients and servers', () => {
     beforeAll(async () => {
       probe = await ensureGoTool(GRPC_HEALTH_PROBE.name, GRPC_HEALTH_PROBE.module, GRPC_HEALTH_PROBE.version);
       mock = await startEchoServer();
-      const config = parseSidecarConfig([
-        '--listen',
-        'strict=0',
-        '--upstream',
-        `127.0.0.1:${mock.port}`,
-        '--upstream-protocol',
-        'h2c',
-        '--tls-dir',
-        await tlsDir(pki),
-        '--admin',
-        '127.0.0.1:0',
-      ]);
-      sidecar = await startSidecar(config);
+      sidecar = await startTestSidecar({
+        listen: 'strict=0',
+        upstreamPort: mock.port,
+        tlsDir: await tlsDir(pki),
+        extra: ['--upstream-protocol', 'h2c'],
+      });
     }, 600_000);
     afterAll(async () => {
       await sidecar?.stop(1_000);
@@ -130,18 +123,12 @@ describe('sidecar with third-party clients and servers', () => {
         if (up) break;
         await new Promise((r) => setTimeout(r, 50));
       }
-      const config = parseSidecarConfig([
-        '--listen',
-        'strict=0/tcp',
-        '--upstream',
-        `127.0.0.1:${port}`,
-        '--proxy-protocol',
-        '--tls-dir',
-        await tlsDir(pki),
-        '--admin',
-        '127.0.0.1:0',
-      ]);
-      sidecar = await startSidecar(config);
+      sidecar = await startTestSidecar({
+        listen: 'strict=0/tcp',
+        upstreamPort: port,
+        tlsDir: await tlsDir(pki),
+        extra: ['--proxy-protocol'],
+      });
     });
     afterAll(async () => {
       await sidecar?.stop(500);
