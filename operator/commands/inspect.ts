@@ -8,13 +8,10 @@ import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { isNotFound } from '../kube/errors.ts';
 import { inspectCertificate, parseCertificateBundle, validateKeyPair, verifyIssuedBy } from '../pki/inspect.ts';
 import type { x509 } from '../pki/x509.ts';
+import { secretText } from '../kube/secret-data.ts';
 
 const FLAGS = { ...KUBE_FLAGS, ...OUTPUT_FLAG } as const;
 
-const text = (secret: V1Secret, key: string) => {
-  const value = secret.data?.[key];
-  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-};
 const pem = (cert: x509.X509Certificate) => cert.toString('pem');
 
 /** Decodes and checks a Secret's certificates (crypto only; the cluster was read before). */
@@ -29,7 +26,7 @@ export async function inspectSecret(
     .filter((k) => k.endsWith('.crt'))
     .sort()) {
     try {
-      const bundle = parseCertificateBundle(text(secret, key)!);
+      const bundle = parseCertificateBundle(secretText(secret, key)!);
       parsed.set(key, bundle);
       for (const [index, cert] of bundle.entries())
         certificates.push({ key, index, info: await inspectCertificate(pem(cert)) });
@@ -42,8 +39,8 @@ export async function inspectSecret(
     ['tls.crt', 'tls.key'],
     ['ca.crt', 'ca.key'],
   ] as const) {
-    const certPem = text(secret, cert);
-    const keyPem = text(secret, key);
+    const certPem = secretText(secret, cert);
+    const keyPem = secretText(secret, key);
     if (certPem && keyPem) keyPairs.push({ cert, key, check: validateKeyPair(certPem, keyPem) });
   }
   let signer: InspectSnapshot['signer'];

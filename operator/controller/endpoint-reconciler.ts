@@ -21,7 +21,7 @@ import type { CertificateLabels, ConditionStatus, OperatorMetrics } from '../met
 import { bundleProblem, type CertInfo, certInfo, type LeafIdentity } from '../pki/certs.ts';
 import { issueCRL } from '../pki/crl-issuer.ts';
 import { clientSpiffeId, issueCA, issueClient, issueServer } from '../pki/issue.ts';
-import { parseCertificates } from '../pki/x509.ts';
+import { parseCertificates } from '../pki/inspect.ts';
 import { caRenewBeforeMs, type CaPlan, decideCa, decideRetirement, type HeldCertificate } from './ca-policy.ts';
 import { caSecretContent, type CaState, type RevokedEntry, trustBundle, trustedCas } from './ca-state.ts';
 import { heldCertificates, inspectCa, inspectLeaf, type InspectedLeaf, publishedCrls } from './certificate-facts.ts';

@@ -1,7 +1,8 @@
 import type { V1Secret } from '@kubernetes/client-node';
 import { type Pkcs12Profile, SECRET_KEYS } from '../api/types.ts';
 import { keystoreInputsDigest, pkcs12Keystore, pkcs12Truststore } from '../pki/pkcs12.ts';
-import { certificateToPem, parseCertificates } from '../pki/x509.ts';
+import { parseCertificates } from '../pki/inspect.ts';
+import { certificateToPem } from '../pki/x509.ts';
 import { verifyIssuedBy } from '../pki/inspect.ts';
 
 /**

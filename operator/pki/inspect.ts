@@ -38,6 +38,11 @@ export interface CertificateInfo {
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
 
+/** Every certificate of a PEM text, none when it holds no certificate; throws a PkiError on a damaged one. */
+export function parseCertificates(pem: string): x509.X509Certificate[] {
+  return pem.includes('-----BEGIN CERTIFICATE-----') ? parseCertificateBundle(pem) : [];
+}
+
 /** Every certificate of a PEM bundle, parsed; throws a PkiError that says what is wrong. */
 export function parseCertificateBundle(pem: string): x509.X509Certificate[] {
   if (typeof pem !== 'string' || pem.trim() === '') throw new PkiError('the certificate is empty');

@@ -2,7 +2,7 @@ import * as asn1js from 'asn1js';
 import { createCipheriv, createHash, createHmac, randomBytes, webcrypto } from 'node:crypto';
 import * as pkijs from 'pkijs';
 import type { Pkcs12Profile } from '../api/types.ts';
-import { parseCertificates } from './x509.ts';
+import { parseCertificates } from './inspect.ts';
 
 /**
  * PKCS#12 keystores and truststores for Java (and anything else that reads PKCS#12), built with pkijs.

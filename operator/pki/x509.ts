@@ -144,9 +144,3 @@ export async function issueCertificate(
 export function certificateToPem(cert: x509.X509Certificate): string {
   return cert.toString('pem') + '\n';
 }
-
-/** Parses every certificate in a PEM bundle; throws on garbage. */
-export function parseCertificates(pem: string): x509.X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((block) => new x509.X509Certificate(block));
-}

@@ -1,6 +1,7 @@
 import { CoreV1Api, type KubeConfig, type V1OwnerReference, type V1Secret } from '@kubernetes/client-node';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { withOwners } from '../kube/owner.ts';
+import { encodeSecretData, secretText } from '../kube/secret-data.ts';
 import { errorMessage, logger } from '../log.ts';
 import type { PemPair } from '../pki/issue.ts';
 import { certInfo, pairProblem, subjectAltNames } from '../pki/certs.ts';
@@ -75,7 +76,6 @@ export class WebhookServingCert {
       validityMs,
       now,
     });
-    const b64 = (s: string) => Buffer.from(s).toString('base64');
     const body: V1Secret = {
       metadata: {
         ...(existing?.metadata ?? {}),
@@ -89,12 +89,12 @@ export class WebhookServingCert {
         },
       },
       type: 'kubernetes.io/tls',
-      data: {
-        'tls.crt': b64(leaf.certPem),
-        'tls.key': b64(leaf.keyPem),
-        'ca.crt': b64(ca.certPem),
-        'ca.key': b64(ca.keyPem),
-      },
+      data: encodeSecretData({
+        'tls.crt': leaf.certPem,
+        'tls.key': leaf.keyPem,
+        'ca.crt': ca.certPem,
+        'ca.key': ca.keyPem,
+      }),
     };
     try {
       if (existing) await this.core.replaceNamespacedSecret({ namespace, name: secretName, body });
@@ -129,15 +129,14 @@ export class WebhookServingCert {
   }
 
   private pair(secret: V1Secret, certKey: string, keyKey: string): PemPair | undefined {
-    const cert = secret.data?.[certKey];
-    const key = secret.data?.[keyKey];
-    if (!cert || !key) return undefined;
-    return { certPem: Buffer.from(cert, 'base64').toString(), keyPem: Buffer.from(key, 'base64').toString() };
+    const certPem = secretText(secret, certKey);
+    const keyPem = secretText(secret, keyKey);
+    return certPem && keyPem ? { certPem, keyPem } : undefined;
   }
 
   private async usable(secret: V1Secret, now: Date): Promise<WebhookTls | undefined> {
     const leaf = this.pair(secret, 'tls.crt', 'tls.key');
-    const caPem = secret.data?.['ca.crt'] && Buffer.from(secret.data['ca.crt'], 'base64').toString();
+    const caPem = secretText(secret, 'ca.crt');
     if (!leaf || !caPem || (await pairProblem(leaf, now, { isCA: false }))) return undefined;
     const tls = this.tlsOf(leaf, caPem);
     if (now >= tls.renewalTime) return undefined;

@@ -9,7 +9,7 @@ import { ENDPOINT_LABEL } from '../../operator/api/types.ts';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
 import { DEFAULT_SIDECAR_RESOURCES, OPERATOR_HEAP_MIB, operatorEnv } from '../../operator/defaults.ts';
 import { freePort } from '../../local/controlplane/local-control-plane.ts';
-import { parseCertificates } from '../../operator/pki/x509.ts';
+import { parseCertificates } from '../../operator/pki/inspect.ts';
 import {
   createTestNamespace,
   deleteTestNamespace,

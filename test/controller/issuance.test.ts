@@ -1,5 +1,6 @@
 import type { EndpointController } from '../../operator/controller/manager.ts';
-import { parseCertificates, x509 } from '../../operator/pki/x509.ts';
+import { parseCertificates } from '../../operator/pki/inspect.ts';
+import { x509 } from '../../operator/pki/x509.ts';
 import { createTestNamespace, deleteTestNamespace, waitFor } from '../support/cluster.ts';
 import {
   condition,

@@ -1,7 +1,7 @@
 import { ROLLOVER_PHASE_ANNOTATION, ROLLOVER_SINCE_ANNOTATION } from '../../operator/controller/ca-state.ts';
 import { EndpointController } from '../../operator/controller/manager.ts';
 import { OperatorMetrics } from '../../operator/metrics.ts';
-import { parseCertificates } from '../../operator/pki/x509.ts';
+import { parseCertificates } from '../../operator/pki/inspect.ts';
 import { createTestNamespace, deleteTestNamespace, kubeConfig, waitFor } from '../support/cluster.ts';
 import {
   condition,

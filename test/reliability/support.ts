@@ -1,7 +1,7 @@
 import type { V1Secret } from '@kubernetes/client-node';
 import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseCertificates } from '../../operator/pki/x509.ts';
+import { parseCertificates } from '../../operator/pki/inspect.ts';
 import { openssl, pemFiles } from '../support/openssl.ts';
 
 export const CLI = new URL('../../operator/cli.ts', import.meta.url).pathname;
