@@ -37,9 +37,11 @@ const GRPC_MOCK = `
   server.listen(${UPSTREAM});`;
 
 const json = kubectlJson;
+/** grpc.health.v1's ServingStatus.SERVING: proto-loader (without `enums: String`) gives enums as their numbers. */
+const SERVING = 1;
 
 function check(client: ReturnType<typeof healthClient>) {
-  return new Promise<{ status?: string; code?: number; details?: string; metadata?: Metadata }>((resolve) => {
+  return new Promise<{ status?: number; code?: number; details?: string; metadata?: Metadata }>((resolve) => {
     let metadata: Metadata | undefined;
     const call = client.Check({}, { deadline: Date.now() + 10_000 }, (err, res) =>
       resolve(err ? { code: err.code, details: err.details } : { status: res!.status, metadata }),
@@ -120,7 +122,8 @@ describe('gRPC through an injected sidecar and its Service', () => {
       'the strict Service to answer gRPC',
       async () => {
         const result = await check(withCert);
-        return result.status === 'SERVING' ? result : undefined;
+        if (result.status !== SERVING) throw new Error(`gRPC answered ${JSON.stringify(result)}`);
+        return result;
       },
       { timeoutMs: 60_000, intervalMs: 500 },
     );

@@ -160,7 +160,7 @@ export type HealthClient = grpc.Client & {
   Check(
     req: { service?: string },
     options: grpc.CallOptions,
-    cb: grpc.requestCallback<{ status: string }>,
+    cb: grpc.requestCallback<{ status: number }>, // decoded enums are numbers (SERVING is 1)
   ): grpc.ClientUnaryCall;
 };
 
