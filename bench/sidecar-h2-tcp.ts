@@ -7,13 +7,18 @@
  *   client's own ceiling (h2c straight to the upstream) is printed first: a proxy figure near it is bound by the
  *   client, not the proxy.
  * - TCP: MB/s of one 64 KiB-write stream through the sidecar's tcp listener and HAProxy's tcp mode to a sink.
- * Figures on a shared or loaded machine are noisy: run it on an idle one. Run: npm run bench:sidecar-h2
+ * Median of MTLS_BENCH_RUNS runs, the proxies taking turns within each run. With MTLS_BENCH_PROFILE=1 a last,
+ * unmeasured pass runs the sidecar under `node --cpu-prof` with the same load and reports where its busy time went
+ * (bench/cpu-profile.ts). bench:sidecar runs these rows after its HTTP/1.1 tables; bench:sidecar-h2 runs them alone.
+ * Both write the `sidecar-h2` section of bench/RESULTS.md. Figures on a loaded machine are noisy: run on an idle one.
  */
 import { type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../local/controlplane/local-control-plane.ts';
+import { formatShares, profileShares } from './cpu-profile.ts';
+import { writeResultsSection } from './results-file.ts';
 import {
   compileSidecar,
   ensureTools,
@@ -21,9 +26,11 @@ import {
   LOAD_CPU,
   materials,
   type Materials,
+  median,
   NODE_ENV,
   PROXY_CPU,
   ROOT,
+  RUNS,
   startPinned,
   stopChild,
   waitListening,
@@ -54,13 +61,20 @@ http { access_log off; http2_max_concurrent_streams 1024;
   return { port, child };
 }
 
-async function sidecar(m: Materials, upstream: number, extra: string[], listen: string): Promise<Started> {
+async function sidecar(
+  m: Materials,
+  upstream: number,
+  extra: string[],
+  listen: string,
+  profileDir?: string,
+): Promise<Started> {
   const port = await freePort();
   const admin = await freePort();
   const child = startPinned(
     PROXY_CPU,
     NODE,
     [
+      ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
       join(ROOT, 'dist/operator/cli.js'),
       'sidecar',
       '--listen',
@@ -168,53 +182,172 @@ async function tcpLoad(port: number, m: Materials) {
   return JSON.parse(stdout) as { mbPerSecond: number };
 }
 
-await ensureTools();
-await compileSidecar();
-const dir = mkdtempSync(join(tmpdir(), 'mtls-bench-h2-'));
-const m = await materials(dir, 'ECDSA-P256');
-const rows: Record<string, unknown>[] = [];
-
-const upstream = await nginxH2cUpstream(dir);
-try {
-  const ceiling = await h2Load(upstream.port, null, 4, 32);
-  rows.push({ row: 'HTTP/2 gRPC unary', via: 'client -> upstream h2c (client ceiling)', ...ceiling });
-  const peers: [string, () => Promise<Started>][] = [
-    ['sidecar (h2 -> h2c)', () => sidecar(m, upstream.port, ['--upstream-protocol', 'h2c'], 'strict=PORT')],
-    ['nginx grpc_pass', () => nginxGrpc(dir, m, upstream.port)],
-    ['haproxy h2 -> h2c', () => haproxy(dir, m, upstream.port, 'h2')],
-  ];
-  for (const [via, start] of peers) {
-    const proxy = await start();
-    try {
-      const load = await h2Load(proxy.port, m, 4, 32);
-      const one = await h2Load(proxy.port, m, 1, 1);
-      rows.push({ row: 'HTTP/2 gRPC unary', via, ...load, sequentialP50: one.p50, sequentialP99: one.p99 });
-    } finally {
-      await stopChild(proxy.child);
-    }
-  }
-} finally {
-  await stopChild(upstream.child);
+type Row = Record<string, number>;
+export interface H2AndTcpResults {
+  grpc: Record<string, Row>;
+  tcp: Record<string, Row>;
+  profiles: Record<string, string>;
 }
 
-const sinkPort = await freePort();
-const sink = startPinned(LOAD_CPU, NODE, [join(ROOT, 'bench/tcp-throughput.ts'), 'sink', String(sinkPort)]);
-await waitListening(sinkPort);
-try {
-  const peers: [string, () => Promise<Started>][] = [
-    ['sidecar tcp listener', () => sidecar(m, sinkPort, [], 'strict=PORT/tcp')],
-    ['haproxy mode tcp', () => haproxy(dir, m, sinkPort, 'tcp')],
-  ];
-  for (const [via, start] of peers) {
-    const proxy = await start();
-    try {
-      rows.push({ row: 'TCP 64 KiB stream', via, ...(await tcpLoad(proxy.port, m)) });
-    } finally {
-      await stopChild(proxy.child);
-    }
-  }
-} finally {
-  sink.kill('SIGTERM');
+const GRPC_VIA = {
+  ceiling: 'client -> upstream h2c (client ceiling)',
+  sidecar: 'sidecar (h2 -> h2c)',
+  nginx: 'nginx grpc_pass',
+  haproxy: 'haproxy h2 -> h2c',
+} as const;
+const TCP_VIA = {
+  ceiling: 'client -> Node TLS sink on the proxy core (client ceiling)',
+  sidecar: 'sidecar tcp listener',
+  haproxy: 'haproxy mode tcp',
+} as const;
+
+const medianRow = (runs: Row[]): Row =>
+  Object.fromEntries(Object.keys(runs[0]!).map((k) => [k, median(runs.map((r) => r[k]!))]));
+
+/** The newest profile a stopped sidecar wrote into `dir`, summarised. */
+function summariseProfile(dir: string): string {
+  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  return file ? formatShares(profileShares(join(dir, file))) : 'no profile written';
 }
 
-for (const row of rows) process.stdout.write(JSON.stringify(row) + '\n');
+/** gRPC unary through each proxy and TCP MB/s through each, median of RUNS; profiles if MTLS_BENCH_PROFILE=1. */
+export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
+  await ensureTools();
+  await compileSidecar();
+  const dir = mkdtempSync(join(tmpdir(), 'mtls-bench-h2-'));
+  const m = await materials(dir, 'ECDSA-P256');
+  const profile = process.env.MTLS_BENCH_PROFILE === '1';
+  const grpcRuns: Record<string, Row[]> = {};
+  const tcpRuns: Record<string, Row[]> = {};
+  const profiles: Record<string, string> = {};
+
+  const upstream = await nginxH2cUpstream(dir);
+  try {
+    const grpcPeers: [string, (profileDir?: string) => Promise<Started>][] = [
+      [GRPC_VIA.sidecar, (p) => sidecar(m, upstream.port, ['--upstream-protocol', 'h2c'], 'strict=PORT', p)],
+      [GRPC_VIA.nginx, () => nginxGrpc(dir, m, upstream.port)],
+      [GRPC_VIA.haproxy, () => haproxy(dir, m, upstream.port, 'h2')],
+    ];
+    for (let run = 0; run < RUNS; run++) {
+      const ceiling = await h2Load(upstream.port, null, 4, 32);
+      (grpcRuns[GRPC_VIA.ceiling] ??= []).push({ rps: ceiling.rps, p50: ceiling.p50, p99: ceiling.p99 });
+      for (const [via, start] of grpcPeers) {
+        const proxy = await start();
+        try {
+          const load = await h2Load(proxy.port, m, 4, 32);
+          const one = await h2Load(proxy.port, m, 1, 1);
+          const row = { ...load, sequentialP50: one.p50, sequentialP99: one.p99, errors: load.errors + one.errors };
+          (grpcRuns[via] ??= []).push(row);
+          process.stderr.write(`[bench] gRPC ${via} run ${run + 1}: ${JSON.stringify(row)}\n`);
+        } finally {
+          await stopChild(proxy.child);
+        }
+      }
+    }
+    if (profile) {
+      const profileDir = mkdtempSync(join(dir, 'profile-grpc-'));
+      const proxy = await grpcPeers[0]![1](profileDir);
+      await h2Load(proxy.port, m, 4, 32).finally(() => stopChild(proxy.child));
+      profiles[GRPC_VIA.sidecar] = summariseProfile(profileDir);
+    }
+  } finally {
+    await stopChild(upstream.child);
+  }
+
+  const sinkPort = await freePort();
+  const sink = startPinned(LOAD_CPU, NODE, [join(ROOT, 'bench/tcp-throughput.ts'), 'sink', String(sinkPort)]);
+  await waitListening(sinkPort);
+  try {
+    const tcpPeers: [string, (profileDir?: string) => Promise<Started>][] = [
+      [TCP_VIA.ceiling, () => tlsSink(m)],
+      [TCP_VIA.sidecar, (p) => sidecar(m, sinkPort, [], 'strict=PORT/tcp', p)],
+      [TCP_VIA.haproxy, () => haproxy(dir, m, sinkPort, 'tcp')],
+    ];
+    for (let run = 0; run < RUNS; run++) {
+      for (const [via, start] of tcpPeers) {
+        const proxy = await start();
+        try {
+          const row = await tcpLoad(proxy.port, m);
+          (tcpRuns[via] ??= []).push({ mbPerSecond: row.mbPerSecond });
+          process.stderr.write(`[bench] TCP ${via} run ${run + 1}: ${row.mbPerSecond} MB/s\n`);
+        } finally {
+          await stopChild(proxy.child);
+        }
+      }
+    }
+    if (profile) {
+      const profileDir = mkdtempSync(join(dir, 'profile-tcp-'));
+      const proxy = await tcpPeers[1]![1](profileDir);
+      await tcpLoad(proxy.port, m).finally(() => stopChild(proxy.child));
+      profiles[TCP_VIA.sidecar] = summariseProfile(profileDir);
+    }
+  } finally {
+    sink.kill('SIGTERM');
+  }
+  const medians = (runs: Record<string, Row[]>) =>
+    Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianRow(r)]));
+  return { grpc: medians(grpcRuns), tcp: medians(tcpRuns), profiles };
+}
+
+async function tlsSink(m: Materials): Promise<Started> {
+  const port = await freePort();
+  const child = startPinned(PROXY_CPU, NODE, [
+    join(ROOT, 'bench/tcp-throughput.ts'),
+    'tls-sink',
+    String(port),
+    m.files.cert,
+    m.files.key,
+    m.files.ca,
+  ]);
+  await waitListening(port);
+  return { port, child };
+}
+
+/** The `sidecar-h2` section of bench/RESULTS.md. */
+export function renderH2AndTcpSection(r: H2AndTcpResults): string {
+  const g = r.grpc;
+  const s = g[GRPC_VIA.sidecar]!;
+  const n = g[GRPC_VIA.nginx]!;
+  const h = g[GRPC_VIA.haproxy]!;
+  const ratio = (a = 0, b = 0) => (b ? (a / b).toFixed(2) : 'n/a');
+  const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
+  const lines = [
+    '## HTTP/2 (gRPC) and TCP through the sidecar, nginx and HAProxy (`npm run bench:sidecar`, also `npm run bench:sidecar-h2`)',
+    '',
+    `Produced on ${new Date().toISOString().slice(0, 10)}, median of ${RUNS} runs, ${SECONDS} s per load. ECDSA-P256, TLS 1.3, client certificate required. Each proxy on core ${PROXY_CPU}; the load client and the upstream on core ${LOAD_CPU}.`,
+    'gRPC: unary calls (POST application/grpc, 5-byte message, grpc-status in a trailer) from bench/h2-load-client.ts (node:http2, the client certificate presented), 4 connections x 32 streams for throughput, then one call at a time for latency; the upstream is an nginx h2c server. The sidecar runs `--upstream-protocol h2c`, nginx `grpc_pass`, HAProxy `proto h2`.',
+    '',
+    '| gRPC unary | calls/s | p50 (µs) | p99 (µs) | one at a time p50 / p99 (µs) | errors |',
+    '|---|---|---|---|---|---|',
+    ...Object.entries(g).map(
+      ([via, x]) =>
+        `| ${via} | ${x.rps} | ${x.p50} | ${x.p99} | ${x.sequentialP50 ?? '-'} / ${x.sequentialP99 ?? '-'} | ${x.errors ?? '-'} |`,
+    ),
+    '',
+    `Sidecar/nginx calls/s ${ratio(s.rps, n.rps)} (target >= 0.80: ${verdict(s.rps! / n.rps! >= 0.8)}), sidecar/HAProxy ${ratio(s.rps, h.rps)}; p99 under load sidecar/nginx ${ratio(s.p99, n.p99)} (target <= 1.50: ${verdict(s.p99! / n.p99! <= 1.5)}), one call at a time ${ratio(s.sequentialP99, n.sequentialP99)}. The client's ceiling is ${ratio(g[GRPC_VIA.ceiling]!.rps, Math.max(s.rps!, n.rps!, h.rps!))}x the fastest proxy.`,
+    '',
+    '| TCP, one stream of 64 KiB writes | MB/s |',
+    '|---|---|',
+    ...Object.entries(r.tcp).map(([via, x]) => `| ${via} | ${x.mbPerSecond} |`),
+    '',
+    `Sidecar/HAProxy ${ratio(r.tcp[TCP_VIA.sidecar]!.mbPerSecond, r.tcp[TCP_VIA.haproxy]!.mbPerSecond)} (target >= 0.90: ${verdict(r.tcp[TCP_VIA.sidecar]!.mbPerSecond! / r.tcp[TCP_VIA.haproxy]!.mbPerSecond! >= 0.9)}).`,
+  ];
+  if (Object.keys(r.profiles).length) {
+    lines.push(
+      '',
+      "Where the sidecar's busy time went (`node --cpu-prof`, an unmeasured pass under the same load, self time):",
+      '',
+    );
+    for (const [via, shares] of Object.entries(r.profiles)) lines.push(`- ${via}: ${shares}`);
+  }
+  return lines.join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const results = await measureH2AndTcp();
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench/results/sidecar-h2.json'), JSON.stringify(results, null, 2));
+  const section = renderH2AndTcpSection(results);
+  writeResultsSection('sidecar-h2', section);
+  console.log(section);
+}

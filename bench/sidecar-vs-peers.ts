@@ -10,7 +10,8 @@
  * them, a bare Node TLS byte relay (bench/node-tls-relay.ts) shows the floor of any Node sidecar. Then the
  * whole machine: two sidecar workers against nginx with two workers and HAProxy with two threads, loaded by
  * two ab processes. Median of MTLS_BENCH_RUNS (default 3) runs, the proxies taking turns within each run.
- * Writes its section of bench/RESULTS.md and bench/results/sidecar.json.
+ * Then the HTTP/2 (gRPC) and TCP rows of bench/sidecar-h2-tcp.ts.
+ * Writes its sections of bench/RESULTS.md and bench/results/sidecar.json, sidecar-h2.json.
  * Needs nginx, haproxy, apache2-utils (ab), openssl, taskset: installed from Debian when missing (as root).
  * Run: npm run bench:sidecar
  */
@@ -45,6 +46,7 @@ import {
   startProxy,
 } from './proxies.ts';
 import { writeResultsSection } from './results-file.ts';
+import { measureH2AndTcp, renderH2AndTcpSection } from './sidecar-h2-tcp.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -217,3 +219,9 @@ mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
 writeFileSync(join(ROOT, 'bench/results/sidecar.json'), JSON.stringify({ direct, oneCore, twoCores }, null, 2));
 writeResultsSection('sidecar', lines.join('\n'));
 console.log(lines.join('\n'));
+
+// The HTTP/2 (gRPC) and TCP rows (issue 17), after the HTTP/1.1 tables, in their own section.
+const h2 = await measureH2AndTcp();
+writeFileSync(join(ROOT, 'bench/results/sidecar-h2.json'), JSON.stringify(h2, null, 2));
+writeResultsSection('sidecar-h2', renderH2AndTcpSection(h2));
+console.log(renderH2AndTcpSection(h2));
