@@ -1,4 +1,5 @@
 import type { V1Secret } from '@kubernetes/client-node';
+import { SECRET_KEYS } from '../api/types.ts';
 import { encodeSecretData, secretText as text } from '../kube/secret-data.ts';
 import type { PemPair } from '../pki/issue.ts';
 
@@ -9,8 +10,8 @@ import type { PemPair } from '../pki/issue.ts';
  * restarted controller picks up exactly where the previous one stopped.
  */
 export const CA_KEYS = {
-  cert: 'ca.crt',
-  key: 'ca.key',
+  cert: SECRET_KEYS.caCert,
+  key: SECRET_KEYS.caKey,
   nextCert: 'next-ca.crt',
   nextKey: 'next-ca.key',
   previousCert: 'previous-ca.crt',

@@ -12,7 +12,7 @@ import {
 import type { PemPair } from '../pki/issue.ts';
 import type { CaInput, HeldCertificate } from './ca-policy.ts';
 import { readCaSecret, type CaState, trustedCas } from './ca-state.ts';
-import { ISSUANCE_HASH_ANNOTATION, PREVIOUS_SERIALS_ANNOTATION } from '../api/types.ts';
+import { ISSUANCE_HASH_ANNOTATION, PREVIOUS_SERIALS_ANNOTATION, SECRET_KEYS } from '../api/types.ts';
 import { type LeafFacts, parsePreviousSerials } from './leaf-policy.ts';
 import { leafIssuedAt } from './renew-request.ts';
 
@@ -76,9 +76,9 @@ export async function inspectLeaf(
     previousSerials: annotations[PREVIOUS_SERIALS_ANNOTATION],
   };
   if (!secret) return facts;
-  const certPem = secretText(secret, 'tls.crt');
-  const keyPem = secretText(secret, 'tls.key');
-  if (!certPem || !keyPem) return { ...facts, missingKey: certPem ? 'tls.key' : 'tls.crt' };
+  const certPem = secretText(secret, SECRET_KEYS.tlsCert);
+  const keyPem = secretText(secret, SECRET_KEYS.tlsKey);
+  if (!certPem || !keyPem) return { ...facts, missingKey: certPem ? SECRET_KEYS.tlsKey : SECRET_KEYS.tlsCert };
   Object.assign(facts, { certPem, keyPem });
   facts.pairProblem = await pairProblem({ certPem, keyPem }, now, { isCA: false });
   if (facts.pairProblem) return facts;
@@ -95,7 +95,7 @@ export async function inspectLeaf(
 /** The certificates a removed client's Secret held: its current one and the still-valid ones it replaced. */
 export async function heldCertificates(secret: V1Secret, state: CaState): Promise<HeldCertificate[]> {
   const held: HeldCertificate[] = [];
-  const certPem = secretText(secret, 'tls.crt');
+  const certPem = secretText(secret, SECRET_KEYS.tlsCert);
   if (certPem) {
     try {
       const info = certInfo(certPem);
@@ -112,7 +112,7 @@ export async function heldCertificates(secret: V1Secret, state: CaState): Promis
 /** The CRLs published in a `ca.crl`, none when it is missing or unreadable. */
 export function publishedCrls(secret: V1Secret | undefined): ParsedCrl[] {
   try {
-    return parseCrls(secretText(secret, 'ca.crl') ?? '');
+    return parseCrls(secretText(secret, SECRET_KEYS.crl) ?? '');
   } catch {
     return [];
   }

@@ -10,6 +10,7 @@ import {
   type MtlsEndpoint,
   PREVIOUS_SERIALS_ANNOTATION,
   RENEW_REQUESTED_ANNOTATION,
+  SECRET_KEYS,
   serverSecretName,
   serviceDnsNames,
 } from '../api/types.ts';
@@ -324,10 +325,10 @@ export class EndpointReconciler {
       type: 'kubernetes.io/tls',
       data: {
         ...encodeSecretData({
-          'tls.crt': leaf.pair.certPem,
-          'tls.key': leaf.pair.keyPem,
-          'ca.crt': bundle,
-          ...(leaf.client === undefined ? { 'ca.crl': crl } : {}),
+          [SECRET_KEYS.tlsCert]: leaf.pair.certPem,
+          [SECRET_KEYS.tlsKey]: leaf.pair.keyPem,
+          [SECRET_KEYS.caCert]: bundle,
+          ...(leaf.client === undefined ? { [SECRET_KEYS.crl]: crl } : {}),
         }),
         ...keystores.get(leaf.secretName)?.data,
       },
@@ -437,7 +438,7 @@ export class EndpointReconciler {
       tally.notes.push({ type: reason.type, reason: reason.reason, message });
     } else {
       // A re-issue rewrites the bundle anyway; otherwise a bundle without the signing CA was edited by hand.
-      const bundle = bundleProblem(secretText(existing, 'ca.crt'), state.current.certPem);
+      const bundle = bundleProblem(secretText(existing, SECRET_KEYS.caCert), state.current.certPem);
       const message = `Secret ${target.secretName}: ${bundle}; restored the trust bundle`;
       if (bundle) tally.notes.push({ type: 'Warning', reason: 'Repaired', message });
       const renewAt = renewRequestWake(facts, context);
@@ -482,7 +483,7 @@ export class EndpointReconciler {
       tally.notes.push({
         type: 'Warning',
         reason: 'Repaired',
-        message: `Secret ${server.metadata?.name}: ${secretText(server, 'ca.crl') ? 'ca.crl held no readable CRL' : 'ca.crl was missing'}; signed the CRL again`,
+        message: `Secret ${server.metadata?.name}: ${secretText(server, SECRET_KEYS.crl) ? 'ca.crl held no readable CRL' : 'ca.crl was missing'}; signed the CRL again`,
       });
     }
     const cas = trustedCas(state).map((pair) => ({
