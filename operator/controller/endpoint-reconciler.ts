@@ -19,7 +19,7 @@ import { isConflict, isNotFound } from '../kube/errors.ts';
 import { encodeSecretData, secretText } from '../kube/secret-data.ts';
 import { errorMessage, type Logger, logger } from '../log.ts';
 import type { CertificateLabels, ConditionStatus, OperatorMetrics } from '../metrics.ts';
-import { bundleProblem, type CertInfo, certInfo, type LeafIdentity } from '../pki/certs.ts';
+import { bundleProblem, type CertInfo, certInfo, type LeafIdentity, type ParsedCrl } from '../pki/certs.ts';
 import { issueCRL } from '../pki/crl-issuer.ts';
 import { clientSpiffeId, issueCA, issueClient, issueServer } from '../pki/issue.ts';
 import { parseCertificates } from '../pki/inspect.ts';
@@ -104,6 +104,8 @@ interface Snapshot {
   services: readonly V1Service[];
   networkPolicies: readonly V1NetworkPolicy[];
   pods: readonly V1Pod[];
+  /** The CRLs the server Secret publishes now, parsed once: the CA decision and the CRL step both read them. */
+  publishedCrls: readonly ParsedCrl[];
 }
 
 /** A leaf after the issue step: the pair its Secret will hold, and what the status and the rollover need. */
@@ -196,6 +198,7 @@ export class EndpointReconciler {
       services: view.servicesOf(namespace, name),
       networkPolicies: view.networkPoliciesOf(namespace, name),
       pods: view.pods(namespace),
+      publishedCrls: publishedCrls(secrets.get(serverSecretName(name))),
     };
   }
 
@@ -259,24 +262,25 @@ export class EndpointReconciler {
   /** The CA state this pass moves to (see ca-policy.ts), with the CA it needs generated. */
   private async decideCa(snap: Snapshot, spec: ResolvedSpec, now: Date, tally: Tally) {
     const delay = this.deps.caPropagationDelayMs;
+    const renewBeforeMs = caRenewBeforeMs(spec, delay);
     const secretName = caSecretName(snap.name);
     const input = await inspectCa(
       snap.secret(secretName),
       {
         secretName,
         everIssued: !!snap.ep.status?.ca?.serialNumber,
-        publishedCrls: publishedCrls(snap.secret(serverSecretName(snap.name))),
+        publishedCrls: snap.publishedCrls,
         validityMs: spec.validityMs,
         propagationDelayMs: delay,
         now,
       },
-      caRenewBeforeMs(spec, delay),
+      renewBeforeMs,
     );
     const plan = decideCa(input);
     tally.notes.push(...plan.notes);
     const state = await this.issueCa(plan, snap, spec, now);
     if (plan.issue) tally.issued.ca++;
-    const info = certInfo(state.current.certPem, caRenewBeforeMs(spec, delay));
+    const info = certInfo(state.current.certPem, renewBeforeMs);
     tally.wakeAt.push(info.renewalTime.getTime());
     if (state.phaseSince) tally.wakeAt.push(state.phaseSince.getTime() + delay);
     return { state, info };
@@ -478,7 +482,7 @@ export class EndpointReconciler {
   /** The CRL bundle for the server Secret: one CRL per trusted CA, kept or signed again. */
   private async crl(snap: Snapshot, state: CaState, now: Date, tally: Tally): Promise<string> {
     const server = snap.secret(serverSecretName(snap.name));
-    const published = publishedCrls(server);
+    const published = snap.publishedCrls;
     if (server && snap.ep.status?.server && published.length === 0) {
       tally.notes.push({
         type: 'Warning',
