@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { inNetns, runCommand } from './host-commands.ts';
 
 /**
@@ -26,7 +26,8 @@ export const NODE_NETWORK = {
   bridge: 'mtls-cni0',
 } as const;
 
-export const NETNS_PATH = `/run/netns/${NODE_NETWORK.netns}`;
+const NETNS_DIR = '/run/netns';
+export const NETNS_PATH = `${NETNS_DIR}/${NODE_NETWORK.netns}`;
 
 /** Routes from the machine into the node's namespace (removed with the host's veth end). */
 const HOST_ROUTES = [NODE_NETWORK.podCidr, NODE_NETWORK.serviceCidr];
@@ -58,6 +59,20 @@ export async function removeNodeNetwork(): Promise<void> {
   // Deleting the veth takes its routes along; no route of anyone else's is touched.
   await runCommand('ip', ['link', 'del', hostVeth], { allowFailure: true });
   if (existsSync(NETNS_PATH)) await runCommand('ip', ['netns', 'del', netns], { allowFailure: true });
+  await removeEmptyNetnsMount();
+}
+
+/**
+ * `ip netns add` makes /run/netns a shared bind mount of itself, and `ip netns del` leaves it. Once no named
+ * namespace is left in it, that mount (and the empty folder) serve nobody; the next `ip netns add` makes both again.
+ */
+async function removeEmptyNetnsMount(): Promise<void> {
+  const entries = await readdir(NETNS_DIR).catch(() => undefined);
+  if (!entries || entries.length > 0) return;
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  const mounts = mountinfo.split('\n').filter((line) => line.split(' ')[4] === NETNS_DIR).length;
+  for (let i = 0; i < mounts; i++) await runCommand('umount', [NETNS_DIR], { allowFailure: true });
+  await rmdir(NETNS_DIR).catch(() => undefined);
 }
 
 /** CNI: a bridge with host-local addresses; pods get routes to the cluster ranges only, no default route. */
