@@ -34,15 +34,19 @@ export function startEchoMock(port: number, host = '127.0.0.1'): Promise<Server>
   });
 }
 
-/** A Deployment of the echo mock from the product image (its `echo-mock` command), as `dev` and the tests run it. */
+/**
+ * A Deployment of the echo mock from the product image (its `echo-mock` command), as `dev` and the tests run it;
+ * `command` runs another mock from the same image instead (e.g. a gRPC server as `node -e SCRIPT`).
+ */
 export function echoMockDeployment(options: {
   name: string;
   namespace: string;
   labels: Record<string, string>;
   image: string;
   port: number;
+  command?: string[];
 }) {
-  const { name, namespace, labels, image, port } = options;
+  const { name, namespace, labels, image, port, command } = options;
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -59,7 +63,7 @@ export function echoMockDeployment(options: {
               name: 'mock',
               image,
               imagePullPolicy: 'IfNotPresent',
-              args: ['echo-mock', '--port', String(port)],
+              ...(command ? { command } : { args: ['echo-mock', '--port', String(port)] }),
               ports: [{ containerPort: port }],
             },
           ],

@@ -3,7 +3,7 @@ import { kubectl, waitFor } from '../support/cluster.ts';
 import { ensureGoTool, GRPC_HEALTH_PROBE } from '../support/go-tool.ts';
 import { healthClient } from '../support/grpc/echo.ts';
 import { pemFiles } from '../support/openssl.ts';
-import { clientView, helm, helmInstall, type Json, kubectlJson, nodeState, reportNodeFigures } from './support/node.ts';
+import { applyMock, clientView, helm, helmInstall, type Json, kubectlJson, reportNodeFigures } from './support/node.ts';
 import { execFile } from 'node:child_process';
 
 /**
@@ -75,34 +75,7 @@ describe('gRPC through an injected sidecar and its Service', () => {
         },
       }),
     );
-    const labels = { app: 'grpc-mock' };
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: { name: 'grpc-mock', namespace: NS },
-        spec: {
-          replicas: 1,
-          selector: { matchLabels: labels },
-          template: {
-            metadata: { labels },
-            spec: {
-              terminationGracePeriodSeconds: 5,
-              containers: [
-                {
-                  name: 'mock',
-                  image: nodeState().image,
-                  imagePullPolicy: 'IfNotPresent',
-                  command: ['node', '-e', GRPC_MOCK],
-                  ports: [{ containerPort: UPSTREAM }],
-                },
-              ],
-            },
-          },
-        },
-      }),
-    );
+    await applyMock({ name: 'grpc-mock', namespace: NS, port: UPSTREAM, command: ['node', '-e', GRPC_MOCK] });
     await waitFor(
       'a Ready grpc-mock pod',
       async () =>

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import { notesCommands, runNotesCommand } from '../support/helm-notes.ts';
 import {
+  applyMock,
   CHART,
   clientView,
   helm,
@@ -114,18 +114,7 @@ describe('helm upgrade from the previous chart, rollback, uninstall and install 
       }),
     );
     await endpointReady();
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify(
-        echoMockDeployment({
-          name: 'upgrade-mock',
-          namespace: NS,
-          labels: { app: 'upgrade-mock' },
-          image: nodeState().image,
-          port: 8080,
-        }),
-      ),
-    );
+    await applyMock({ name: 'upgrade-mock', namespace: NS, port: 8080 });
     await kubectl(['rollout', 'status', 'deployment/upgrade-mock', '-n', NS, '--timeout=120s']);
     ip = (await json(['get', 'service', 'payments-strict', '-n', NS])).spec.clusterIP;
     ca = (await clientView('payments-client-billing', NS)).trust;
@@ -189,18 +178,7 @@ describe('helm upgrade from the previous chart, rollback, uninstall and install 
 
     // Every command NOTES prints, run as printed (<ns> and <your mock> filled in), in a namespace with a mock.
     await kubectl(['create', 'namespace', NOTES_NS]);
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify(
-        echoMockDeployment({
-          name: 'payments-mock',
-          namespace: NOTES_NS,
-          labels: { app: 'payments-mock' },
-          image: nodeState().image,
-          port: 8080,
-        }),
-      ),
-    );
+    await applyMock({ name: 'payments-mock', namespace: NOTES_NS, port: 8080 });
     const commands = notesCommands(notes).map((c) =>
       c.replaceAll('<ns>', NOTES_NS).replaceAll('<your mock>', 'payments-mock'),
     );

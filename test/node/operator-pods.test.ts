@@ -1,15 +1,14 @@
 import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyMock,
   clientView,
   helm,
   helmInstall,
   httpsTo,
   type Json,
   kubectlJson,
-  nodeState,
   reportNodeFigures,
   secretData,
   steadyLoad,
@@ -95,14 +94,7 @@ describe('operator pods on the real node', () => {
     };
     await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
     await waitFor('the client Secret', () => secretText('rolling-client-steady', 'tls.crt'), { timeoutMs: 60_000 });
-    const deployment = echoMockDeployment({
-      name: 'rolling-mock',
-      namespace: NS,
-      labels: { app: 'rolling-mock' },
-      image: nodeState().image,
-      port: 8080,
-    });
-    await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
+    await applyMock({ name: 'rolling-mock', namespace: NS, port: 8080 });
     await kubectl(['rollout', 'status', 'deployment/rolling-mock', '-n', NS, '--timeout=120s']);
     const ip: string = (await json(['get', 'service', 'rolling-strict', '-n', NS])).spec.clusterIP;
     const sni = `rolling-strict.${NS}.svc`;

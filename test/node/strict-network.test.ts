@@ -1,14 +1,13 @@
 import { SIDECAR_ADMIN_PORT, SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyMock,
   clientView,
   helm,
   helmInstall,
   httpsTo,
   type Json,
   kubectlJson,
-  nodeState,
   reportNodeFigures,
   runScriptPod,
   steadyLoad,
@@ -123,15 +122,12 @@ describe('strict on the real pod network', () => {
         data: issued.data,
       }),
     );
-    const deployment = echoMockDeployment({
+    await applyMock({
       name: 'guarded-mock',
       namespace: NS,
-      labels: { app: 'guarded-mock' },
-      image: nodeState().image,
       port: UPSTREAM,
+      adjust: (deployment) => (deployment.spec.template.spec.terminationGracePeriodSeconds = 10),
     });
-    deployment.spec.template.spec.terminationGracePeriodSeconds = 10;
-    await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
     const pod = await mockPod();
     podIp = pod.status.podIP;
 

@@ -4,6 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { PemPair } from '../../../operator/pki/issue.ts';
+import { echoMockDeployment } from '../../../local/podsim/mock-upstream.ts';
 import { kubectl } from '../../support/cluster.ts';
 
 /** What the real-node global setup hands the tests (through MTLS_TEST_CONTROL_PLANE_STATE, like the other tier). */
@@ -58,6 +59,30 @@ export async function clientView(secret: string, namespace: string): Promise<{ c
 }
 
 /** Helm against the node, as a person would run it. */
+/**
+ * Applies a mock Deployment from the product image (the echo mock, or `command` instead) labelled app=NAME, the
+ * label an endpoint's podSelector names; `adjust` edits it first (e.g. its grace period).
+ */
+export async function applyMock(options: {
+  name: string;
+  namespace: string;
+  port: number;
+  command?: string[];
+  adjust?: (deployment: ReturnType<typeof echoMockDeployment>) => void;
+}): Promise<void> {
+  const { name, namespace, port, command, adjust } = options;
+  const deployment = echoMockDeployment({
+    name,
+    namespace,
+    labels: { app: name },
+    image: nodeState().image,
+    port,
+    command,
+  });
+  adjust?.(deployment);
+  await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
+}
+
 export async function helm(args: string[]): Promise<string> {
   const state = nodeState();
   try {
