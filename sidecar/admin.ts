@@ -2,7 +2,8 @@ import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { CRLFCRLF, parseRequestHeadBytes } from './http1.ts';
 
 /**
- * The admin port: /healthz, /readyz and /metrics for kubelet and Prometheus. One request per connection,
+ * The admin port: /healthz, /readyz and /metrics for kubelet and Prometheus, and /status (JSON: what the sidecar
+ * found of its upstream, which the operator copies into the MtlsEndpoint's status). One request per connection,
  * answered with `Connection: close`, on a plain TCP server with the sidecar's own request parser: Node's
  * `http` module would cost every pod ~1.5 MiB of resident memory for three fixed answers (bench/RESULTS.md).
  */
@@ -13,12 +14,14 @@ const ADMIN_TIMEOUT_MS = 10_000;
 
 export interface AdminState {
   ready(): boolean;
+  /** /status: facts about this sidecar as a JSON object (no secrets: the admin port is open to the pod network). */
+  status(): object;
   metrics(): Promise<string>;
   metricsContentType: string;
 }
 
 /** What the admin port answers to one request line: a fixed answer, or the metrics. */
-export type AdminRoute = { status: number; body: string } | 'metrics';
+export type AdminRoute = { status: number; body: string } | 'metrics' | 'status';
 
 export function adminRoute(target: string, ready: boolean): AdminRoute {
   switch (target) {
@@ -28,6 +31,8 @@ export function adminRoute(target: string, ready: boolean): AdminRoute {
       return ready ? { status: 200, body: 'ok\n' } : { status: 503, body: 'draining\n' };
     case '/metrics':
       return 'metrics';
+    case '/status':
+      return 'status';
     default:
       return { status: 404, body: 'not found\n' };
   }
@@ -84,6 +89,8 @@ export async function startAdmin(host: string, port: number, state: AdminState):
       }
       const head = method === 'HEAD';
       const route = adminRoute(target, state.ready());
+      if (route === 'status')
+        return send(adminResponse(200, 'application/json', `${JSON.stringify(state.status())}\n`, head));
       if (route !== 'metrics') return send(adminResponse(route.status, 'text/plain', route.body, head));
       answered = true;
       state.metrics().then(

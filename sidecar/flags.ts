@@ -12,9 +12,14 @@ export type Mode = (typeof MODES)[number];
 export const LISTENER_PROTOCOLS = ['http', 'tcp'] as const;
 export type ListenerProtocol = (typeof LISTENER_PROTOCOLS)[number];
 
-/** How HTTP/2 clients' streams reach the upstream: as HTTP/1.1 requests, or as h2c streams (prior knowledge). */
-export const UPSTREAM_PROTOCOLS = ['http1', 'h2c'] as const;
+/**
+ * How HTTP/2 clients' streams reach the upstream: as HTTP/1.1 requests, as h2c streams (prior knowledge), or
+ * `auto`: whichever of the two a probe of the upstream finds (upstream-protocol.ts).
+ */
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2c', 'auto'] as const;
 export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
+/** What a stream is actually forwarded as (`auto` resolves to one of these). */
+export type StreamProtocol = Exclude<UpstreamProtocol, 'auto'>;
 
 /**
  * The admin port (health and /metrics), clear of the ports meshes and proxies take for themselves: Istio
@@ -54,8 +59,8 @@ export const SIDECAR_FLAGS = {
   upstream: { type: 'string', value: 'HOST:PORT', help: 'the plain-HTTP service to forward to (e.g. 127.0.0.1:8080)' },
   'upstream-protocol': {
     type: 'string',
-    value: 'http1|h2c',
-    help: "how HTTP/2 clients' requests go upstream: HTTP/1.1, or h2c (cleartext HTTP/2, needed for gRPC)",
+    value: 'http1|h2c|auto',
+    help: "how HTTP/2 clients' requests go upstream: HTTP/1.1, h2c (cleartext HTTP/2, needed for gRPC), or auto (probe the upstream once)",
     default: 'http1',
   },
   'proxy-protocol': {

@@ -20,14 +20,15 @@ import {
 } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { ForwardContext } from './forward.ts';
-import type { UpstreamProtocol } from './flags.ts';
+import type { StreamProtocol } from './flags.ts';
 import { IDENTITY_HEADERS } from './http1.ts';
 import type { RefusalReason } from './refusal-log.ts';
+import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
 
 /**
  * HTTP/2 clients (ALPN `h2`): Node's own node:http2 (nghttp2) reads the frames, HPACK and flow control; this
  * module only relays each stream to the upstream, as an HTTP/1.1 request on a kept-alive connection or as a
- * stream of one shared h2c connection (`--upstream-protocol`), with the identity fields of the connection set
+ * stream of one shared h2c connection (`--upstream-protocol`, or what `auto` found), with the identity fields of the connection set
  * on every stream and any client-sent copy removed, as the HTTP/1.1 path does. HTTP/1.1 clients never reach
  * this module: proxy.ts hands them to forward.ts as before.
  */
@@ -91,7 +92,7 @@ export function upstreamFields(
   client: IncomingHttpHeaders,
   identity: readonly [string, string][],
   peer: string,
-  protocol: UpstreamProtocol,
+  protocol: StreamProtocol,
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of identity) out[name] = value;
@@ -214,7 +215,7 @@ interface StreamFacts {
 /** The HTTP/2 side of one listener: its client sessions and the way to the upstream. */
 export class Http2Front {
   private readonly ctx: ForwardContext;
-  private readonly protocol: UpstreamProtocol;
+  private readonly protocol: UpstreamProtocolChoice;
   private readonly server: Http2Server;
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly identities = new WeakMap<Http2Session, { fields: [string, string][]; peer: string }>();
@@ -223,7 +224,7 @@ export class Http2Front {
   private readonly h2c: H2cUpstream;
   private draining = false;
 
-  constructor(ctx: ForwardContext, protocol: UpstreamProtocol) {
+  constructor(ctx: ForwardContext, protocol: UpstreamProtocolChoice) {
     this.ctx = ctx;
     this.protocol = protocol;
     const s = ctx.settings;
@@ -302,14 +303,21 @@ export class Http2Front {
       const text = 'CONNECT is not forwarded by the mTLS sidecar\n';
       return answerStream(stream, { grpc: facts.grpc, status: 501, text, grpcStatus: GRPC_UNIMPLEMENTED });
     }
-    const fields = upstreamFields(headers, identity.fields, identity.peer, this.protocol);
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    const forward = (protocol: StreamProtocol) => {
+      if (stream.closed || stream.destroyed) return;
+      const fields = upstreamFields(headers, identity.fields, identity.peer, protocol);
+      if (protocol === 'h2c') this.toH2c(stream, fields, endStream, facts);
+      else this.toHttp1(stream, headers, fields, endStream, facts);
+    };
     // Forwarded once the frames read with it are processed: a stream reset in the same read (rapid reset,
     // CVE-2023-44487) never costs an upstream request.
     setImmediate(() => {
       if (stream.closed || stream.destroyed) return;
-      if (this.protocol === 'h2c') this.toH2c(stream, fields, endStream, facts);
-      else this.toHttp1(stream, headers, fields, endStream, facts);
+      // `auto` before the upstream's protocol is known: the stream waits for the probe in flight (bounded).
+      const protocol = this.protocol.forStream();
+      if (typeof protocol === 'string') forward(protocol);
+      else void protocol.then(forward);
     });
   }
 

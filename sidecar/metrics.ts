@@ -1,5 +1,5 @@
 import { ProcessMetrics, sampleProcess } from './process-metrics.ts';
-import { Counter, Gauge, Histogram, Registry } from './prometheus.ts';
+import { Counter, Gauge, Histogram, InfoGauge, Registry } from './prometheus.ts';
 
 /**
  * The sidecar's Prometheus metrics (names are public: docs/DESIGN.md), on a registry of its own, and the process
@@ -34,6 +34,11 @@ export class SidecarMetrics {
     this.registry,
     'mtls_sidecar_reloads_total',
     'Reloads of certificate, key, CA bundle and CRL by result (success, failure)',
+  );
+  readonly upstreamProtocol = new InfoGauge<'requested' | 'detected'>(
+    this.registry,
+    'mtls_sidecar_upstream_protocol',
+    "How HTTP/2 clients' streams reach the upstream: requested (--upstream-protocol) and detected (http1, h2c, unknown)",
   );
   readonly process = new ProcessMetrics(this.registry);
 

@@ -111,6 +111,41 @@ export class Gauge implements Metric {
   }
 }
 
+/**
+ * A gauge whose labels are the value (an "info" metric): one series at 1, replaced by `set`. Merged series from
+ * several processes (--workers) are kept side by side, so processes that disagree show as two series.
+ */
+export class InfoGauge<L extends string = string> implements Metric {
+  readonly name: string;
+  private readonly help: string;
+  private readonly series = new Map<string, Labels>();
+
+  constructor(registry: Registry, name: string, help: string) {
+    this.name = name;
+    this.help = help;
+    registry.add(this);
+  }
+
+  set(labels: Record<L, string>): void {
+    this.series.clear();
+    this.series.set(keyOf(labels), { ...labels });
+  }
+
+  render(out: string[]): void {
+    if (this.series.size === 0) return;
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`);
+    for (const labels of this.series.values()) out.push(`${this.name}${labelText(labels)} 1`);
+  }
+
+  snapshot(): MetricSnapshot {
+    return { name: this.name, series: [...this.series.values()].map((labels) => ({ labels, value: 1 })) };
+  }
+
+  merge(snapshot: MetricSnapshot): void {
+    for (const s of snapshot.series) this.series.set(keyOf(s.labels), { ...s.labels });
+  }
+}
+
 export class HistogramSeries {
   readonly counts: number[];
   sum = 0;

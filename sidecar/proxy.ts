@@ -9,6 +9,7 @@ import type { SidecarMetrics } from './metrics.ts';
 import { answerRefused, refusalAnswer, refusalResponse } from './refusal-answer.ts';
 import type { RefusalLog, RefusalReason } from './refusal-log.ts';
 import type { TlsMaterial } from './tls-material.ts';
+import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
 import { identityFields, verifyClient } from './verify.ts';
 
 export interface TlsListener {
@@ -40,7 +41,7 @@ export function createListener(
   listener: Listener,
   config: ResolvedSidecarConfig,
   tls: TlsMaterial,
-  deps: { log: Logger; refusals: RefusalLog; metrics: SidecarMetrics },
+  deps: { log: Logger; refusals: RefusalLog; metrics: SidecarMetrics; protocolChoice: UpstreamProtocolChoice },
 ): TlsListener {
   const { mode } = listener;
   const tcp = listener.protocol === 'tcp';
@@ -59,7 +60,7 @@ export function createListener(
   server.maxConnections = config.maxConnections;
   const boundPort = () => (server.address() as AddressInfo | null)?.port ?? listener.port;
   const forward = new ForwardContext({ ...config, ...deps, mode, listener: boundPort });
-  const h2 = new Http2Front(forward, config.upstreamProtocol);
+  const h2 = new Http2Front(forward, deps.protocolChoice);
   const sockets = new Set<Socket>();
   const success = deps.metrics.handshakes.labels({ mode, result: 'success' });
   const refused = (reason: RefusalReason) => deps.metrics.handshakes.labels({ mode, result: reason }).inc();

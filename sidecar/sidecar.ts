@@ -8,6 +8,7 @@ import { startSweeper } from './forward.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
+import { UpstreamProtocolChoice, type UpstreamProtocolFinding, type UpstreamProtocolOptions } from './upstream-protocol.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 export interface SidecarOptions {
@@ -17,6 +18,8 @@ export interface SidecarOptions {
   admin?: boolean;
   /** The metrics of sibling processes, summed into /metrics with this process's own. */
   siblingMetrics?: () => Promise<MetricSnapshot[][]>;
+  /** `--upstream-protocol auto`'s probe timeout and backoff (tests shorten them). */
+  probe?: Pick<UpstreamProtocolOptions, 'timeoutMs' | 'backoff'>;
 }
 
 export interface RunningSidecar {
@@ -25,6 +28,8 @@ export interface RunningSidecar {
   /** 0 when this process serves no admin port. */
   adminPort: number;
   metrics: SidecarMetrics;
+  /** What the sidecar knows of its upstream's protocol (`--upstream-protocol auto` probes it). */
+  upstreamProtocol(): UpstreamProtocolFinding;
   /** Re-reads the TLS folder now; resolves true if a new certificate set went into service. */
   reload(): Promise<boolean>;
   /** Stops accepting, lets open requests finish (up to `drainMs`), then closes everything. */
@@ -47,8 +52,16 @@ export async function startSidecar(
   for (const warning of material.warnings) log.warn(warning);
   metrics.certificateExpiry.set(material.notAfter.getTime() / 1000);
 
+  const protocolChoice = new UpstreamProtocolChoice({
+    requested: config.upstreamProtocol,
+    host: config.upstreamHost,
+    port: config.upstreamPort,
+    log,
+    metrics,
+    ...options.probe,
+  });
   const listeners = config.listen.map((listener) =>
-    createListener(listener, config, material, { log, refusals, metrics }),
+    createListener(listener, config, material, { log, refusals, metrics, protocolChoice }),
   );
   const servers = listeners.map((l) => l.server);
   const contexts = listeners.map((l) => l.forward);
@@ -121,13 +134,17 @@ export async function startSidecar(
       ? undefined
       : await startAdmin(adminHost.replace(/^\[|\]$/g, ''), Number(adminPortText), {
           ready: () => ready,
+          status: () => ({ ready, upstreamProtocol: protocolChoice.finding() }),
           metrics: metricsText,
           metricsContentType: metrics.registry.contentType,
         });
   const adminPort = admin?.port ?? 0;
+  // After the listeners: a probe that finds the upstream at once must not race a stream that came first.
+  protocolChoice.start();
   log.info('sidecar serving', {
     listeners: config.listen.map((l, i) => `${l.mode}=${ports[i]}`),
     upstream: config.upstream,
+    upstreamProtocol: config.upstreamProtocol,
     admin: admin ? `${adminHost}:${adminPort}` : 'none (served by the first worker)',
     notAfter: material.notAfter.toISOString(),
   });
@@ -136,10 +153,12 @@ export async function startSidecar(
     ports,
     adminPort,
     metrics,
+    upstreamProtocol: () => protocolChoice.finding(),
     reload: () => (reloading = reloading.then(reload, reload)),
     async stop(drainMs = 15_000) {
       ready = false;
       stopWatching();
+      protocolChoice.stop();
       // No new connections; idle keep-alive connections close now, busy ones after their response.
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const ctx of contexts) for (const conn of ctx.connections) conn.drain();

@@ -18,6 +18,7 @@ describe('sidecar: the admin port', () => {
     expect(adminRoute('/readyz', true)).toEqual({ status: 200, body: 'ok\n' });
     expect(adminRoute('/readyz', false)).toEqual({ status: 503, body: 'draining\n' });
     expect(adminRoute('/metrics', true)).toBe('metrics');
+    expect(adminRoute('/status', false)).toBe('status');
     expect(adminRoute('/metrics?x=1', true)).toEqual({ status: 404, body: 'not found\n' });
     expect(adminRoute('/', true)).toEqual({ status: 404, body: 'not found\n' });
   });
@@ -35,6 +36,7 @@ describe('sidecar: the admin port', () => {
     beforeAll(async () => {
       admin = await startAdmin('127.0.0.1', 0, {
         ready: () => ready,
+        status: () => ({ ready, upstreamProtocol: { requested: 'auto', detected: 'h2c' } }),
         metrics: async () => 'a_metric 1\n',
         metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',
       });
@@ -50,6 +52,9 @@ describe('sidecar: the admin port', () => {
       const metrics = await fetch(`${base}/metrics`);
       expect(metrics.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
       expect(await metrics.text()).toBe('a_metric 1\n');
+      const status = await fetch(`${base}/status`);
+      expect(status.headers.get('content-type')).toBe('application/json');
+      expect(await status.json()).toEqual({ ready: true, upstreamProtocol: { requested: 'auto', detected: 'h2c' } });
     });
 
     it('answers a request split over several packets, and a malformed one with 400', async () => {
