@@ -8,7 +8,11 @@ import { startSweeper } from './forward.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
-import { UpstreamProtocolChoice, type UpstreamProtocolFinding, type UpstreamProtocolOptions } from './upstream-protocol.ts';
+import {
+  UpstreamProtocolChoice,
+  type UpstreamProtocolFinding,
+  type UpstreamProtocolOptions,
+} from './upstream-protocol.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 export interface SidecarOptions {

@@ -86,7 +86,8 @@ export function probeUpstream(host: string, port: number, timeoutMs: number): Pr
     session.once('close', () => {
       clearTimeout(timer);
       resolve(
-        outcome ?? (connected ? { connected: true, answer: 'closed' } : { connected: false, error: 'connection closed' }),
+        outcome ??
+          (connected ? { connected: true, answer: 'closed' } : { connected: false, error: 'connection closed' }),
       );
     });
   });

@@ -31,7 +31,7 @@ export {
   UPSTREAM_PROTOCOLS,
   type UpstreamProtocol,
 } from '../../sidecar/flags.ts';
-import type { ListenerProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
+import type { ListenerProtocol, StreamProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
 
 export interface Listener {
   mode: Mode;
@@ -149,6 +149,16 @@ export interface MtlsEndpointStatus {
   injectedPods?: number;
   /** The name of the NetworkPolicy the operator keeps for the endpoint, or `None`. */
   networkPolicy?: string;
+  /** spec.upstreamProtocol `auto` only: what a ready pod's sidecar found (its admin port's /status). */
+  upstreamProtocol?: UpstreamProtocolStatus;
+}
+
+export interface UpstreamProtocolStatus {
+  requested: 'auto';
+  detected: StreamProtocol | 'unknown';
+  reason?: string;
+  pod?: string;
+  probedAt?: string;
 }
 
 /** `status.modes`: a printer column shows only the first value of a list, so the operator joins them. */

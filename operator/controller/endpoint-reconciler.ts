@@ -50,6 +50,7 @@ import {
 import type { Note } from './plan.ts';
 import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
 import { removedClients } from './removed-clients.ts';
+import { observeUpstreamProtocol, UNKNOWN_RETRY_MS } from './upstream-protocol-status.ts';
 import type { ReconcileResult } from './run-workers.ts';
 
 /** Read access to the informer caches. */
@@ -92,6 +93,8 @@ export interface ReconcilerDeps {
    * controller's informer holds only its own Secrets; without this the view is asked (a fake cluster's is whole).
    */
   readSecret?: (namespace: string, name: string) => Promise<V1Secret | undefined>;
+  /** Reads a sidecar's admin /status (spec.upstreamProtocol auto); upstream-protocol-status.ts's fetch by default. */
+  readSidecarStatus?: (ip: string, port: number) => Promise<{ body: unknown } | { error: string }>;
 }
 
 /** One endpoint's objects as the informers hold them, read once at the start of a pass. */
@@ -237,6 +240,17 @@ export class EndpointReconciler {
     const crl = await this.crl(snap, state, now, tally);
     const keystores = await this.keystores(snap, spec, leaves, trustBundle(state), now, tally);
     const others = this.otherWrites(snap, spec);
+    const protocol = await observeUpstreamProtocol(
+      {
+        requested: spec.upstreamProtocol,
+        previous: snap.ep.status?.upstreamProtocol,
+        pods: snap.pods,
+        selector: spec.podSelector,
+      },
+      spec.sidecarAdminPort,
+      this.deps.readSidecarStatus,
+    );
+    if (protocol.retry) tally.wakeAt.push(now.getTime() + UNKNOWN_RETRY_MS);
     return {
       ...this.desiredSecrets(snap, state, leaves, crl, keystores.content),
       deletions: removal.deletions,
@@ -255,6 +269,7 @@ export class EndpointReconciler {
         injectedPods: others.injectedPods,
         networkPolicy: others.networkPolicy,
         listeners: spec.listeners,
+        upstreamProtocol: protocol.status,
       },
     };
   }

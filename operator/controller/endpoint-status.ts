@@ -7,6 +7,7 @@ import {
   type Listener,
   modesSummary,
   type MtlsEndpointStatus,
+  type UpstreamProtocolStatus,
 } from '../api/types.ts';
 import type { CertInfo } from '../pki/certs.ts';
 import type { RolloverPhase } from './ca-state.ts';
@@ -27,6 +28,8 @@ export interface StatusInput {
   injectedPods: number;
   networkPolicy: string;
   listeners: readonly Listener[];
+  /** spec.upstreamProtocol auto: what a sidecar found (upstream-protocol-status.ts); undefined otherwise. */
+  upstreamProtocol?: UpstreamProtocolStatus;
 }
 
 export interface EndpointConditions {
@@ -133,5 +136,6 @@ export function endpointStatusFields(
     networkPolicy: input.networkPolicy,
     modes: modesSummary(input.listeners),
     caRollover,
+    upstreamProtocol: input.upstreamProtocol,
   };
 }

@@ -46,14 +46,20 @@ const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
 /**
  * Every pod of the cluster is watched (an endpoint must see the selected pods that run without the sidecar),
  * so only what the controller reads of a pod is kept: names, labels, the opt-out annotation, deletion,
- * phase and container names (init containers too: the sidecar is one). A pod's spec and status are most of its size.
+ * phase and container names (init containers too: the sidecar is one), and the pod IP and Ready condition (a
+ * ready pod's sidecar is asked what `upstreamProtocol: auto` found). A pod's spec and status are most of its size.
  */
 export function trimPod(pod: V1Pod): void {
   const optOut = pod.metadata?.annotations?.[INJECT_ANNOTATION];
   if (pod.metadata) pod.metadata.annotations = optOut === undefined ? undefined : { [INJECT_ANNOTATION]: optOut };
   const names = (containers: { name: string }[] | undefined) => containers?.map((c) => ({ name: c.name }));
   if (pod.spec) pod.spec = { containers: names(pod.spec.containers)!, initContainers: names(pod.spec.initContainers) };
-  if (pod.status) pod.status = { phase: pod.status.phase };
+  if (pod.status) {
+    const ready = pod.status.conditions
+      ?.filter((c) => c.type === 'Ready')
+      .map((c) => ({ type: c.type, status: c.status }));
+    pod.status = { phase: pod.status.phase, podIP: pod.status.podIP, conditions: ready };
+  }
 }
 
 /**

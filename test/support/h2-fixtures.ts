@@ -72,7 +72,7 @@ export interface SeenStream {
  * stream with ENHANCE_YOUR_CALM after the response headers, `/hang` never answers, `/echo` streams the body
  * back as it arrives.
  */
-export async function startH2cUpstream(): Promise<{ server: Http2Server; port: number; seen: SeenStream[] }> {
+export async function startH2cUpstream(port = 0): Promise<{ server: Http2Server; port: number; seen: SeenStream[] }> {
   const seen: SeenStream[] = [];
   const server = createH2cServer();
   server.on('stream', (stream, headers) => {
@@ -102,6 +102,9 @@ export async function startH2cUpstream(): Promise<{ server: Http2Server; port: n
       stream.end(JSON.stringify({ headers, bodyBytes: record.bodyBytes }));
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
   return { server, port: (server.address() as AddressInfo).port, seen };
 }
