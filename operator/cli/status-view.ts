@@ -39,6 +39,8 @@ export interface StatusReport {
   caRollover: { phase: string; newCASerialNumber?: string; startedAt?: string } | null;
   modes: string;
   networkPolicy?: string;
+  /** spec.upstreamProtocol, and for auto what a sidecar found (status.upstreamProtocol). */
+  upstreamProtocol: string;
   pods: { injected: string[]; notInjected: string[]; optedOut: string[] };
   renewRequests: { target: string; requestedAt: string }[];
   renewRequestProblems: string[];
@@ -107,12 +109,24 @@ export function statusReport(snapshot: StatusSnapshot): StatusReport {
     caRollover: status.caRollover ? { ...status.caRollover } : null,
     modes: status.modes ?? '',
     ...(status.networkPolicy ? { networkPolicy: status.networkPolicy } : {}),
+    upstreamProtocol: upstreamProtocolLine(ep),
     pods,
     renewRequests: requests.entries.map((e) => ({ target: e.target, requestedAt: rfc3339(e.at) })),
     renewRequestProblems: requests.problems,
     events,
     unreadable: [...(snapshot.unreadable ?? [])].sort(),
   };
+}
+
+/** "http1", "h2c", or for auto what was found, from which pod, and why. */
+function upstreamProtocolLine(ep: MtlsEndpoint): string {
+  const requested = ep.spec.upstreamProtocol ?? 'http1';
+  const found = ep.status?.upstreamProtocol;
+  if (requested !== 'auto') return requested;
+  if (!found) return 'auto (nothing reported yet)';
+  const from = found.pod ? `, from pod ${found.pod}` : '';
+  const when = found.probedAt ? ` at ${found.probedAt}` : '';
+  return `auto: ${found.detected}${from}${when}${found.reason ? ` (${found.reason})` : ''}`;
 }
 
 const list = (names: string[]) => (names.length > 0 ? `: ${names.join(', ')}` : '');
@@ -125,7 +139,8 @@ export function statusTable(report: StatusReport, now: Date): string {
     `MtlsEndpoint ${report.namespace}/${report.name}\n` +
       `Ready: ${report.ready}${ready ? ` (${ready.reason}) ${ready.message}` : ''}\n` +
       (report.upToDate ? '' : 'The controller has not yet looked at the latest change of the spec.\n') +
-      `Modes: ${report.modes || '-'}    NetworkPolicy: ${report.networkPolicy ?? '-'}\n`,
+      `Modes: ${report.modes || '-'}    NetworkPolicy: ${report.networkPolicy ?? '-'}\n` +
+      `Upstream protocol for HTTP/2 clients: ${report.upstreamProtocol}\n`,
   );
   parts.push(
     'Conditions:\n' +

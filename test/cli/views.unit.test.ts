@@ -155,6 +155,7 @@ describe('status', () => {
       /\n {2}server +payments-server +aa +2026-06-03T12:00:00Z \(in 2d\) +2026-06-02T12:00:00Z \(in 1d\)\n/,
     );
     expect(text).toContain('CA rollover: none in progress');
+    expect(text).toContain('Upstream protocol for HTTP/2 clients: http1\n');
     expect(text).toContain('Pods: 1 injected: with\n  1 selected but without the sidecar: without');
     expect(text).toContain('unreadable, ignored: "bogus"');
     const rolling = endpoint();
@@ -168,6 +169,22 @@ describe('status', () => {
     expect(text2).toContain('CA rollover: Propagating since 2026-06-01T11:55:00Z (new CA ca02)');
     expect(text2).toContain('The controller has not yet looked at the latest change of the spec.');
     expect(text2).toContain('Events (latest 10):\n  none');
+  });
+
+  it('says what upstreamProtocol auto found, from which pod, or that nothing is known yet', () => {
+    const auto = endpoint();
+    auto.spec.upstreamProtocol = 'auto';
+    expect(statusReport({ endpoint: auto, pods: [], events: [] }).upstreamProtocol).toBe('auto (nothing reported yet)');
+    auto.status!.upstreamProtocol = {
+      requested: 'auto',
+      detected: 'h2c',
+      pod: 'pay-0',
+      probedAt: '2026-06-01T11:00:00Z',
+      reason: 'the upstream answered an h2c prior-knowledge preface with SETTINGS',
+    };
+    expect(statusTable(statusReport({ endpoint: auto, pods: [], events: [] }), now)).toContain(
+      'Upstream protocol for HTTP/2 clients: auto: h2c, from pod pay-0 at 2026-06-01T11:00:00Z (the upstream answered an h2c prior-knowledge preface with SETTINGS)\n',
+    );
   });
 });
 

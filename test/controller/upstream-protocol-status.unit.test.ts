@@ -1,5 +1,6 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
+import { trimPod } from '../../operator/controller/manager.ts';
 import {
   observeUpstreamProtocol,
   planUpstreamProtocolStatus,
@@ -116,5 +117,32 @@ describe('status.upstreamProtocol (pure)', () => {
     );
     expect(asked).toEqual(['10.1.2.3:15201']);
     expect(result).toEqual({ status: { requested: 'auto', detected: 'http1', pod: 'a' }, retry: false });
+  });
+});
+
+describe('the pod cache keeps what choosing a ready pod needs, and little more', () => {
+  it('keeps phase, pod IP and the Ready condition (status only), drops the rest of the status', () => {
+    const full: V1Pod = {
+      metadata: { name: 'a', labels: { app: 'grpc-mock' }, annotations: { big: 'x'.repeat(1000) } },
+      spec: { containers: [{ name: 'mock', image: 'mock', env: [{ name: 'A', value: 'b' }] }] },
+      status: {
+        phase: 'Running',
+        podIP: '10.0.0.7',
+        podIPs: [{ ip: '10.0.0.7' }],
+        hostIP: '192.168.0.2',
+        conditions: [
+          { type: 'PodScheduled', status: 'True' },
+          { type: 'Ready', status: 'True', lastTransitionTime: new Date(0), message: 'm' },
+        ],
+        containerStatuses: [],
+      },
+    };
+    trimPod(full);
+    expect(full.status).toEqual({
+      phase: 'Running',
+      podIP: '10.0.0.7',
+      conditions: [{ type: 'Ready', status: 'True' }],
+    });
+    expect(full.spec).toEqual({ containers: [{ name: 'mock' }], initContainers: undefined });
   });
 });
