@@ -2,8 +2,13 @@ import { createServer as createHttpServer, type IncomingMessage } from 'node:htt
 import { createServer as createH2Server, type IncomingHttpHeaders } from 'node:http2';
 import { type AddressInfo, connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { parseSidecarConfig } from '../../sidecar/flags.ts';
+import { setLogLevel } from '../../sidecar/log.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
-import { MAX_SILENT_PROBES, type UpstreamProtocolFinding } from '../../sidecar/upstream-protocol.ts';
+import {
+  MAX_SILENT_PROBES,
+  STREAM_PROBE_INTERVAL_MS,
+  type UpstreamProtocolFinding,
+} from '../../sidecar/upstream-protocol.ts';
 import { h2Client, h2Request, startH2cUpstream } from '../support/h2-fixtures.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
@@ -16,7 +21,7 @@ import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../suppo
 
 const PROBE = { timeoutMs: 300, backoff: { first: 50, max: 200 } };
 
-async function autoSidecar(dir: string, upstreamPort: number): Promise<RunningSidecar> {
+async function autoSidecar(dir: string, upstreamPort: number, probe = PROBE): Promise<RunningSidecar> {
   const config = parseSidecarConfig([
     '--listen',
     'flexible=0',
@@ -31,7 +36,7 @@ async function autoSidecar(dir: string, upstreamPort: number): Promise<RunningSi
     '--upstream-timeout',
     '2000',
   ]);
-  return startSidecar(config, { probe: PROBE });
+  return startSidecar(config, { probe });
 }
 
 /** Polls the sidecar's finding until it is no longer unknown (at most `ms`). */
@@ -120,14 +125,32 @@ describe('sidecar: --upstream-protocol auto', () => {
   const h1Get = (sidecar: RunningSidecar, path: string) =>
     httpsGet(sidecar.ports[0]!, { ca: pki.ca.certPem, client: pki.client, path });
 
-  it('finds h2c on an h2c server: h2 streams go on as h2c (trailers and all); says so in /status, /metrics', async () => {
+  it('finds h2c on an h2c server: h2 streams go on as h2c (trailers and all); says so in the log, /status, /metrics', async () => {
     const up = await startH2cUpstream();
     cleanups.push(() => up.server.close());
+    const lines: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array) => lines.push(String(chunk)) > 0) as typeof write;
+    setLogLevel('info');
+    cleanups.push(() => {
+      process.stderr.write = write;
+      setLogLevel(process.env.MTLS_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info');
+    });
     const sidecar = await autoSidecar(dir, up.port);
     cleanups.push(() => sidecar.stop(500));
 
     const finding = await detected(sidecar);
     expect(finding).toMatchObject({ requested: 'auto', detected: 'h2c', probes: 1 });
+    const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(logged.find((line) => line.message === 'upstream protocol detected')).toMatchObject({
+      component: 'sidecar',
+      level: 'info',
+      upstream: `127.0.0.1:${up.port}`,
+      requested: 'auto',
+      detected: 'h2c',
+      probes: 1,
+      reason: expect.stringContaining('SETTINGS'),
+    });
     const answer = await h2Get(sidecar, '/grpc-like');
     expect(answer.status).toBe(200);
     expect(answer.trailers?.['x-trailer']).toBe('from-upstream');
@@ -205,6 +228,29 @@ describe('sidecar: --upstream-protocol auto', () => {
     const probes = finding.probes;
     await new Promise((resolve) => setTimeout(resolve, 4 * PROBE.backoff.max));
     expect(sidecar.upstreamProtocol().probes).toBe(probes);
+  });
+
+  it('a stream brings the next probe forward and waits for it: the first call after the app starts goes as h2c', async () => {
+    const spare = createNetServer();
+    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
+    const port = (spare.address() as AddressInfo).port;
+    await new Promise((resolve) => spare.close(resolve));
+    // A backoff far longer than the test: only a stream can cause the second probe.
+    const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
+    cleanups.push(() => sidecar.stop(500));
+    const until = Date.now() + 3_000;
+    while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+
+    const up = await startH2cUpstream(port);
+    cleanups.push(() => up.server.close());
+    await new Promise((resolve) => setTimeout(resolve, STREAM_PROBE_INTERVAL_MS + 50));
+    const answer = await h2Get(sidecar, '/first-call');
+    expect(answer.status).toBe(200);
+    expect(answer.trailers?.['x-trailer']).toBe('from-upstream');
+    expect(up.seen.map((s) => s.headers[':path'])).toEqual(['/first-call']);
+    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'h2c', probes: 2 });
   });
 
   it('an upstream that accepts and never answers is taken as HTTP/1.1 after a bounded number of probes', async () => {
