@@ -58,8 +58,13 @@ export function probeDelayMs(failed: number, backoff = PROBE_BACKOFF_MS): number
   return Math.min(backoff.max, backoff.first * 2 ** Math.max(0, failed - 1));
 }
 
-/** One probe of host:port, bounded by `timeoutMs`; never rejects. */
-export function probeUpstream(host: string, port: number, timeoutMs: number): Promise<ProbeOutcome> {
+/** One probe of host:port, bounded by `timeoutMs` (and ended by `signal`); never rejects. */
+export function probeUpstream(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<ProbeOutcome> {
   return new Promise((resolve) => {
     const authority = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
     let connected = false;
@@ -71,6 +76,11 @@ export function probeUpstream(host: string, port: number, timeoutMs: number): Pr
       session.destroy();
     }, timeoutMs);
     timer.unref();
+    const abort = () => {
+      settle({ connected: false, error: 'probe stopped' });
+      session.destroy();
+    };
+    signal?.addEventListener('abort', abort, { once: true });
     session.once('connect', () => (connected = true));
     session.once('remoteSettings', () => {
       settle({ connected: true, answer: 'settings' });
@@ -85,6 +95,7 @@ export function probeUpstream(host: string, port: number, timeoutMs: number): Pr
     );
     session.once('close', () => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abort);
       resolve(
         outcome ??
           (connected ? { connected: true, answer: 'closed' } : { connected: false, error: 'connection closed' }),
@@ -125,6 +136,8 @@ export class UpstreamProtocolChoice {
   private failed = 0;
   private silent = 0;
   private stopped = false;
+  /** Ends a probe in flight when the sidecar stops. */
+  private readonly stopping = new AbortController();
 
   constructor(options: UpstreamProtocolOptions) {
     this.options = options;
@@ -159,12 +172,13 @@ export class UpstreamProtocolChoice {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.stopping.abort();
   }
 
   private probe(): Promise<StreamProtocol> {
     clearTimeout(this.timer);
     const { host, port, timeoutMs = PROBE_TIMEOUT_MS } = this.options;
-    this.inFlight = probeUpstream(host, port, timeoutMs).then((outcome) => {
+    this.inFlight = probeUpstream(host, port, timeoutMs, this.stopping.signal).then((outcome) => {
       this.inFlight = null;
       this.lastProbeEnded = performance.now();
       return this.judge(outcome);
@@ -173,6 +187,7 @@ export class UpstreamProtocolChoice {
   }
 
   private judge(outcome: ProbeOutcome): StreamProtocol {
+    if (this.stopped) return this.state.detected === 'unknown' ? 'http1' : this.state.detected;
     const verdict = decideUpstreamProtocol(outcome, this.silent);
     if (outcome.connected && outcome.answer === 'silent') this.silent++;
     this.state = {

@@ -276,4 +276,31 @@ describe('sidecar: --upstream-protocol auto', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(held.size).toBe(0);
   });
+
+  it('a probe in flight ends with the sidecar', async () => {
+    const held = new Set<Socket>();
+    const up = createNetServer((socket) => {
+      held.add(socket);
+      socket.resume();
+      socket.on('error', () => undefined);
+      socket.on('close', () => held.delete(socket));
+    });
+    await new Promise<void>((resolve) => up.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => {
+      for (const socket of held) socket.destroy();
+      up.close();
+    });
+    const sidecar = await autoSidecar(dir, (up.address() as AddressInfo).port, {
+      timeoutMs: 60_000,
+      backoff: PROBE.backoff,
+    });
+    const until = Date.now() + 3_000;
+    while (held.size === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(held.size).toBe(1);
+    await sidecar.stop(500);
+    const closed = Date.now() + 3_000;
+    while (held.size > 0 && Date.now() < closed) await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(held.size).toBe(0);
+    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 0 });
+  });
 });
