@@ -1,17 +1,16 @@
 import type { Metadata } from '@grpc/grpc-js';
 import { connect as h2connect } from 'node:http2';
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import { healthClient } from '../support/grpc/echo.ts';
 import type { PemPair } from '../../operator/pki/issue.ts';
 import {
+  applyMock,
   clientView,
   helm,
   helmInstall,
   httpsTo,
   type Json,
   kubectlJson,
-  nodeState,
   reportNodeFigures,
 } from './support/node.ts';
 
@@ -119,42 +118,8 @@ describe('upstreamProtocol auto on the real node', () => {
     await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
     await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint('grpc', 'grpc-mock')));
     await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint('echo', 'echo-mock')));
-    const grpcLabels = { app: 'grpc-mock' };
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: { name: 'grpc-mock', namespace: NS },
-        spec: {
-          replicas: 1,
-          selector: { matchLabels: grpcLabels },
-          template: {
-            metadata: { labels: grpcLabels },
-            spec: {
-              terminationGracePeriodSeconds: 5,
-              containers: [
-                {
-                  name: 'mock',
-                  image: nodeState().image,
-                  imagePullPolicy: 'IfNotPresent',
-                  command: ['node', '-e', GRPC_MOCK],
-                  ports: [{ containerPort: UPSTREAM }],
-                },
-              ],
-            },
-          },
-        },
-      }),
-    );
-    const echo = echoMockDeployment({
-      name: 'echo-mock',
-      namespace: NS,
-      labels: { app: 'echo-mock' },
-      image: nodeState().image,
-      port: UPSTREAM,
-    });
-    await kubectl(['apply', '-f', '-'], JSON.stringify(echo));
+    await applyMock({ name: 'grpc-mock', namespace: NS, port: UPSTREAM, command: ['node', '-e', GRPC_MOCK] });
+    await applyMock({ name: 'echo-mock', namespace: NS, port: UPSTREAM });
     const grpcPod = await readyPod('grpc-mock');
     const echoPod = await readyPod('echo-mock');
 
