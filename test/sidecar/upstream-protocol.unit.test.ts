@@ -1,3 +1,5 @@
+import type { MtlsEndpoint } from '../../operator/api/types.ts';
+import { sidecarContainer } from '../../operator/webhook/injector.ts';
 import { parseSidecarConfig, renderSidecarArgs } from '../../sidecar/flags.ts';
 import {
   decideUpstreamProtocol,
@@ -45,5 +47,20 @@ describe('--upstream-protocol flag', () => {
     expect(config.upstreamProtocol).toBe('auto');
     expect(renderSidecarArgs(config)).toEqual(expect.arrayContaining(['--upstream-protocol', 'auto']));
     expect(() => parseSidecarConfig([...base, '--upstream-protocol', 'h3'])).toThrow(/http1, h2c, auto/);
+  });
+});
+
+describe('the injector and upstreamProtocol auto', () => {
+  it('renders --upstream-protocol auto into the container args, which the sidecar parses back', () => {
+    const ep: MtlsEndpoint = {
+      metadata: { name: 'grpc', namespace: 'team' },
+      spec: { upstreamPort: 9090, upstreamProtocol: 'auto', podSelector: { matchLabels: { app: 'grpc' } } },
+    };
+    const args = sidecarContainer(ep, { image: 'mtls-operator:test' }).args!;
+    expect(args.slice(args.indexOf('--upstream-protocol'), args.indexOf('--upstream-protocol') + 2)).toEqual([
+      '--upstream-protocol',
+      'auto',
+    ]);
+    expect(parseSidecarConfig(args.slice(1)).upstreamProtocol).toBe('auto');
   });
 });
