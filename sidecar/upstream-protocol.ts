@@ -210,10 +210,8 @@ export class UpstreamProtocolChoice {
       ...fields,
       nextProbeInMs: delay,
     });
-    if (!this.stopped) {
-      this.timer = setTimeout(() => void this.probe(), delay);
-      this.timer.unref();
-    }
+    this.timer = setTimeout(() => void this.probe(), delay);
+    this.timer.unref();
     return 'http1';
   }
 
