@@ -1,6 +1,7 @@
 import type { MtlsEndpoint } from '../../operator/api/types.ts';
 import { sidecarContainer } from '../../operator/webhook/injector.ts';
 import { parseSidecarConfig, renderSidecarArgs } from '../../sidecar/flags.ts';
+import { SidecarMetrics } from '../../sidecar/metrics.ts';
 import {
   decideUpstreamProtocol,
   MAX_SILENT_PROBES,
@@ -62,5 +63,34 @@ describe('the injector and upstreamProtocol auto', () => {
       'auto',
     ]);
     expect(parseSidecarConfig(args.slice(1)).upstreamProtocol).toBe('auto');
+  });
+});
+
+describe('mtls_sidecar_upstream_protocol', () => {
+  const series = (text: string) =>
+    text.split('\n').filter((line) => line.startsWith('mtls_sidecar_upstream_protocol{'));
+
+  it('holds one series at 1, replaced when the finding changes; absent until set', () => {
+    const metrics = new SidecarMetrics({ sampleProcess: false });
+    expect(series(metrics.registry.metricsText())).toEqual([]);
+    metrics.upstreamProtocol.set({ requested: 'auto', detected: 'unknown' });
+    metrics.upstreamProtocol.set({ requested: 'auto', detected: 'h2c' });
+    expect(series(metrics.registry.metricsText())).toEqual([
+      'mtls_sidecar_upstream_protocol{requested="auto",detected="h2c"} 1',
+    ]);
+  });
+
+  it('summed over --workers: processes that agree make one series, processes that disagree one each', () => {
+    const worker = (detected: string) => {
+      const metrics = new SidecarMetrics({ sampleProcess: false });
+      metrics.upstreamProtocol.set({ requested: 'auto', detected });
+      return metrics.registry.snapshot();
+    };
+    const sum = new SidecarMetrics({ sampleProcess: false });
+    for (const snapshot of [worker('h2c'), worker('h2c'), worker('unknown')]) sum.registry.merge(snapshot);
+    expect(series(sum.registry.metricsText())).toEqual([
+      'mtls_sidecar_upstream_protocol{requested="auto",detected="h2c"} 1',
+      'mtls_sidecar_upstream_protocol{requested="auto",detected="unknown"} 1',
+    ]);
   });
 });
