@@ -75,10 +75,15 @@ export function upstreamProtocolFromAnswer(
   });
   if ('error' in answer) return unknown(`the sidecar's /status could not be read: ${answer.error}`);
   const finding = (answer.body as { upstreamProtocol?: Record<string, unknown> } | null)?.upstreamProtocol;
-  if (!finding || finding.requested !== 'auto')
+  if (!finding || finding.requested !== 'auto') {
+    const started =
+      typeof finding?.requested === 'string'
+        ? `was started with --upstream-protocol ${finding.requested.slice(0, 16)}`
+        : 'does not report upstreamProtocol (an older sidecar)';
     return unknown(
-      'the sidecar does not report upstreamProtocol auto (is it an older sidecar, or was the pod injected before the spec changed?)',
+      `pod ${pod}'s sidecar ${started}: it was injected before spec.upstreamProtocol became auto; restart the pods (e.g. kubectl rollout restart deployment/<name>)`,
     );
+  }
   const detected = finding.detected;
   if (detected !== 'http1' && detected !== 'h2c' && detected !== 'unknown')
     return unknown(`the sidecar reported an unexpected protocol ${JSON.stringify(detected).slice(0, 40)}`);

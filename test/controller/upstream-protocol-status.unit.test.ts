@@ -88,7 +88,12 @@ describe('status.upstreamProtocol (pure)', () => {
     const old = upstreamProtocolFromAnswer('a', {
       body: { upstreamProtocol: { requested: 'http1', detected: 'http1' } },
     });
-    expect(old.status).toMatchObject({ detected: 'unknown', reason: expect.stringContaining('does not report') });
+    expect(old.status).toMatchObject({
+      detected: 'unknown',
+      reason: expect.stringMatching(/^pod a's sidecar was started with --upstream-protocol http1: .* restart the pods/),
+    });
+    const older = upstreamProtocolFromAnswer('a', { body: { ready: true } });
+    expect(older.status.reason).toContain('does not report upstreamProtocol (an older sidecar)');
     const down = upstreamProtocolFromAnswer('a', { error: '10.0.0.1:15201: ECONNREFUSED' });
     expect(down).toEqual({
       status: {
