@@ -7,7 +7,7 @@ import { selectorMatches } from '../kube/selectors.ts';
 /**
  * status.upstreamProtocol for `spec.upstreamProtocol: auto`. Each sidecar probes its own upstream
  * (sidecar/upstream-protocol.ts) and serves what it found on its admin port's /status; the operator reads that
- * from one ready injected pod and copies it here. Why this way (docs/DESIGN.md, "auto"): the admin port is
+ * from one ready injected pod and copies it here. Why this way (docs/DESIGN.md, D19): the admin port is
  * already open to the pod network (kubelet's probes, Prometheus; the endpoint's NetworkPolicy admits it), so no
  * new RBAC and no API token in the sidecar; the operator cannot probe the upstream itself (the NetworkPolicy
  * closes that port, by design); pods/proxy would need a permission that reaches every port of every pod.
