@@ -9,6 +9,7 @@ import {
   STREAM_PROBE_INTERVAL_MS,
   type UpstreamProtocolFinding,
 } from '../../sidecar/upstream-protocol.ts';
+import { echoClient, startEchoServer, unary } from '../support/grpc/echo.ts';
 import { h2Client, h2Request, startH2cUpstream } from '../support/h2-fixtures.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
@@ -162,6 +163,21 @@ describe('sidecar: --upstream-protocol auto', () => {
     );
     // HTTP/1.1 clients stay on HTTP/1.1, which an h2c-only server cannot take (as with `h2c` set by hand).
     expect((await h1Get(sidecar, '/h1')).status).toBe(502);
+  });
+
+  it('finds h2c on a real gRPC server (@grpc/grpc-js): a grpc-js client gets its answer and identity through auto', async () => {
+    const mock = await startEchoServer();
+    cleanups.push(() => mock.stop());
+    const sidecar = await autoSidecar(dir, mock.port);
+    cleanups.push(() => sidecar.stop(500));
+
+    expect((await detected(sidecar)).detected).toBe('h2c');
+    const client = echoClient(sidecar.ports[0]!, pki.ca.certPem, pki.client);
+    cleanups.push(() => client.close());
+    const result = await unary(client, { text: 'through-auto' });
+    expect(result.code).toBeUndefined();
+    expect(result.reply).toMatchObject({ text: 'through-auto', clientVerify: 'SUCCESS' });
+    expect(mock.seen).toEqual(['through-auto']);
   });
 
   it('finds http1 on an HTTP/1.1-only server: h2 and HTTP/1.1 clients both reach it', async () => {
