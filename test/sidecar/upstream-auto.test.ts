@@ -1,5 +1,10 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { createServer as createH2Server, type IncomingHttpHeaders } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../local/controlplane/local-control-plane.ts';
 import { type AddressInfo, connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { setLogLevel } from '../../sidecar/log.ts';
@@ -102,6 +107,49 @@ async function startDualUpstream(): Promise<{
   };
 }
 
+/**
+ * Debian's nginx as a plain upstream: `http2` on its cleartext listener (h2c prior knowledge) or not (HTTP/1.1
+ * only, where it answers an h2c preface with 400). Answers "nginx <protocol>" to every request.
+ */
+async function startNginx(h2c: boolean): Promise<{ port: number; stop: () => void }> {
+  const dir = mkdtempSync(join(tmpdir(), 'auto-nginx-'));
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:${port}${h2c ? ' http2' : ''};
+    location / { return 200 "nginx $server_protocol"; }
+  }
+}
+`,
+  );
+  const child = spawn('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+  const until = Date.now() + 15_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > until) throw new Error(`nginx did not listen on ${port}; see ${dir}/error.log`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    port,
+    stop: () => {
+      child.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('sidecar: --upstream-protocol auto', () => {
   let pki: Pki;
   let dir: string;
@@ -196,6 +244,20 @@ describe('sidecar: --upstream-protocol auto', () => {
       'mtls_sidecar_upstream_protocol{requested="auto",detected="http1"} 1',
     );
   });
+
+  for (const h2c of [false, true]) {
+    it(`finds ${h2c ? 'h2c on nginx with http2 on its cleartext listener' : 'http1 on nginx without http2'}; h2 clients reach it`, async () => {
+      const nginx = await startNginx(h2c);
+      cleanups.push(() => nginx.stop());
+      const sidecar = await autoSidecar(dir, nginx.port);
+      cleanups.push(() => sidecar.stop(500));
+
+      const finding = await detected(sidecar);
+      expect(finding.detected).toBe(h2c ? 'h2c' : 'http1');
+      const answer = await h2Get(sidecar, '/via-auto');
+      expect(answer).toMatchObject({ status: 200, body: h2c ? 'nginx HTTP/2.0' : 'nginx HTTP/1.1' });
+    });
+  }
 
   it('finds h2c on a server that speaks both: h2 clients go as h2c, HTTP/1.1 clients as HTTP/1.1', async () => {
     const up = await startDualUpstream();
