@@ -28,9 +28,9 @@ import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
 /**
  * HTTP/2 clients (ALPN `h2`): Node's own node:http2 (nghttp2) reads the frames, HPACK and flow control; this
  * module only relays each stream to the upstream, as an HTTP/1.1 request on a kept-alive connection or as a
- * stream of one shared h2c connection (`--upstream-protocol`, or what `auto` found), with the identity fields of the connection set
- * on every stream and any client-sent copy removed, as the HTTP/1.1 path does. HTTP/1.1 clients never reach
- * this module: proxy.ts hands them to forward.ts as before.
+ * stream of one shared h2c connection (`--upstream-protocol`, or what `auto` found: upstream-protocol.ts), with
+ * the identity fields of the connection set on every stream and any client-sent copy removed, as the HTTP/1.1
+ * path does. HTTP/1.1 clients never reach this module: proxy.ts hands them to forward.ts as before.
  */
 
 const {
