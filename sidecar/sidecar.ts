@@ -8,6 +8,7 @@ import { startSweeper } from './forward.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
+import { startTestListeners } from './test-listeners.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 export interface SidecarOptions {
@@ -22,6 +23,8 @@ export interface SidecarOptions {
 export interface RunningSidecar {
   /** Bound port of each listener, in --listen order (useful with port 0 in tests). */
   ports: number[];
+  /** Bound port of each --test-listen, in order. */
+  testPorts: number[];
   /** 0 when this process serves no admin port. */
   adminPort: number;
   metrics: SidecarMetrics;
@@ -71,6 +74,7 @@ export async function startSidecar(
       }),
     );
   }
+  const testListeners = await startTestListeners(config, material, log, { reusePort: options.reusePort });
   let ready = true;
 
   /** Digest of the files last looked at, good or not: a broken update is reported once, not every poll. */
@@ -90,6 +94,7 @@ export async function startSidecar(
       return false;
     }
     for (const [i, server] of servers.entries()) server.setSecureContext(contextOptions(next, config.listen[i]!));
+    testListeners.reload(next);
     for (const warning of next.warnings) log.warn(warning);
     material = next;
     metrics.certificateExpiry.set(next.notAfter.getTime() / 1000);
@@ -104,6 +109,10 @@ export async function startSidecar(
   const stopWatching = watchTlsDir(config.tlsDir, () => {
     reloading = reloading.then(reload, reload);
   });
+  // The bad certificates change only when the operator re-issues one; the normal material is the latest loaded.
+  const stopWatchingTest = config.testTlsDir
+    ? watchTlsDir(config.testTlsDir, () => testListeners.reload(material), 30_000)
+    : () => undefined;
 
   const [adminHost, adminPortText] = [
     config.admin.slice(0, config.admin.lastIndexOf(':')),
@@ -134,12 +143,15 @@ export async function startSidecar(
 
   return {
     ports,
+    testPorts: testListeners.ports,
     adminPort,
     metrics,
     reload: () => (reloading = reloading.then(reload, reload)),
     async stop(drainMs = 15_000) {
       ready = false;
       stopWatching();
+      stopWatchingTest();
+      await testListeners.stop();
       // No new connections; idle keep-alive connections close now, busy ones after their response.
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const ctx of contexts) for (const conn of ctx.connections) conn.drain();

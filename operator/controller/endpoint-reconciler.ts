@@ -12,6 +12,7 @@ import {
   RENEW_REQUESTED_ANNOTATION,
   serverSecretName,
   serviceDnsNames,
+  testServersSecretName,
 } from '../api/types.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
@@ -50,6 +51,7 @@ import type { Note } from './plan.ts';
 import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from './resolved-spec.ts';
 import { removedClients } from './removed-clients.ts';
 import type { ReconcileResult } from './run-workers.ts';
+import { testServersPlan } from './test-servers.ts';
 
 /** Read access to the informer caches. */
 export interface ClusterView {
@@ -183,6 +185,7 @@ export class EndpointReconciler {
     const names = [
       caSecretName(name),
       serverSecretName(name),
+      testServersSecretName(name),
       ...(ep.spec.clients ?? []).map((client) => clientSecretName(name, client.name)),
     ];
     const secrets = new Map(names.map((secretName) => [secretName, view.secret(namespace, secretName)]));
@@ -233,9 +236,22 @@ export class EndpointReconciler {
     const crl = await this.crl(snap, state, now, tally);
     const keystores = await this.keystores(snap, spec, leaves, trustBundle(state), now, tally);
     const others = this.otherWrites(snap, spec);
+    const existing = snap.secret(testServersSecretName(snap.name));
+    const bad = await testServersPlan({
+      ...snap,
+      spec,
+      existing,
+      ca: state.current,
+      dnsNames: serverDnsNames(snap, spec),
+      now,
+    });
+    tally.notes.push(...bad.notes);
+    tally.wakeAt.push(...bad.wakeAt);
+    const secrets = this.desiredSecrets(snap, state, leaves, crl, keystores.content);
     return {
-      ...this.desiredSecrets(snap, state, leaves, crl, keystores.content),
-      deletions: removal.deletions,
+      caSecret: secrets.caSecret,
+      leafSecrets: [...secrets.leafSecrets, ...bad.secrets],
+      deletions: [...removal.deletions, ...bad.deletions],
       otherWrites: others.writes,
       ...tally,
       status: {
