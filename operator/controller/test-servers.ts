@@ -136,7 +136,7 @@ async function issuePart(
       endpoint,
       namespace,
       algorithm,
-      validityMs: validityMs * 2,
+      validityMs,
       now,
       subject: `O=${namespace}, OU=${endpoint}, CN=mtls-operator ${purpose}`,
     });
