@@ -51,9 +51,10 @@ export const TEST_LISTENER_BEHAVIOUR: Record<TestListenerKind, { serves: string;
       'a client limited to TLS 1.2 fails the handshake: protocol version (it must not fall back to plain text)',
   },
   ClientCAMismatch: {
-    serves: "the normal server certificate, and it requires a client certificate from a CA that is not the endpoint's",
+    serves:
+      "the normal server certificate, and it asks for a client certificate from a CA that is not the endpoint's, closing the connection unanswered when it gets another",
     correctClient:
-      "fail with the server's alert (unknown ca with the endpoint's client certificate, certificate required without one) and report it, not retry without TLS",
+      'report the request as failed (an empty reply: the connection closed without a response), not as a success, and not retry it without end',
   },
 };
 
@@ -86,13 +87,15 @@ export function testListenerOptions(
     case 'TLS13Only':
       return { ...base, cert: normal.cert, key: normal.key, minVersion: 'TLSv1.3' };
     case 'ClientCAMismatch':
+      // Node verifies a client certificate only after the handshake (a refusal there is a reset, racing the
+      // client's first bytes): the listener checks it itself and closes cleanly, so every client sees the same.
       return {
         ...base,
         cert: normal.cert,
         key: normal.key,
         ca: file(TEST_SERVER_FILES.foreignCa),
         requestCert: true,
-        rejectUnauthorized: true,
+        rejectUnauthorized: false,
       };
   }
 }
@@ -169,17 +172,28 @@ export async function startTestListeners(
         peer: socket.remoteAddress,
         error: err.code ?? err.message,
       });
-      socket.destroy();
     });
     server.on('secureConnection', (socket: TLSSocket) => {
+      socket.on('error', () => undefined);
+      socket.setTimeout(config.handshakeTimeoutMs, () => socket.destroy());
+      if (kind === 'ClientCAMismatch' && !socket.authorized) {
+        log.info('test listener: closed a connection whose client certificate is not from the CA asked for', {
+          testListener: kind,
+          port: port(),
+          peer: socket.remoteAddress,
+          error: socket.authorizationError ?? 'no client certificate',
+        });
+        // Read what the client sends (closing with unread bytes would be a reset), send close_notify and FIN.
+        socket.resume();
+        socket.end();
+        return;
+      }
       log.warn('test listener: a client completed the handshake with a server it should refuse', {
         testListener: kind,
         port: port(),
         peer: socket.remoteAddress,
         protocol: socket.getProtocol(),
       });
-      socket.on('error', () => undefined);
-      socket.setTimeout(config.handshakeTimeoutMs, () => socket.destroy());
       // Answered on the client's first bytes (its request), never forwarded.
       socket.once('data', () => socket.end(testListenerAnswer(kind)));
     });
