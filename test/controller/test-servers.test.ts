@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect, type SecureVersion } from 'node:tls';
 import type { EndpointController } from '../../operator/controller/manager.ts';
 import { type TestListenerKind, TEST_LISTENER_KINDS } from '../../operator/api/types.ts';
@@ -133,6 +134,30 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
       socket.on('close', () => resolve({ response }));
     });
 
+  /** An HTTPS request as an application makes it (node:https): the status, or the error code. */
+  const https = (target: number, cert = false): Promise<string> =>
+    new Promise((resolve) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: target,
+          path: '/hello',
+          servername: host,
+          ca: pem.ca,
+          ...(cert ? { cert: pem.cert, key: pem.key } : {}),
+          agent: false,
+          timeout: 10_000,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(`http ${res.statusCode}`));
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.end();
+    });
+
   const openssl = (target: number, extra: string[] = []) =>
     run('openssl', [
       's_client',
@@ -220,6 +245,10 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
       expect(c).toEqual({ code: 52, out: 'curl: (52) Empty reply from server\n' });
     }
     for (const cert of [true, false]) expect(await node(port.ClientCAMismatch!, { cert })).toEqual({ response: '' });
+    // What an application sees through node:https: "socket hang up".
+    expect(await https(port.ClientCAMismatch!, true)).toBe('ECONNRESET');
+    expect(await https(port.strict!, true)).toBe('http 200');
+    expect(await https(port.TLS12Only!)).toBe('http 421');
   });
 
   it('the Secret is not rewritten by later passes, and is deleted when the list becomes empty', async () => {
