@@ -54,7 +54,7 @@ export const TEST_LISTENER_BEHAVIOUR: Record<TestListenerKind, { serves: string;
     serves:
       "the normal server certificate, and it asks for a client certificate from a CA that is not the endpoint's, closing the connection unanswered when it gets another",
     correctClient:
-      'report the request as failed (an empty reply: the connection closed without a response), not as a success, and not retry it without end',
+      'report the request as failed (an empty reply: the connection closed without a response), not as a success, and not retry it endlessly',
   },
 };
 
