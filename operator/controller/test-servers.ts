@@ -41,6 +41,8 @@ export interface PartFacts {
   notAfter: Date;
   /** Signed by the endpoint's current CA. */
   signedByEndpointCa: boolean;
+  /** Its DNS names (subject alternative names). */
+  dnsNames: string[];
 }
 
 export interface TestServersInput {
@@ -52,6 +54,8 @@ export interface TestServersInput {
   now: Date;
   /** spec.certificates.renewBefore in ms, if set. */
   renewBeforeMs?: number;
+  /** The server certificate's names, which the expired and untrusted certificates must carry too. */
+  dnsNames: readonly string[];
 }
 
 export type TestServersDecision =
@@ -67,15 +71,22 @@ export function partIssueReason(part: TestServerPart, facts: PartFacts | undefin
     case 'expired':
       if (!facts.signedByEndpointCa) return "not signed by the endpoint's current CA";
       if (facts.notAfter > input.now) return 'not expired';
-      return undefined;
+      return sameNames(facts.dnsNames, input.dnsNames) ? undefined : "the endpoint's names changed";
     case 'wrongHost':
       if (!facts.signedByEndpointCa) return "not signed by the endpoint's current CA";
       return input.now >= renewAt ? 'renewal time reached' : undefined;
     case 'untrusted':
     case 'foreignCa':
       if (facts.signedByEndpointCa) return "signed by the endpoint's CA";
+      if (part === 'untrusted' && !sameNames(facts.dnsNames, input.dnsNames)) return "the endpoint's names changed";
       return input.now >= renewAt ? 'renewal time reached' : undefined;
   }
+}
+
+/** Any failure of the expired and untrusted listeners must be theirs, not a name mismatch: same names, any order. */
+function sameNames(held: readonly string[], wanted: readonly string[]): boolean {
+  const set = new Set(held);
+  return set.size === new Set(wanted).size && wanted.every((name) => set.has(name));
 }
 
 function renewalOf(facts: PartFacts, renewBefore: number | undefined): Date {
@@ -117,6 +128,10 @@ export async function inspectTestServers(
       notBefore: new Date(cert.validFrom),
       notAfter: new Date(cert.validTo),
       signedByEndpointCa: (await verifyIssuedBy(certPem, caPem)).ok,
+      dnsNames: (cert.subjectAltName ?? '')
+        .split(', ')
+        .filter((entry) => entry.startsWith('DNS:'))
+        .map((entry) => entry.slice('DNS:'.length)),
     };
   }
   return facts;
@@ -178,6 +193,7 @@ export async function testServersPlan(input: {
     facts: await inspectTestServers(existing, input.ca.certPem),
     now,
     renewBeforeMs: spec.renewBeforeMs,
+    dnsNames: input.dnsNames,
   });
   if (decision.action === 'none') return { secrets: [], deletions: [], notes: [], wakeAt: [] };
   if (decision.action === 'delete') {

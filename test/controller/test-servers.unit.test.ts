@@ -21,6 +21,7 @@ describe('decideTestServers', () => {
     notBefore: new Date(T0.getTime() - HOUR),
     notAfter: new Date(T0.getTime() + 8 * HOUR),
     signedByEndpointCa: false,
+    dnsNames: ['payments-strict', 'localhost'],
     ...over,
   });
   const allGood = (): TestServersInput['facts'] => ({
@@ -34,6 +35,7 @@ describe('decideTestServers', () => {
     exists: true,
     facts: allGood(),
     now: T0,
+    dnsNames: ['localhost', 'payments-strict'],
     ...over,
   });
   const issued = (over: Partial<TestServersInput>) => {
@@ -67,6 +69,10 @@ describe('decideTestServers', () => {
     ).toEqual([{ part: 'expired', why: 'not expired' }]);
     expect(issued({ facts: { ...facts, untrusted: { ...facts.untrusted!, signedByEndpointCa: true } } })).toEqual([
       { part: 'untrusted', why: "signed by the endpoint's CA" },
+    ]);
+    expect(issued({ dnsNames: ['payments-strict', 'localhost', 'payments.example.com'] })).toEqual([
+      { part: 'expired', why: "the endpoint's names changed" },
+      { part: 'untrusted', why: "the endpoint's names changed" },
     ]);
     const { wrongHost: _dropped, ...withoutWrongHost } = facts;
     expect(issued({ facts: withoutWrongHost })).toEqual([{ part: 'wrongHost', why: 'missing' }]);
@@ -187,6 +193,19 @@ describe('the reconciler with spec.testListeners, on a fake cluster', () => {
     expect(cluster.takeWrites()).toContain('replace Secret/payments-test-servers');
     expect(file(TEST_SERVER_FILES.wrongHostKey)).toContain('PRIVATE KEY');
     expect(file(TEST_SERVER_FILES.untrustedCert)).toBe(keep);
+  });
+
+  it('a new name of the endpoint re-issues the expired and untrusted certificates with it', async () => {
+    cluster.putEndpoint({
+      ...cluster.endpoint(NS, 'payments')!,
+      spec: { ...endpoint().spec, dnsNames: ['pay.example'] },
+    });
+    await pass();
+    expect(cluster.takeEvents()).toContain('TestServersIssued');
+    expect(cert(TEST_SERVER_FILES.expiredCert).subjectAltName).toContain('DNS:pay.example');
+    expect(cert(TEST_SERVER_FILES.untrustedCert).subjectAltName).toContain('DNS:pay.example');
+    expect(cert(TEST_SERVER_FILES.wrongHostCert).subjectAltName).toBe(`DNS:${WRONG_HOST_NAME}`);
+    cluster.takeWrites();
   });
 
   it('deletes the Secret when the list becomes empty', async () => {
