@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -144,8 +145,12 @@ export async function startTestListeners(
   log: Logger,
   options: { reusePort?: boolean } = {},
 ): Promise<RunningTestListeners> {
-  const dir = config.testTlsDir ?? '';
+  if (!config.testListen.length || !config.testTlsDir)
+    return { ports: [], reload: () => undefined, stop: async () => {} };
+  const dir = config.testTlsDir;
   const files = readTestServerFiles(dir);
+  /** What the contexts were last built from: a poll that finds the same files changes nothing. */
+  let builtFrom = inputsOf(normal, files);
   const sockets = new Set<Socket>();
   const servers = config.testListen.map((listener) => serve(listener, normal.options, files));
 
@@ -220,6 +225,9 @@ export async function startTestListeners(
     ports,
     reload(next) {
       const current = readTestServerFiles(dir);
+      const inputs = inputsOf(next, current);
+      if (inputs === builtFrom) return;
+      builtFrom = inputs;
       for (const [i, server] of servers.entries()) {
         const { kind } = config.testListen[i]!;
         try {
@@ -238,4 +246,10 @@ export async function startTestListeners(
       await Promise.all(closed);
     },
   };
+}
+
+function inputsOf(normal: TlsMaterial, files: Readonly<Record<string, string>>): string {
+  const hash = createHash('sha256').update(normal.digest);
+  for (const name of Object.values(TEST_SERVER_FILES)) hash.update('\0').update(files[name] ?? '');
+  return hash.digest('hex');
 }
