@@ -224,6 +224,8 @@ export const serviceName = (ep: EndpointRef, mode: Mode) => `${nameOf(ep)}-${mod
 export const networkPolicyName = (ep: EndpointRef) => `${nameOf(ep)}-mtls-only`;
 /** The bad certificates of spec.testListeners (never a trusted credential). */
 export const testServersSecretName = (ep: EndpointRef) => `${nameOf(ep)}-test-servers`;
+/** The Service of spec.testListeners, one port per test listener (its port). `-bad` fits the 54-character names. */
+export const testServiceName = (ep: EndpointRef) => `${nameOf(ep)}-bad`;
 
 /** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
 export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {
@@ -231,6 +233,12 @@ export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: reado
     const svc = serviceName(ep, mode);
     return [svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
   });
+}
+
+/** The DNS names of the test listeners' Service (in the server certificate while spec.testListeners is set). */
+export function testServiceDnsNames(ep: EndpointRef, namespace: string): string[] {
+  const svc = testServiceName(ep);
+  return [svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   serverSecretName,
   serviceDnsNames,
   testServersSecretName,
+  testServiceDnsNames,
 } from '../api/types.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
@@ -697,10 +698,11 @@ function leafTarget(snap: Snapshot, spec: ResolvedSpec, client: string | undefin
   };
 }
 
-/** The Service names, then spec.dnsNames: the server certificate's SANs. */
+/** The Service names (the test listeners' too), then spec.dnsNames: the server certificate's SANs. */
 function serverDnsNames(snap: Snapshot, spec: ResolvedSpec): string[] {
   const modes = spec.listeners.map((listener) => listener.mode);
-  return [...new Set([...serviceDnsNames(snap.name, snap.namespace, modes), ...spec.dnsNames])];
+  const testService = spec.testListeners.length ? testServiceDnsNames(snap.name, snap.namespace) : [];
+  return [...new Set([...serviceDnsNames(snap.name, snap.namespace, modes), ...testService, ...spec.dnsNames])];
 }
 
 function replacedOf(facts: InspectedLeaf): HeldCertificate | undefined {

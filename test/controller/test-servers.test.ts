@@ -5,13 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect, type SecureVersion } from 'node:tls';
+import { testListenerPortName } from '../../operator/api/injection.ts';
 import type { EndpointController } from '../../operator/controller/manager.ts';
 import { type TestListenerKind, TEST_LISTENER_KINDS } from '../../operator/api/types.ts';
 import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { createTestNamespace, deleteTestNamespace, kubectl, waitFor } from '../support/cluster.ts';
-import { createEndpoint, installCrd, readSecret, waitReady } from '../support/endpoints.ts';
+import { core, createEndpoint, installCrd, readSecret, waitReady } from '../support/endpoints.ts';
 import { startController } from '../support/operator.ts';
 import { startMockUpstream } from '../support/tls-fixtures.ts';
 
@@ -50,10 +51,12 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
   beforeAll(async () => {
     await installCrd();
     namespace = await createTestNamespace('ctrl-badservers');
-    host = `payments-strict.${namespace}.svc`;
+    // The bad listeners' Service: its names are in every certificate but WrongHost's, as the strict one's are.
+    host = `payments-bad.${namespace}.svc`;
     upstream = await startMockUpstream();
     controller = await startController(namespace);
     await createEndpoint(namespace, 'payments', {
+      podSelector: { matchLabels: { app: 'payments' } },
       upstreamPort: 8080,
       listeners: [
         { mode: 'strict', port: 8443 },
@@ -185,6 +188,13 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
     expect(s.out).toContain('Verify return code: 0 (ok)');
   });
 
+  it('the Service payments-bad has a port per bad listener, to its named container port', async () => {
+    const service = await core().readNamespacedService({ namespace, name: 'payments-bad' });
+    expect(service.spec!.ports!.map((p) => `${p.name}:${p.port}->${p.targetPort}`)).toEqual(
+      TEST_LISTENER_KINDS.map((kind, i) => `${testListenerPortName(kind)}:${9441 + i}->${testListenerPortName(kind)}`),
+    );
+  });
+
   it('ExpiredCertificate: refused as expired', async () => {
     const c = await curl(port.ExpiredCertificate!);
     expect(c.code).toBe(60);
@@ -262,6 +272,14 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
     ]);
     await waitFor('Secret payments-test-servers to be deleted', async () =>
       (await readSecret(namespace, 'payments-test-servers')) ? undefined : true,
+    );
+    await waitFor('Service payments-bad to be deleted', () =>
+      core()
+        .readNamespacedService({ namespace, name: 'payments-bad' })
+        .then(
+          () => undefined,
+          () => true,
+        ),
     );
   });
 

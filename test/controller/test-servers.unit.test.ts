@@ -137,10 +137,26 @@ describe('the reconciler with spec.testListeners, on a fake cluster', () => {
       'create Secret/payments-server',
       'create Secret/payments-test-servers',
       'create Service/payments-strict',
+      'create Service/payments-bad',
       'create NetworkPolicy/payments-mtls-only',
       'patch MtlsEndpoint/status/payments',
     ]);
     expect(cluster.takeEvents().sort()).toEqual(['CAIssued', 'Issued', 'TestServersIssued']);
+    // One Service for the bad listeners, each on its own port; its names are in the server certificate (which
+    // TLS12Only, TLS13Only and ClientCAMismatch serve) and in the expired and untrusted ones.
+    const service = cluster.servicesOf(NS, 'payments').find((svc) => svc.metadata!.name === 'payments-bad')!;
+    expect(service.spec!.selector).toEqual({ app: 'payments' });
+    expect(service.spec!.ports!.map((p) => [p.name, p.port, p.targetPort])).toEqual([
+      ['bad-expired', 9441, 'bad-expired'],
+      ['bad-untrusted', 9442, 'bad-untrusted'],
+      ['bad-wronghost', 9443, 'bad-wronghost'],
+      ['bad-tls12only', 9444, 'bad-tls12only'],
+      ['bad-tls13only', 9445, 'bad-tls13only'],
+      ['bad-clientca', 9446, 'bad-clientca'],
+    ]);
+    const server = new X509Certificate(secretText(cluster.secret(NS, 'payments-server'), 'tls.crt')!);
+    expect(server.subjectAltName).toContain('DNS:payments-bad.team.svc');
+    expect(cert(TEST_SERVER_FILES.expiredCert).subjectAltName).toContain('DNS:payments-bad.team.svc');
     expect(Object.keys(cluster.secret(NS, 'payments-test-servers')!.data!).sort()).toEqual(
       Object.values(TEST_SERVER_FILES).sort(),
     );
@@ -213,6 +229,7 @@ describe('the reconciler with spec.testListeners, on a fake cluster', () => {
     await pass();
     const writes = cluster.takeWrites();
     expect(writes).toContain('delete Secret/payments-test-servers');
+    expect(writes).toContain('delete Service/payments-bad');
     expect(writes).toContain('replace NetworkPolicy/payments-mtls-only');
     expect(cluster.secret(NS, 'payments-test-servers')).toBeUndefined();
     expect(cluster.takeEvents()).toContain('TestServersRemoved');

@@ -13,8 +13,8 @@ import {
 
 /**
  * spec.testListeners on the real node (issue 16 item 5): the webhook injects the bad listeners and mounts the
- * test-servers Secret, the NetworkPolicy admits their ports, and a Node client in another pod refuses each one
- * over the pod network with the error that names the fault, while it reaches the normal strict listener.
+ * test-servers Secret, the NetworkPolicy admits their ports, the Service <endpoint>-bad reaches them, and a Node
+ * client in another pod refuses each one with the error that names the fault, while it reaches the normal one.
  */
 const SYSTEM_NS = 'mtls-system';
 const NS = 'bad-listeners-team';
@@ -54,9 +54,9 @@ describe('bad listeners on the real node', () => {
     const endpoint = {
       apiVersion: 'mtls.operator.dev/v1alpha1',
       kind: 'MtlsEndpoint',
-      metadata: { name: 'bad', namespace: NS },
+      metadata: { name: 'shop', namespace: NS },
       spec: {
-        podSelector: { matchLabels: { app: 'bad-mock' } },
+        podSelector: { matchLabels: { app: 'shop-mock' } },
         upstreamPort: UPSTREAM,
         listeners: [{ mode: 'strict', port: STRICT }],
         clients: [{ name: 'caller' }],
@@ -64,12 +64,12 @@ describe('bad listeners on the real node', () => {
       },
     };
     await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
-    await waitFor('the test-servers Secret', () => kubectlJson(['get', 'secret', 'bad-test-servers', '-n', NS]), {
+    await waitFor('the test-servers Secret', () => kubectlJson(['get', 'secret', 'shop-test-servers', '-n', NS]), {
       timeoutMs: 60_000,
     });
     const issued: Json = await waitFor<Json>(
       'the client Secret',
-      () => kubectlJson(['get', 'secret', 'bad-client-caller', '-n', NS]),
+      () => kubectlJson(['get', 'secret', 'shop-client-caller', '-n', NS]),
       {
         timeoutMs: 60_000,
       },
@@ -85,7 +85,7 @@ describe('bad listeners on the real node', () => {
     );
     const policy: Json = await waitFor<Json>(
       'the NetworkPolicy',
-      () => kubectlJson(['get', 'networkpolicy', 'bad-mtls-only', '-n', NS]),
+      () => kubectlJson(['get', 'networkpolicy', 'shop-mtls-only', '-n', NS]),
       {
         timeoutMs: 60_000,
       },
@@ -97,26 +97,30 @@ describe('bad listeners on the real node', () => {
       ['apply', '-f', '-'],
       JSON.stringify(
         echoMockDeployment({
-          name: 'bad-mock',
+          name: 'shop-mock',
           namespace: NS,
-          labels: { app: 'bad-mock' },
+          labels: { app: 'shop-mock' },
           image: nodeState().image,
           port: UPSTREAM,
         }),
       ),
     );
     const pod: Json = await waitFor(
-      'one Ready bad-mock pod',
+      'one Ready shop-mock pod',
       async () => {
-        const pods = (await kubectlJson(['get', 'pods', '-n', NS, '-l', 'app=bad-mock'])).items as Json[];
+        const pods = (await kubectlJson(['get', 'pods', '-n', NS, '-l', 'app=shop-mock'])).items as Json[];
         return pods.find((p) => p.status?.conditions?.some((c: Json) => c.type === 'Ready' && c.status === 'True'));
       },
       { timeoutMs: 120_000, intervalMs: 250 },
     );
-    const host: string = pod.status.podIP;
-    const sni = `bad-strict.${NS}.svc`;
+    // The bad listeners through their Service (its name is what a client in another namespace would use; the
+    // cluster IP, not DNS, keeps the test independent of the node's DNS), the strict listener on the pod.
+    const service: Json = await kubectlJson(['get', 'service', 'shop-bad', '-n', NS]);
+    const host: string = service.spec.clusterIP;
+    const sni = `shop-bad.${NS}.svc`;
+    expect(service.spec.ports.map((p: Json) => p.port)).toEqual(TEST_LISTENER_KINDS.map(port));
     const attempts = [
-      { name: 'strict with the client certificate', port: STRICT, cert: true },
+      { name: 'strict with the client certificate', port: STRICT, cert: true, host: pod.status.podIP },
       { name: 'ExpiredCertificate', port: port('ExpiredCertificate') },
       { name: 'UntrustedCA', port: port('UntrustedCA') },
       { name: 'WrongHost', port: port('WrongHost') },
@@ -124,7 +128,7 @@ describe('bad listeners on the real node', () => {
       { name: 'TLS12Only, client allows TLS 1.2', port: port('TLS12Only') },
       { name: 'TLS13Only, client limited to TLS 1.2', port: port('TLS13Only'), maxVersion: 'TLSv1.2' },
       { name: 'ClientCAMismatch with the client certificate', port: port('ClientCAMismatch'), cert: true },
-    ].map((a) => ({ ...a, host, sni }));
+    ].map((a) => ({ host, sni, ...a }));
     const output = await runScriptPod({
       name: 'bad-probe',
       namespace: NS,
