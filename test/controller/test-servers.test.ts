@@ -9,6 +9,7 @@ import { testListenerPortName } from '../../operator/api/injection.ts';
 import type { EndpointController } from '../../operator/controller/manager.ts';
 import { type TestListenerKind, TEST_LISTENER_KINDS } from '../../operator/api/types.ts';
 import { parseSidecarConfig } from '../../sidecar/flags.ts';
+import { setLogLevel as setSidecarLogLevel } from '../../sidecar/log.ts';
 import { writeSecretVolume } from '../../sidecar/secret-volume.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { createTestNamespace, deleteTestNamespace, kubectl, waitFor } from '../support/cluster.ts';
@@ -259,6 +260,52 @@ describe('controller + sidecar: bad listeners that correct clients refuse', () =
     expect(await https(port.ClientCAMismatch!, true)).toBe('ECONNRESET');
     expect(await https(port.strict!, true)).toBe('http 200');
     expect(await https(port.TLS12Only!)).toBe('http 421');
+  });
+
+  it('logs each failed handshake (info) and each completed one (warning) as JSON, and forwards nothing', async () => {
+    const lines: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    }) as typeof process.stderr.write;
+    const forwarded = upstream.requests.length;
+    setSidecarLogLevel('info'); // the tests run at warn (test/support/quiet-logs.ts)
+    try {
+      await curl(port.ExpiredCertificate!);
+      await curl(port.TLS12Only!);
+      await curl(port.ClientCAMismatch!, withCert);
+      await waitFor(
+        'three test listener log lines',
+        async () => (lines.filter((l) => l.includes('"testListener"')).length >= 3 ? true : undefined),
+        { timeoutMs: 5_000 },
+      );
+    } finally {
+      process.stderr.write = write;
+      setSidecarLogLevel(process.env.MTLS_TEST_LOG_LEVEL ?? 'warn');
+    }
+    const events = lines
+      .flatMap((l) => l.split('\n'))
+      .filter((l) => l.includes('"testListener"'))
+      .map((l) => JSON.parse(l) as Record<string, string>);
+    expect(events).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          component: 'sidecar',
+          level: 'info',
+          testListener: 'ExpiredCertificate',
+          error: expect.stringMatching(/CERTIFICATE_EXPIRED/),
+        }),
+        expect.objectContaining({ level: 'warn', testListener: 'TLS12Only', protocol: 'TLSv1.2' }),
+        expect.objectContaining({
+          level: 'info',
+          testListener: 'ClientCAMismatch',
+          // OpenSSL's verdict on the endpoint's certificate against the foreign CA
+          error: expect.stringMatching(/^[A-Z_]+$/),
+        }),
+      ]),
+    );
+    expect(upstream.requests.length).toBe(forwarded);
   });
 
   it('the Secret is not rewritten by later passes, and is deleted when the list becomes empty', async () => {
