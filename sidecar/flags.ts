@@ -22,6 +22,25 @@ export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
 export type StreamProtocol = Exclude<UpstreamProtocol, 'auto'>;
 
 /**
+ * Listeners that misbehave on purpose, for client teams to prove their client refuses them (test-listeners.ts
+ * serves them; spec.testListeners[].kind in the CRD). They never forward to the upstream.
+ */
+export const TEST_LISTENER_KINDS = [
+  'ExpiredCertificate',
+  'UntrustedCA',
+  'WrongHost',
+  'TLS12Only',
+  'TLS13Only',
+  'ClientCAMismatch',
+] as const;
+export type TestListenerKind = (typeof TEST_LISTENER_KINDS)[number];
+
+export interface TestListener {
+  kind: TestListenerKind;
+  port: number;
+}
+
+/**
  * The admin port (health and /metrics), clear of the ports meshes and proxies take for themselves: Istio
  * 15000-15090 (15021 is its health port), Linkerd 41xx, Envoy's admin 9901, Consul 19000 and 20000+. The
  * operator's default for injected sidecars (`--sidecar-admin-port`, chart value sidecar.adminPort) is this one.
@@ -71,6 +90,17 @@ export const SIDECAR_FLAGS = {
     type: 'string',
     value: 'DIR',
     help: 'tls.crt, tls.key, ca.crt and optional ca.crl, laid out as a Secret volume',
+  },
+  'test-listen': {
+    type: 'string',
+    value: 'KIND=PORT',
+    multiple: true,
+    help: `a listener that misbehaves on purpose, for testing clients: ${TEST_LISTENER_KINDS.join(', ')}`,
+  },
+  'test-tls-dir': {
+    type: 'string',
+    value: 'DIR',
+    help: "the bad certificates of --test-listen (the operator's <endpoint>-test-servers Secret)",
   },
   admin: {
     type: 'string',
@@ -152,6 +182,10 @@ export interface SidecarConfig {
   upstreamProtocol?: UpstreamProtocol;
   proxyProtocol?: boolean;
   tlsDir: string;
+  /** Absent: none. */
+  testListen?: TestListener[];
+  /** Required with testListen. */
+  testTlsDir?: string;
   admin?: string;
   allowClients?: string[];
   handshakeTimeoutMs?: number;
@@ -168,9 +202,9 @@ export interface SidecarConfig {
   logFormat?: LogFormat;
 }
 
-type LogSettings = 'logLevel' | 'logFormat';
-export type ResolvedSidecarConfig = Required<Omit<SidecarConfig, LogSettings>> &
-  Pick<SidecarConfig, LogSettings> & { upstreamHost: string; upstreamPort: number };
+type OptionalSettings = 'logLevel' | 'logFormat' | 'testTlsDir';
+export type ResolvedSidecarConfig = Required<Omit<SidecarConfig, OptionalSettings>> &
+  Pick<SidecarConfig, OptionalSettings> & { upstreamHost: string; upstreamPort: number };
 
 const SYNOPSIS =
   '--listen MODE=PORT [--listen ...] --upstream HOST:PORT --tls-dir DIR [--admin HOST:PORT] [--allow-client NAME ...]';
@@ -223,13 +257,27 @@ export function parseSidecarArgs(
       throw new UsageError(`--listen ${value}: port must be 1-65535`);
     return protocol === 'tcp' ? { mode: mode as Mode, port, protocol } : { mode: mode as Mode, port };
   });
-  const ports = listen.map((l) => l.port);
+  const testListen = flags['test-listen'].map((value): TestListener => {
+    const [kind = '', portText = ''] = value.split('=');
+    if (!(TEST_LISTENER_KINDS as readonly string[]).includes(kind))
+      throw new UsageError(`--test-listen ${value}: kind must be one of ${TEST_LISTENER_KINDS.join(', ')}`);
+    const port = Number(portText);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new UsageError(`--test-listen ${value}: port must be 1-65535`);
+    return { kind: kind as TestListenerKind, port };
+  });
+  if (testListen.length && !flags['test-tls-dir'])
+    throw new UsageError('--test-listen needs --test-tls-dir DIR (the bad certificates it serves)');
+  const ports = [...listen, ...testListen].map((l) => l.port);
   const dup = ports.find((p, i) => p !== 0 && ports.indexOf(p) !== i);
-  if (dup !== undefined) throw new UsageError(`--listen: port ${dup} is used twice`);
+  if (dup !== undefined) throw new UsageError(`--listen/--test-listen: port ${dup} is used twice`);
   if (!flags.upstream) throw new UsageError('--upstream HOST:PORT is required');
   if (!flags['tls-dir']) throw new UsageError('--tls-dir DIR is required');
   const upstream = hostPort('upstream', flags.upstream);
-  if (listen.some((l) => l.port === upstream.port) && ['127.0.0.1', 'localhost', '::1'].includes(upstream.host)) {
+  if (
+    [...listen, ...testListen].some((l) => l.port === upstream.port) &&
+    ['127.0.0.1', 'localhost', '::1'].includes(upstream.host)
+  ) {
     throw new UsageError(`--upstream ${flags.upstream}: the sidecar itself listens on that port`);
   }
   hostPort('admin', flags.admin, true);
@@ -254,6 +302,8 @@ export function parseSidecarArgs(
       upstreamProtocol,
       proxyProtocol: flags['proxy-protocol'],
       tlsDir: flags['tls-dir'],
+      testListen,
+      testTlsDir: flags['test-tls-dir'],
       admin: flags.admin,
       allowClients: flags['allow-client'],
       handshakeTimeoutMs: positive('handshake-timeout', flags['handshake-timeout']),
@@ -275,6 +325,8 @@ export function renderSidecarArgs(config: SidecarConfig): string[] {
   const args: string[] = [];
   for (const l of config.listen) args.push('--listen', `${l.mode}=${l.port}${l.protocol === 'tcp' ? '/tcp' : ''}`);
   args.push('--upstream', config.upstream, '--tls-dir', config.tlsDir);
+  for (const l of config.testListen ?? []) args.push('--test-listen', `${l.kind}=${l.port}`);
+  if (config.testListen?.length && config.testTlsDir) args.push('--test-tls-dir', config.testTlsDir);
   if (config.upstreamProtocol && config.upstreamProtocol !== 'http1')
     args.push('--upstream-protocol', config.upstreamProtocol);
   if (config.proxyProtocol) args.push('--proxy-protocol');

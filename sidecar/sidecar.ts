@@ -13,6 +13,7 @@ import {
   type UpstreamProtocolFinding,
   type UpstreamProtocolOptions,
 } from './upstream-protocol.ts';
+import { startTestListeners } from './test-listeners.ts';
 import { buildTlsMaterial, loadTlsMaterial, readTlsFiles, type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 export interface SidecarOptions {
@@ -29,6 +30,8 @@ export interface SidecarOptions {
 export interface RunningSidecar {
   /** Bound port of each listener, in --listen order (useful with port 0 in tests). */
   ports: number[];
+  /** Bound port of each --test-listen, in order. */
+  testPorts: number[];
   /** 0 when this process serves no admin port. */
   adminPort: number;
   metrics: SidecarMetrics;
@@ -88,6 +91,7 @@ export async function startSidecar(
       }),
     );
   }
+  const testListeners = await startTestListeners(config, material, log, { reusePort: options.reusePort });
   let ready = true;
 
   /** Digest of the files last looked at, good or not: a broken update is reported once, not every poll. */
@@ -107,6 +111,7 @@ export async function startSidecar(
       return false;
     }
     for (const [i, server] of servers.entries()) server.setSecureContext(contextOptions(next, config.listen[i]!));
+    testListeners.reload(next);
     for (const warning of next.warnings) log.warn(warning);
     material = next;
     metrics.certificateExpiry.set(next.notAfter.getTime() / 1000);
@@ -121,6 +126,10 @@ export async function startSidecar(
   const stopWatching = watchTlsDir(config.tlsDir, () => {
     reloading = reloading.then(reload, reload);
   });
+  // The bad certificates change only when the operator re-issues one; the normal material is the latest loaded.
+  const stopWatchingTest = config.testTlsDir
+    ? watchTlsDir(config.testTlsDir, () => testListeners.reload(material), 30_000)
+    : () => undefined;
 
   const [adminHost, adminPortText] = [
     config.admin.slice(0, config.admin.lastIndexOf(':')),
@@ -155,6 +164,7 @@ export async function startSidecar(
 
   return {
     ports,
+    testPorts: testListeners.ports,
     adminPort,
     metrics,
     upstreamProtocol: () => protocolChoice.finding(),
@@ -163,6 +173,8 @@ export async function startSidecar(
       ready = false;
       stopWatching();
       protocolChoice.stop();
+      stopWatchingTest();
+      await testListeners.stop();
       // No new connections; idle keep-alive connections close now, busy ones after their response.
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const ctx of contexts) for (const conn of ctx.connections) conn.drain();

@@ -1,5 +1,5 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
-import { DEFAULT_ADMIN_PORT } from '../../sidecar/flags.ts';
+import { DEFAULT_ADMIN_PORT, type TestListenerKind } from '../../sidecar/flags.ts';
 
 /** Names of contract 3 (injection) that the webhook writes and the controller and tests read. */
 export const SIDECAR_CONTAINER = 'mtls-sidecar';
@@ -24,6 +24,19 @@ export const PROMETHEUS_SCRAPE_ANNOTATION = 'prometheus.io/scrape';
 export const PROMETHEUS_PORT_ANNOTATION = 'prometheus.io/port';
 export const PROMETHEUS_PATH_ANNOTATION = 'prometheus.io/path';
 export const listenerPortName = (mode: string) => `mtls-${mode}`;
+/** The Secret volume of spec.testListeners' bad certificates, and where the sidecar reads it (--test-tls-dir). */
+export const TEST_SERVERS_VOLUME = 'mtls-test-servers';
+export const SIDECAR_TEST_TLS_DIR = '/var/run/mtls-operator/test-servers';
+const TEST_PORT_NAMES: Record<TestListenerKind, string> = {
+  ExpiredCertificate: 'bad-expired',
+  UntrustedCA: 'bad-untrusted',
+  WrongHost: 'bad-wronghost',
+  TLS12Only: 'bad-tls12only',
+  TLS13Only: 'bad-tls13only',
+  ClientCAMismatch: 'bad-clientca',
+};
+/** The container port name of a test listener (at most 15 characters, as port names must be). */
+export const testListenerPortName = (kind: TestListenerKind) => TEST_PORT_NAMES[kind];
 
 /**
  * The injected sidecar of a pod, or undefined: a native sidecar (an init container with restartPolicy Always)

@@ -32,6 +32,9 @@ export {
   type UpstreamProtocol,
 } from '../../sidecar/flags.ts';
 import type { ListenerProtocol, StreamProtocol, UpstreamProtocol } from '../../sidecar/flags.ts';
+/** The bad listeners' kinds (spec.testListeners[].kind): defined with the sidecar's flags, which carry them. */
+export { TEST_LISTENER_KINDS, type TestListenerKind, type TestListener } from '../../sidecar/flags.ts';
+import type { TestListener } from '../../sidecar/flags.ts';
 
 export interface Listener {
   mode: Mode;
@@ -92,6 +95,8 @@ export interface MtlsEndpointSpec {
   allowedClients?: string[];
   /** Absent: Enforce. */
   networkPolicy?: NetworkPolicyMode;
+  /** Listeners that misbehave on purpose, for client teams to test their clients against. Absent: none. */
+  testListeners?: TestListener[];
 }
 
 /** Enforce: the operator keeps a NetworkPolicy admitting only the sidecar's ports; None: it keeps none. */
@@ -227,6 +232,10 @@ export const serverSecretName = (ep: EndpointRef) => `${nameOf(ep)}-server`;
 export const clientSecretName = (ep: EndpointRef, client: string) => `${nameOf(ep)}-client-${client}`;
 export const serviceName = (ep: EndpointRef, mode: Mode) => `${nameOf(ep)}-${mode}`;
 export const networkPolicyName = (ep: EndpointRef) => `${nameOf(ep)}-mtls-only`;
+/** The bad certificates of spec.testListeners (never a trusted credential). */
+export const testServersSecretName = (ep: EndpointRef) => `${nameOf(ep)}-test-servers`;
+/** The Service of spec.testListeners, one port per test listener (its port). `-bad` fits the 54-character names. */
+export const testServiceName = (ep: EndpointRef) => `${nameOf(ep)}-bad`;
 
 /** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
 export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {
@@ -234,6 +243,12 @@ export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: reado
     const svc = serviceName(ep, mode);
     return [svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
   });
+}
+
+/** The DNS names of the test listeners' Service (in the server certificate while spec.testListeners is set). */
+export function testServiceDnsNames(ep: EndpointRef, namespace: string): string[] {
+  const svc = testServiceName(ep);
+  return [svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
 }
 
 /**
@@ -246,3 +261,4 @@ export const MAX_CLIENT_NAME_LENGTH = 63;
 export const MAX_LISTENERS = 3;
 export const MAX_CLIENTS = 100;
 export const MAX_DNS_NAMES = 100;
+export const MAX_TEST_LISTENERS = 6;

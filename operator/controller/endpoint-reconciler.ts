@@ -13,6 +13,8 @@ import {
   SECRET_KEYS,
   serverSecretName,
   serviceDnsNames,
+  testServersSecretName,
+  testServiceDnsNames,
 } from '../api/types.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
@@ -52,6 +54,7 @@ import { renewBeforeTooShort, type ResolvedSpec, resolveSpec, SpecError } from '
 import { removedClients } from './removed-clients.ts';
 import { observeUpstreamProtocol, UNKNOWN_RETRY_MS } from './upstream-protocol-status.ts';
 import type { ReconcileResult } from './run-workers.ts';
+import { testServersPlan } from './test-servers.ts';
 
 /** Read access to the informer caches. */
 export interface ClusterView {
@@ -189,6 +192,7 @@ export class EndpointReconciler {
     const names = [
       caSecretName(name),
       serverSecretName(name),
+      testServersSecretName(name),
       ...(ep.spec.clients ?? []).map((client) => clientSecretName(name, client.name)),
     ];
     const secrets = new Map(names.map((secretName) => [secretName, view.secret(namespace, secretName)]));
@@ -251,9 +255,22 @@ export class EndpointReconciler {
       this.deps.readSidecarStatus,
     );
     if (protocol.retry) tally.wakeAt.push(now.getTime() + UNKNOWN_RETRY_MS);
+    const existing = snap.secret(testServersSecretName(snap.name));
+    const bad = await testServersPlan({
+      ...snap,
+      spec,
+      existing,
+      ca: state.current,
+      dnsNames: serverDnsNames(snap, spec),
+      now,
+    });
+    tally.notes.push(...bad.notes);
+    tally.wakeAt.push(...bad.wakeAt);
+    const secrets = this.desiredSecrets(snap, state, leaves, crl, keystores.content);
     return {
-      ...this.desiredSecrets(snap, state, leaves, crl, keystores.content),
-      deletions: removal.deletions,
+      caSecret: secrets.caSecret,
+      leafSecrets: [...secrets.leafSecrets, ...bad.secrets],
+      deletions: [...removal.deletions, ...bad.deletions],
       otherWrites: others.writes,
       ...tally,
       status: {
@@ -701,10 +718,11 @@ function leafTarget(snap: Snapshot, spec: ResolvedSpec, client: string | undefin
   };
 }
 
-/** The Service names, then spec.dnsNames: the server certificate's SANs. */
+/** The Service names (the test listeners' too), then spec.dnsNames: the server certificate's SANs. */
 function serverDnsNames(snap: Snapshot, spec: ResolvedSpec): string[] {
   const modes = spec.listeners.map((listener) => listener.mode);
-  return [...new Set([...serviceDnsNames(snap.name, snap.namespace, modes), ...spec.dnsNames])];
+  const testService = spec.testListeners.length ? testServiceDnsNames(snap.name, snap.namespace) : [];
+  return [...new Set([...serviceDnsNames(snap.name, snap.namespace, modes), ...testService, ...spec.dnsNames])];
 }
 
 function replacedOf(facts: InspectedLeaf): HeldCertificate | undefined {

@@ -4,18 +4,19 @@ import type { ResolvedSpec } from './resolved-spec.ts';
 
 /**
  * The NetworkPolicy that closes the way around the sidecar: the selected pods admit ingress only on the
- * sidecar's listener ports and its admin port (kubelet's probes, Prometheus), so nothing on the pod network
- * reaches `upstreamPort` in plain text. The sidecar reaches the mock over loopback, which no policy filters.
+ * sidecar's listener ports (spec.testListeners' too) and its admin port (kubelet's probes, Prometheus), so
+ * nothing on the pod network reaches `upstreamPort` in plain text. The sidecar reaches the mock over loopback, which no policy filters.
  * Policies are additive: another policy that admits more to these pods widens what this one admits.
  * Undefined when none is wanted (spec.networkPolicy None, or no podSelector: no pod runs the sidecar).
  */
 export function desiredNetworkPolicy(
   endpoint: { name: string; namespace: string },
-  spec: Pick<ResolvedSpec, 'networkPolicy' | 'podSelector' | 'listeners'>,
+  spec: Pick<ResolvedSpec, 'networkPolicy' | 'podSelector' | 'listeners'> &
+    Partial<Pick<ResolvedSpec, 'testListeners'>>,
   adminPort: number,
 ): V1NetworkPolicy | undefined {
   if (spec.networkPolicy !== 'Enforce' || !spec.podSelector) return undefined;
-  const ports = [...spec.listeners.map((listener) => listener.port), adminPort]
+  const ports = [...[...spec.listeners, ...(spec.testListeners ?? [])].map((listener) => listener.port), adminPort]
     .sort((a, b) => a - b)
     .map((port) => ({ protocol: 'TCP', port }));
   return {

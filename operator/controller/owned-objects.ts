@@ -1,6 +1,14 @@
 import type { V1NetworkPolicy, V1OwnerReference, V1Secret, V1Service, V1ServicePort } from '@kubernetes/client-node';
-import { API_VERSION, KIND, managedLabels, type MtlsEndpoint, SERVICE_PORT, serviceName } from '../api/types.ts';
-import { listenerPortName } from '../api/injection.ts';
+import {
+  API_VERSION,
+  KIND,
+  managedLabels,
+  type MtlsEndpoint,
+  SERVICE_PORT,
+  serviceName,
+  testServiceName,
+} from '../api/types.ts';
+import { listenerPortName, testListenerPortName } from '../api/injection.ts';
 import { sameNetworkPolicySpec } from './network-policy.ts';
 import type { Note } from './plan.ts';
 import type { ResolvedSpec } from './resolved-spec.ts';
@@ -115,17 +123,35 @@ export function secretWrites(
 }
 
 /**
- * One Service per listener (`<endpoint>-<mode>`, port 443 to the listener's named port), others the endpoint
- * owns deleted. Without matchLabels there is no Service selector to give them: only the deletions, and a reason.
+ * One Service per listener (`<endpoint>-<mode>`, port 443 to the listener's named port), and with
+ * spec.testListeners one `<endpoint>-bad` with a port per test listener (its own number, to its named port);
+ * others the endpoint owns deleted. Without matchLabels there is no Service selector to give them: only the
+ * deletions, and a reason.
  */
 export function serviceWrites(
   ep: MtlsEndpoint,
-  spec: Pick<ResolvedSpec, 'listeners' | 'podSelectorLabels'>,
+  spec: Pick<ResolvedSpec, 'listeners' | 'podSelectorLabels'> & Partial<Pick<ResolvedSpec, 'testListeners'>>,
   owned: readonly V1Service[],
 ): { writes: Write[]; skipped?: { reason: string; message: string } } {
   const name = ep.metadata!.name!;
   const namespace = ep.metadata!.namespace!;
-  const wanted = new Map(spec.listeners.map((listener) => [serviceName(name, listener.mode), listener]));
+  const wanted = new Map<string, V1ServicePort[]>(
+    spec.listeners.map((listener) => [
+      serviceName(name, listener.mode),
+      [{ name: 'https', port: SERVICE_PORT, targetPort: listenerPortName(listener.mode), protocol: 'TCP' }],
+    ]),
+  );
+  if (spec.testListeners?.length) {
+    wanted.set(
+      testServiceName(name),
+      spec.testListeners.map((l) => ({
+        name: testListenerPortName(l.kind),
+        port: l.port,
+        targetPort: testListenerPortName(l.kind),
+        protocol: 'TCP',
+      })),
+    );
+  }
   const writes: Write[] = owned
     .filter((svc) => !wanted.has(svc.metadata!.name!))
     .map((svc) => ({ verb: 'delete', kind: 'Service', name: svc.metadata!.name!, uid: svc.metadata!.uid }));
@@ -140,10 +166,7 @@ export function serviceWrites(
       },
     };
   }
-  for (const [svcName, listener] of wanted) {
-    const ports: V1ServicePort[] = [
-      { name: 'https', port: SERVICE_PORT, targetPort: listenerPortName(listener.mode), protocol: 'TCP' },
-    ];
+  for (const [svcName, ports] of wanted) {
     const existing = owned.find((svc) => svc.metadata?.name === svcName);
     if (!existing) {
       writes.push({
@@ -162,11 +185,11 @@ export function serviceWrites(
       continue;
     }
     const current = existing.spec ?? {};
+    const portsOf = (list: readonly V1ServicePort[]) =>
+      JSON.stringify(list.map((p) => [p.name ?? '', p.port, String(p.targetPort)]));
     const same =
       JSON.stringify(current.selector ?? {}) === JSON.stringify(selector) &&
-      current.ports?.length === 1 &&
-      current.ports[0]?.port === SERVICE_PORT &&
-      String(current.ports[0]?.targetPort) === listenerPortName(listener.mode);
+      portsOf(current.ports ?? []) === portsOf(ports);
     if (!same)
       writes.push({ verb: 'replace', kind: 'Service', body: { ...existing, spec: { ...current, selector, ports } } });
   }

@@ -1,6 +1,6 @@
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import type { V1LabelSelector } from '@kubernetes/client-node';
-import type { Listener, MtlsEndpoint, NetworkPolicyMode, UpstreamProtocol } from '../api/types.ts';
+import type { Listener, MtlsEndpoint, NetworkPolicyMode, TestListener, UpstreamProtocol } from '../api/types.ts';
 import {
   applyDefaults,
   DEFAULT_PASSWORD_SECRET_KEY,
@@ -35,6 +35,8 @@ export interface ResolvedSpec {
   sidecarAdminPort: number;
   /** The PKCS#12 keystores each client asked for (create: true), by client name. */
   pkcs12: Record<string, Pkcs12Request>;
+  /** spec.testListeners: the bad listeners (empty: none, and no test-servers Secret). */
+  testListeners: TestListener[];
 }
 
 /** A spec the API server accepted but the controller cannot act on; the message says what to change. */
@@ -98,6 +100,7 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
   for (const [field, port] of [
     ...spec.listeners.map((l, i) => [`spec.listeners[${i}].port`, l.port] as const),
     ['spec.upstreamPort', spec.upstreamPort] as const,
+    ...(spec.testListeners ?? []).map((l, i) => [`spec.testListeners[${i}].port`, l.port] as const),
   ]) {
     if (port === adminPort) {
       throw new SpecError(
@@ -122,6 +125,7 @@ export function resolveSpec(ep: MtlsEndpoint, options: ResolveOptions = {}): Res
     podSelectorLabels: selector.matchExpressions?.length ? undefined : (selector.matchLabels ?? {}),
     networkPolicy: spec.networkPolicy,
     sidecarAdminPort: adminPort,
+    testListeners: spec.testListeners ?? [],
     pkcs12: Object.fromEntries(
       spec.clients.flatMap(({ name, keystores }) =>
         keystores?.pkcs12?.create

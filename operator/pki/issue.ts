@@ -82,13 +82,18 @@ async function finish(
   };
 }
 
-/** A self-signed CA for one endpoint: basicConstraints CA with pathLen 0, keyCertSign and cRLSign. */
-export async function issueCA(opts: Common & { endpoint: string; namespace: string }): Promise<IssuedCertificate> {
+/**
+ * A self-signed CA for one endpoint: basicConstraints CA with pathLen 0, keyCertSign and cRLSign. `subject`
+ * overrides the endpoint CA's subject (the throwaway CAs of spec.testListeners).
+ */
+export async function issueCA(
+  opts: Common & { endpoint: string; namespace: string; subject?: string },
+): Promise<IssuedCertificate> {
   checkCommon(opts);
   const keys = await generateKeyPair(opts.algorithm);
   const cert = await issueCertificate(
     {
-      subject: caSubject(opts.endpoint, opts.namespace, opts.now),
+      subject: opts.subject ?? caSubject(opts.endpoint, opts.namespace, opts.now),
       publicKey: keys.publicKey,
       notBefore: new Date(opts.now.getTime() - BACKDATE_MS),
       notAfter: new Date(opts.now.getTime() + opts.validityMs),
@@ -141,6 +146,32 @@ async function issueLeaf(
     issuer,
   );
   return finish(cert, keys.privateKey, clampedToCA);
+}
+
+/**
+ * A server certificate signed by `ca` that expired a day before `now` (spec.testListeners ExpiredCertificate):
+ * valid from two days to one day ago, whatever the CA's own dates (clients check each certificate's).
+ */
+export async function issueExpiredServer(
+  opts: Omit<Common, 'validityMs'> & { ca: PemPair; dnsNames: string[] },
+): Promise<IssuedCertificate> {
+  checkCommon({ ...opts, validityMs: 1 });
+  const day = 24 * 3600_000;
+  const issuer = await loadCA(opts.ca);
+  const keys = await generateKeyPair(opts.algorithm);
+  const dnsNames = [...new Set(opts.dnsNames)];
+  const cert = await issueCertificate(
+    {
+      subject: `CN=${dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? 'mtls-operator expired test server'}`,
+      serverAuth: true,
+      dnsNames,
+      publicKey: keys.publicKey,
+      notBefore: new Date(opts.now.getTime() - 2 * day),
+      notAfter: new Date(opts.now.getTime() - day),
+    },
+    issuer,
+  );
+  return finish(cert, keys.privateKey, false);
 }
 
 /** A server certificate: serverAuth only, SANs = `dnsNames` and `ipAddresses` (at least one name). */

@@ -13,10 +13,13 @@ import {
   SIDECAR_CONTAINER,
   SIDECAR_LOG_LEVEL_ANNOTATION,
   SIDECAR_TLS_DIR,
+  SIDECAR_TEST_TLS_DIR,
   SIDECAR_VOLUME,
   sidecarContainerOf,
+  TEST_SERVERS_VOLUME,
+  testListenerPortName,
 } from '../api/injection.ts';
-import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName } from '../api/types.ts';
+import { INJECT_ANNOTATION, type MtlsEndpoint, serverSecretName, testServersSecretName } from '../api/types.ts';
 import { renderSidecarArgs, SIDECAR_LOG_LEVELS, SIDECAR_NODE_OPTIONS } from '../../sidecar/flags.ts';
 import { APP_PRESTOP_SLEEP_SECONDS, DEFAULT_SIDECAR_RESOURCES } from '../defaults.ts';
 import type { LogFormat } from '../../common/log-text.ts';
@@ -79,6 +82,8 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     upstreamProtocol: spec.upstreamProtocol,
     proxyProtocol: spec.proxyProtocol,
     tlsDir: SIDECAR_TLS_DIR,
+    testListen: spec.testListeners ?? [],
+    testTlsDir: SIDECAR_TEST_TLS_DIR,
     admin: `0.0.0.0:${adminPort}`,
     allowClients: spec.allowedClients ?? [],
     logLevel: settings.logLevel,
@@ -93,11 +98,19 @@ export function sidecarContainer(ep: MtlsEndpoint, settings: InjectorSettings): 
     env: [{ name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS }],
     ports: [
       ...spec.listeners.map((l) => ({ name: listenerPortName(l.mode), containerPort: l.port, protocol: 'TCP' })),
+      ...(spec.testListeners ?? []).map((l) => ({
+        name: testListenerPortName(l.kind),
+        containerPort: l.port,
+        protocol: 'TCP',
+      })),
       { name: ADMIN_PORT_NAME, containerPort: adminPort, protocol: 'TCP' },
     ],
     // The ServiceAccount admission plugin skips a container that already mounts the token path.
     volumeMounts: [
       { name: SIDECAR_VOLUME, mountPath: SIDECAR_TLS_DIR, readOnly: true },
+      ...(spec.testListeners?.length
+        ? [{ name: TEST_SERVERS_VOLUME, mountPath: SIDECAR_TEST_TLS_DIR, readOnly: true }]
+        : []),
       { name: NO_API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_TOKEN_DIR, readOnly: true },
     ],
     restartPolicy: 'Always',
@@ -131,6 +144,14 @@ export function sidecarVolumes(ep: MtlsEndpoint): V1Volume[] {
       name: SIDECAR_VOLUME,
       secret: { secretName: serverSecretName(ep.metadata!.name!), defaultMode: SECRET_VOLUME_MODE },
     },
+    ...(ep.spec.testListeners?.length
+      ? [
+          {
+            name: TEST_SERVERS_VOLUME,
+            secret: { secretName: testServersSecretName(ep.metadata!.name!), defaultMode: SECRET_VOLUME_MODE },
+          },
+        ]
+      : []),
     { name: NO_API_TOKEN_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '1Ki' } },
   ];
 }
@@ -167,12 +188,13 @@ export function decideInjection(
   ];
   const taken = new Set(running.flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)));
   const adminPort = adminPortOf(settings);
-  const listeners = applyDefaults(ep.spec).listeners;
+  const defaulted = applyDefaults(ep.spec);
+  const listeners = [...defaulted.listeners, ...(defaulted.testListeners ?? [])];
   const clash = listeners.find((l) => taken.has(l.port));
   if (clash) {
     return {
       action: 'deny',
-      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash.port} is already used by a container of this pod; choose other spec.listeners ports`,
+      message: `MtlsEndpoint ${ep.metadata!.name}: port ${clash.port} is already used by a container of this pod; choose other spec.listeners (or spec.testListeners) ports`,
     };
   }
   if (taken.has(adminPort) || listeners.some((l) => l.port === adminPort)) {

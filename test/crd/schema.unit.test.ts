@@ -32,7 +32,7 @@ import {
   UPSTREAM_PROTOCOLS,
   VERSION,
 } from '../../operator/api/types.ts';
-import { KEY_ALGORITHMS, PKCS12_PROFILES } from '../../operator/api/types.ts';
+import { KEY_ALGORITHMS, MAX_TEST_LISTENERS, PKCS12_PROFILES, TEST_LISTENER_KINDS } from '../../operator/api/types.ts';
 import { loadCrd } from './support.ts';
 
 // The CRD file against the TypeScript constants: defaults, enums and limits live in both and must agree.
@@ -76,6 +76,9 @@ describe('the CRD file agrees with operator/api', () => {
     expect(spec.proxyProtocol.default).toBe(false);
     expect(spec.listeners.items.properties.protocol.enum).toEqual([...LISTENER_PROTOCOLS]);
     expect(spec.listeners.items.properties.protocol.default).toBeUndefined(); // absent: http
+    expect(spec.testListeners.items.properties.kind.enum).toEqual([...TEST_LISTENER_KINDS]);
+    expect(spec.testListeners.maxItems).toBe(MAX_TEST_LISTENERS);
+    expect(spec.testListeners.default).toBeUndefined(); // absent: no bad listener, no test-servers Secret
   });
 
   it('defaults a spec in code exactly as the API server does', () => {
