@@ -57,6 +57,8 @@ export interface ClientSpec {
   name: string;
   /** Keystores written into the client's Secret beside tls.crt/tls.key/ca.crt, rebuilt with them. */
   keystores?: KeystoresSpec;
+  /** Namespaces that may receive this client's credentials through an MtlsCredentialRequest (./credential-request.ts). */
+  allowedNamespaces?: string[];
 }
 
 export interface KeystoresSpec {
@@ -97,6 +99,13 @@ export interface MtlsEndpointSpec {
   networkPolicy?: NetworkPolicyMode;
   /** Listeners that misbehave on purpose, for client teams to test their clients against. Absent: none. */
   testListeners?: TestListener[];
+  /** Who may receive the CA bundle through an MtlsCredentialRequest (./credential-request.ts). */
+  trustBundle?: TrustBundleSpec;
+}
+
+export interface TrustBundleSpec {
+  /** Namespace names, or `*` alone for every namespace (a CA certificate is public). */
+  allowedNamespaces?: string[];
 }
 
 /** Enforce: the operator keeps a NetworkPolicy admitting only the sidecar's ports; None: it keeps none. */

@@ -1,0 +1,277 @@
+import { isDeepStrictEqual } from 'node:util';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1ConfigMap,
+  type V1Secret,
+} from '@kubernetes/client-node';
+import { CREDENTIAL_REQUEST_LABEL, type MtlsCredentialRequest, REQUEST_RESOURCE } from '../api/credential-request.ts';
+import {
+  ENDPOINT_LABEL,
+  ENDPOINT_RESOURCE,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  type MtlsEndpoint,
+} from '../api/types.ts';
+import { runWorkers, type ReconcileResult } from '../controller/run-workers.ts';
+import { WorkQueue } from '../controller/workqueue.ts';
+import { isConflict, isNotFound } from '../kube/errors.ts';
+import { customObjectList, ResilientInformer } from '../kube/informer.ts';
+import { logger } from '../log.ts';
+import type { OperatorMetrics } from '../metrics.ts';
+import { decideDelivery, type DeliveryWrite, endpointRef, sourceSecretName, targetName } from './decide.ts';
+
+export interface DeliveryControllerOptions {
+  kubeConfig: KubeConfig;
+  metrics: OperatorMetrics;
+  workers?: number;
+  resyncMs?: number;
+  now?: () => Date;
+  /** Watch one namespace only (a namespace-scoped install: then only requests in it can be served). */
+  namespace?: string;
+}
+
+const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+const DELIVERED = `${MANAGED},${CREDENTIAL_REQUEST_LABEL}`;
+
+/**
+ * Keeps the copies MtlsCredentialRequests ask for (operator/delivery/decide.ts decides; this reads the caches
+ * and writes). Keys are `namespace/name` of a request. An endpoint, or one of its Secrets, changing re-enqueues
+ * every request that names it, so a renewal or CA rollover reaches the copies within seconds.
+ */
+export class DeliveryController {
+  readonly queue: WorkQueue;
+  private readonly log = logger('delivery');
+  private readonly requests: ResilientInformer<MtlsCredentialRequest>;
+  private readonly endpoints: ResilientInformer<MtlsEndpoint>;
+  private readonly secrets: ResilientInformer<V1Secret>;
+  private readonly configMaps: ResilientInformer<V1ConfigMap>;
+  private readonly core: CoreV1Api;
+  private readonly custom: CustomObjectsApi;
+  private readonly now: () => Date;
+  /** Requests whose target name is held by an object the operator did not create, by key. */
+  private readonly taken = new Map<string, string>();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private workersDone: Promise<unknown> | undefined;
+  /** Writes made since start (tests check that a steady state writes nothing). */
+  writes = 0;
+
+  private readonly options: DeliveryControllerOptions;
+
+  constructor(options: DeliveryControllerOptions) {
+    this.options = options;
+    const kc = options.kubeConfig;
+    this.now = options.now ?? (() => new Date());
+    this.queue = new WorkQueue({ metrics: options.metrics.workQueueMetrics('mtlscredentialrequest') });
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    const ns = options.namespace;
+    const scope = ns ? `/namespaces/${ns}` : '';
+    const customInformer = <T extends MtlsEndpoint | MtlsCredentialRequest>(resource: {
+      group: string;
+      version: string;
+      plural: string;
+    }) =>
+      new ResilientInformer<T>(
+        kc,
+        `/apis/${resource.group}/${resource.version}${scope}/${resource.plural}`,
+        () =>
+          customObjectList<T>(
+            ns
+              ? this.custom.listNamespacedCustomObject({ ...resource, namespace: ns })
+              : this.custom.listClusterCustomObject(resource),
+          ),
+        { name: `delivery-${resource.plural}` },
+      );
+    this.requests = customInformer<MtlsCredentialRequest>(REQUEST_RESOURCE);
+    this.endpoints = customInformer<MtlsEndpoint>(ENDPOINT_RESOURCE);
+    this.secrets = new ResilientInformer<V1Secret>(
+      kc,
+      `/api/v1${scope}/secrets`,
+      () =>
+        ns
+          ? this.core.listNamespacedSecret({ namespace: ns, labelSelector: MANAGED })
+          : this.core.listSecretForAllNamespaces({ labelSelector: MANAGED }),
+      { labelSelector: MANAGED, name: 'delivery-secrets' },
+    );
+    this.configMaps = new ResilientInformer<V1ConfigMap>(
+      kc,
+      `/api/v1${scope}/configmaps`,
+      () =>
+        ns
+          ? this.core.listNamespacedConfigMap({ namespace: ns, labelSelector: DELIVERED })
+          : this.core.listConfigMapForAllNamespaces({ labelSelector: DELIVERED }),
+      { labelSelector: DELIVERED, name: 'delivery-configmaps' },
+    );
+
+    const enqueue = (obj: MtlsCredentialRequest) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);
+    this.requests.on('add', enqueue);
+    this.requests.on('delete', enqueue);
+    // Status writes do not change the generation; the request's own status is not an input.
+    this.requests.on('update', (obj) => {
+      if (obj.status?.observedGeneration !== obj.metadata?.generation) enqueue(obj);
+    });
+    const enqueueNaming = (namespace: string | undefined, endpoint: string | undefined) => {
+      if (!namespace || !endpoint) return;
+      for (const request of this.requests.list()) {
+        const ref = endpointRef(request);
+        if (ref.namespace === namespace && ref.name === endpoint) enqueue(request);
+      }
+    };
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      this.endpoints.on(verb, (ep) => enqueueNaming(ep.metadata?.namespace, ep.metadata?.name));
+      const onCopyOrSource = (obj: V1Secret | V1ConfigMap) => {
+        const labels = obj.metadata?.labels ?? {};
+        enqueueNaming(obj.metadata?.namespace, labels[ENDPOINT_LABEL]);
+        const request = labels[CREDENTIAL_REQUEST_LABEL];
+        if (request) this.queue.add(`${obj.metadata!.namespace}/${request}`);
+      };
+      this.secrets.on(verb, onCopyOrSource);
+      this.configMaps.on(verb, onCopyOrSource);
+    }
+  }
+
+  private get informers() {
+    return [this.requests, this.endpoints, this.secrets, this.configMaps] as ResilientInformer<
+      MtlsEndpoint | MtlsCredentialRequest | V1Secret | V1ConfigMap
+    >[];
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.informers.map((informer) => informer.start()));
+    await Promise.all(this.informers.map((informer) => informer.hasSynced()));
+    this.workersDone = runWorkers(this.queue, this.options.workers ?? 2, (key) => this.reconcile(key), this.log);
+    this.resyncTimer = setInterval(() => this.enqueueAll(), this.options.resyncMs ?? 10 * 60_000);
+    this.enqueueAll();
+    // Copies whose request is gone (deleted while the operator was down, in a cluster without a garbage
+    // collector) are found through their label.
+    for (const obj of [...this.secrets.list(), ...this.configMaps.list()]) {
+      const request = obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL];
+      if (request) this.queue.add(`${obj.metadata!.namespace}/${request}`);
+    }
+  }
+
+  private enqueueAll(): void {
+    for (const r of this.requests.list()) this.queue.add(`${r.metadata!.namespace}/${r.metadata!.name}`);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
+    this.queue.shutDown();
+    await Promise.all(this.informers.map((informer) => informer.stop()));
+    await this.workersDone;
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const isCopy = (obj: V1Secret | V1ConfigMap) => obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] === name;
+    const deliveredSecrets = this.secrets.list(namespace).filter(isCopy);
+    const deliveredConfigMaps = this.configMaps.list(namespace).filter(isCopy);
+    const request = this.requests.get(name, namespace);
+    if (!request || request.metadata?.deletionTimestamp) {
+      // Withdrawn by the receiving side: the owner reference lets the garbage collector do this too, later.
+      this.taken.delete(key);
+      for (const s of deliveredSecrets)
+        await this.perform(namespace, {
+          verb: 'delete',
+          kind: 'Secret',
+          name: s.metadata!.name!,
+          uid: s.metadata?.uid,
+        });
+      for (const c of deliveredConfigMaps)
+        await this.perform(namespace, {
+          verb: 'delete',
+          kind: 'ConfigMap',
+          name: c.metadata!.name!,
+          uid: c.metadata?.uid,
+        });
+      return {};
+    }
+    const ref = endpointRef(request);
+    const target = targetName(request);
+    const snapshot = {
+      request,
+      endpoint: this.endpoints.get(ref.name, ref.namespace),
+      source: this.secrets.get(sourceSecretName(request), ref.namespace),
+      deliveredSecrets,
+      deliveredConfigMaps,
+      targetTaken: this.taken.get(key) === target,
+      now: this.now(),
+    };
+    let decision = decideDelivery(snapshot);
+    try {
+      for (const write of decision.writes) await this.perform(namespace, write);
+      if (decision.reason === 'Delivered') this.taken.delete(key);
+    } catch (err) {
+      const create = decision.writes.find((w) => w.verb === 'create');
+      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, create.kind, target, name))) throw err;
+      this.taken.set(key, target);
+      decision = decideDelivery({ ...snapshot, targetTaken: true });
+    }
+    if (decision.reason !== 'Delivered' && decision.reason !== 'TargetConflict') this.taken.delete(key);
+    await this.patchStatus(request, decision.status);
+    if (decision.writes.length > 0 || decision.reason !== 'Delivered') {
+      this.log.info('delivery', { request: key, reason: decision.reason, writes: decision.writes.length });
+    }
+    // A name held by someone else is looked at again now and then: it may have been freed.
+    return decision.reason === 'TargetConflict' ? { requeueAfterMs: 30_000 } : {};
+  }
+
+  /** After a create answered 409: is the name held by an object that is not this request's copy? */
+  private async heldByOther(namespace: string, kind: 'Secret' | 'ConfigMap', target: string, request: string) {
+    try {
+      const obj =
+        kind === 'Secret'
+          ? await this.core.readNamespacedSecret({ namespace, name: target })
+          : await this.core.readNamespacedConfigMap({ namespace, name: target });
+      return obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] !== request;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  private async patchStatus(request: MtlsCredentialRequest, status: MtlsCredentialRequest['status']): Promise<void> {
+    const plain = (value: unknown): unknown => JSON.parse(JSON.stringify(value ?? {}));
+    if (isDeepStrictEqual(plain(request.status), plain(status))) return;
+    this.writes++;
+    // A merge patch removes `delivered` only when told so with null.
+    const body = {
+      metadata: { resourceVersion: request.metadata?.resourceVersion },
+      status: { delivered: null, ...status },
+    };
+    await this.custom.patchNamespacedCustomObjectStatus(
+      { ...REQUEST_RESOURCE, namespace: request.metadata!.namespace!, name: request.metadata!.name!, body },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  private async perform(namespace: string, write: DeliveryWrite): Promise<void> {
+    this.writes++;
+    this.log.debug('write', { verb: write.verb, kind: write.kind, namespace });
+    switch (write.verb) {
+      case 'create':
+        if (write.kind === 'Secret') await this.core.createNamespacedSecret({ namespace, body: write.body });
+        else await this.core.createNamespacedConfigMap({ namespace, body: write.body });
+        return;
+      case 'replace': {
+        const name = write.body.metadata!.name!;
+        if (write.kind === 'Secret') await this.core.replaceNamespacedSecret({ namespace, name, body: write.body });
+        else await this.core.replaceNamespacedConfigMap({ namespace, name, body: write.body });
+        return;
+      }
+      case 'delete': {
+        const body = write.uid ? { preconditions: { uid: write.uid } } : undefined;
+        try {
+          if (write.kind === 'Secret') await this.core.deleteNamespacedSecret({ namespace, name: write.name, body });
+          else await this.core.deleteNamespacedConfigMap({ namespace, name: write.name, body });
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+      }
+    }
+  }
+}
