@@ -241,7 +241,7 @@ export class DeliveryController {
     // A merge patch removes `delivered` only when told so with null.
     const body = {
       metadata: { resourceVersion: request.metadata?.resourceVersion },
-      status: { delivered: null, ...status },
+      status: { ...status, delivered: status?.delivered ?? null },
     };
     await this.custom.patchNamespacedCustomObjectStatus(
       { ...REQUEST_RESOURCE, namespace: request.metadata!.namespace!, name: request.metadata!.name!, body },
