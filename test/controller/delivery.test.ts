@@ -268,6 +268,19 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     );
   });
 
+  it('the API server refuses "*" for a client\'s credentials and "*" beside other namespaces', async () => {
+    const spec = (extra: object) => ({ upstreamPort: 8080, ...extra });
+    await expect(
+      createEndpoint(epNs, 'star-client', spec({ clients: [{ name: 'x', allowedNamespaces: ['*'] }] })),
+    ).rejects.toThrow(/allowedNamespaces/);
+    await expect(
+      createEndpoint(epNs, 'star-mixed', spec({ trustBundle: { allowedNamespaces: ['*', 'web'] } })),
+    ).rejects.toThrow(/must be the only entry/);
+    await expect(createRequest(clientNs, 'bad', { endpoint: { name: 'Not_A_Name' } })).rejects.toThrow(
+      /spec.endpoint.name/,
+    );
+  });
+
   it('a CA rollover reaches the copies: both CAs while it propagates, then the new one alone', async () => {
     await createEndpoint(epNs, 'rolling', {
       upstreamPort: 8080,
