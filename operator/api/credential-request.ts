@@ -3,7 +3,7 @@ import type { Condition } from './types.ts';
 import { GROUP, VERSION } from './types.ts';
 
 /**
- * The MtlsCredentialRequest API (docs/DESIGN.md contract 7): the receiving namespace's half of the consent to
+ * The MtlsCredentialRequest API (docs/DESIGN.md, contract "credential delivery"): the receiving namespace's half of the consent to
  * deliver an endpoint's credentials there. The CRD in crds/ is the schema; these are its TS shapes.
  */
 export const REQUEST_KIND = 'MtlsCredentialRequest';
