@@ -245,6 +245,8 @@ export const networkPolicyName = (ep: EndpointRef) => `${nameOf(ep)}-mtls-only`;
 export const testServersSecretName = (ep: EndpointRef) => `${nameOf(ep)}-test-servers`;
 /** The Service of spec.testListeners, one port per test listener (its port). `-bad` fits the 54-character names. */
 export const testServiceName = (ep: EndpointRef) => `${nameOf(ep)}-bad`;
+/** ConfigMap in the endpoint's namespace with its CA bundle (`ca.crt`), for clients that only verify the server. */
+export const caBundleConfigMapName = (ep: EndpointRef) => `${nameOf(ep)}-ca-bundle`;
 
 /** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
 export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {

@@ -10,12 +10,15 @@ import {
 } from '@kubernetes/client-node';
 import { CREDENTIAL_REQUEST_LABEL, type MtlsCredentialRequest, REQUEST_RESOURCE } from '../api/credential-request.ts';
 import {
+  caBundleConfigMapName,
   ENDPOINT_LABEL,
   ENDPOINT_RESOURCE,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
+  serverSecretName,
 } from '../api/types.ts';
+import { caBundleWrites } from './ca-bundle.ts';
 import { runWorkers, type ReconcileResult } from '../controller/run-workers.ts';
 import { WorkQueue } from '../controller/workqueue.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
@@ -35,11 +38,13 @@ export interface DeliveryControllerOptions {
 }
 
 const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
-const DELIVERED = `${MANAGED},${CREDENTIAL_REQUEST_LABEL}`;
+/** Queue keys of the endpoints' own CA-bundle ConfigMaps; request keys are `namespace/name`. */
+const BUNDLE_KEY_PREFIX = 'ca-bundle:';
 
 /**
  * Keeps the copies MtlsCredentialRequests ask for (operator/delivery/decide.ts decides; this reads the caches
- * and writes). Keys are `namespace/name` of a request. An endpoint, or one of its Secrets, changing re-enqueues
+ * and writes), and each endpoint's own `<endpoint>-ca-bundle` ConfigMap (./ca-bundle.ts). Keys are
+ * `namespace/name` of a request, or `ca-bundle:namespace/name` of an endpoint. An endpoint, or one of its Secrets, changing re-enqueues
  * every request that names it, so a renewal or CA rollover reaches the copies within seconds.
  */
 export class DeliveryController {
@@ -102,9 +107,9 @@ export class DeliveryController {
       `/api/v1${scope}/configmaps`,
       () =>
         ns
-          ? this.core.listNamespacedConfigMap({ namespace: ns, labelSelector: DELIVERED })
-          : this.core.listConfigMapForAllNamespaces({ labelSelector: DELIVERED }),
-      { labelSelector: DELIVERED, name: 'delivery-configmaps' },
+          ? this.core.listNamespacedConfigMap({ namespace: ns, labelSelector: MANAGED })
+          : this.core.listConfigMapForAllNamespaces({ labelSelector: MANAGED }),
+      { labelSelector: MANAGED, name: 'delivery-configmaps' },
     );
 
     const enqueue = (obj: MtlsCredentialRequest) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);
@@ -116,6 +121,7 @@ export class DeliveryController {
     });
     const enqueueNaming = (namespace: string | undefined, endpoint: string | undefined) => {
       if (!namespace || !endpoint) return;
+      this.queue.add(`${BUNDLE_KEY_PREFIX}${namespace}/${endpoint}`);
       for (const request of this.requests.list()) {
         const ref = endpointRef(request);
         if (ref.namespace === namespace && ref.name === endpoint) enqueue(request);
@@ -155,6 +161,9 @@ export class DeliveryController {
   }
 
   private enqueueAll(): void {
+    for (const ep of this.endpoints.list()) {
+      this.queue.add(`${BUNDLE_KEY_PREFIX}${ep.metadata!.namespace}/${ep.metadata!.name}`);
+    }
     for (const r of this.requests.list()) this.queue.add(`${r.metadata!.namespace}/${r.metadata!.name}`);
   }
 
@@ -166,6 +175,7 @@ export class DeliveryController {
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
+    if (key.startsWith(BUNDLE_KEY_PREFIX)) return this.reconcileCaBundle(key.slice(BUNDLE_KEY_PREFIX.length));
     const [namespace, name] = key.split('/') as [string, string];
     const isCopy = (obj: V1Secret | V1ConfigMap) => obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] === name;
     const deliveredSecrets = this.secrets.list(namespace).filter(isCopy);
@@ -220,14 +230,44 @@ export class DeliveryController {
     return decision.reason === 'TargetConflict' ? { requeueAfterMs: 30_000 } : {};
   }
 
+  /** The endpoint's own `<endpoint>-ca-bundle` ConfigMap (operator/delivery/ca-bundle.ts). */
+  private async reconcileCaBundle(key: string): Promise<ReconcileResult> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const configMapName = caBundleConfigMapName(name);
+    const existing = this.configMaps.get(configMapName, namespace);
+    const owned = existing?.metadata?.labels?.[ENDPOINT_LABEL] === name ? existing : undefined;
+    const server = this.secrets.get(serverSecretName(name), namespace);
+    const ep = this.endpoints.get(name, namespace);
+    const writes: DeliveryWrite[] =
+      !ep || ep.metadata?.deletionTimestamp
+        ? owned
+          ? [{ verb: 'delete', kind: 'ConfigMap', name: configMapName, uid: owned.metadata?.uid }]
+          : []
+        : caBundleWrites(ep, server?.metadata?.labels?.[ENDPOINT_LABEL] === name ? server : undefined, owned);
+    try {
+      for (const write of writes) await this.perform(namespace, write);
+    } catch (err) {
+      const create = writes.some((w) => w.verb === 'create');
+      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, 'ConfigMap', configMapName))) throw err;
+      this.log.warn('a ConfigMap the operator did not make has the CA bundle name; leaving it alone', {
+        namespace,
+        configMap: configMapName,
+        endpoint: name,
+      });
+      return { requeueAfterMs: 5 * 60_000 };
+    }
+    return {};
+  }
+
   /** After a create answered 409: is the name held by an object that is not this request's copy? */
-  private async heldByOther(namespace: string, kind: 'Secret' | 'ConfigMap', target: string, request: string) {
+  private async heldByOther(namespace: string, kind: 'Secret' | 'ConfigMap', target: string, request?: string) {
     try {
       const obj =
         kind === 'Secret'
           ? await this.core.readNamespacedSecret({ namespace, name: target })
           : await this.core.readNamespacedConfigMap({ namespace, name: target });
-      return obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] !== request;
+      const labels = obj.metadata?.labels ?? {};
+      return request ? labels[CREDENTIAL_REQUEST_LABEL] !== request : labels[MANAGED_BY_LABEL] !== MANAGED_BY_VALUE;
     } catch (err) {
       if (isNotFound(err)) return false;
       throw err;

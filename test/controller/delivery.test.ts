@@ -167,6 +167,8 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     const server = await readSecret(epNs, 'payments-server');
     expect(cm?.data).toEqual({ 'ca.crt': secretText(server, 'ca.crt') });
     expect(request.status?.delivered).toMatchObject({ kind: 'ConfigMap', name: 'payments-ca' });
+    // The endpoint's own namespace has it without asking, as <endpoint>-ca-bundle.
+    expect((await readConfigMap(epNs, 'payments-ca-bundle'))?.data).toEqual(cm?.data);
     const bundle = join(scratch, 'web-ca.crt');
     writeFileSync(bundle, cm!.data!['ca.crt']!);
     const standard = sidecar!.ports[1]!;
@@ -281,7 +283,7 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     );
   });
 
-  it('a CA rollover reaches the copies: both CAs while it propagates, then the new one alone', async () => {
+  it('a CA rollover reaches the copies and <endpoint>-ca-bundle: both CAs while it propagates, then the new one alone', async () => {
     await createEndpoint(epNs, 'rolling', {
       upstreamPort: 8080,
       clients: [{ name: 'app', allowedNamespaces: [clientNs] }],
@@ -294,15 +296,18 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     await waitReason(clientNs, 'rolling', 'Delivered');
     await waitReason(webNs, 'rolling-ca', 'Delivered');
     const originalCa = secretText(await readSecret(epNs, 'rolling-ca'), 'ca.crt').trim();
-    const seen = { secretOfTwo: false, configMapOfTwo: false };
+    const seen = { secretOfTwo: false, configMapOfTwo: false, ownOfTwo: false };
     await waitFor(
       'the copies to move to the new CA',
       async () => {
-        const [copy, cm, source] = await Promise.all([
+        const [copy, cm, source, own] = await Promise.all([
           readSecret(clientNs, 'rolling'),
           readConfigMap(webNs, 'rolling-ca'),
           readSecret(epNs, 'rolling-client-app'),
+          readConfigMap(epNs, 'rolling-ca-bundle'),
         ]);
+        const ownBundle = own?.data?.['ca.crt'] ?? '';
+        if (parseCertificates(ownBundle).length === 2) seen.ownOfTwo = true;
         const secretBundle = secretText(copy, 'ca.crt');
         const cmBundle = cm?.data?.['ca.crt'] ?? '';
         if (parseCertificates(secretBundle).length === 2) seen.secretOfTwo = true;
@@ -310,6 +315,8 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
         const moved = (bundle: string) => !bundle.includes(originalCa) && parseCertificates(bundle).length === 1;
         return seen.secretOfTwo &&
           seen.configMapOfTwo &&
+          seen.ownOfTwo &&
+          moved(ownBundle) &&
           moved(secretBundle) &&
           moved(cmBundle) &&
           secretText(copy, 'tls.crt') === secretText(source, 'tls.crt')

@@ -1,6 +1,7 @@
 import type { V1ConfigMap, V1Secret } from '@kubernetes/client-node';
 import type { MtlsCredentialRequest } from '../../operator/api/credential-request.ts';
 import type { ClientSpec, MtlsEndpoint } from '../../operator/api/types.ts';
+import { caBundleWrites } from '../../operator/delivery/ca-bundle.ts';
 import { decideDelivery, type DeliverySnapshot, endpointAllows } from '../../operator/delivery/decide.ts';
 import { encodeSecretData } from '../../operator/kube/secret-data.ts';
 import { issueCA, issueClient } from '../../operator/pki/issue.ts';
@@ -244,5 +245,35 @@ describe('decideDelivery: the CA bundle only', () => {
 
   it('"*" never allows a client\'s credentials', () => {
     expect(endpointAllows(endpoint([{ name: 'billing' }], ['*']), 'web', 'billing')).toBe(false);
+  });
+});
+
+describe("caBundleWrites: the endpoint's own <endpoint>-ca-bundle ConfigMap", () => {
+  const ep = endpoint([]);
+  const server = (bundle: string): V1Secret => ({
+    metadata: { name: 'payments-server', namespace: 'payments' },
+    data: encodeSecretData({ 'ca.crt': bundle, 'tls.key': 'server key' }),
+  });
+
+  it('holds ca.crt of the server Secret and nothing else, owned by the endpoint', () => {
+    const [write] = caBundleWrites(ep, server(ca.certPem), undefined);
+    expect(write).toMatchObject({ verb: 'create', kind: 'ConfigMap' });
+    const body = write!.verb === 'create' ? (write!.body as V1ConfigMap) : undefined;
+    expect(body?.metadata).toMatchObject({
+      name: 'payments-ca-bundle',
+      namespace: 'payments',
+      labels: { 'app.kubernetes.io/managed-by': 'mtls-operator', 'mtls.operator.dev/endpoint': 'payments' },
+      ownerReferences: [{ kind: 'MtlsEndpoint', uid: 'ep-uid', controller: true }],
+    });
+    expect(body?.data).toEqual({ 'ca.crt': ca.certPem });
+  });
+
+  it('is left alone while current, replaced when a rollover adds a CA, absent before the first issue', () => {
+    const [write] = caBundleWrites(ep, server(ca.certPem), undefined);
+    const existing = { ...(write!.verb === 'create' ? (write!.body as V1ConfigMap) : {}) };
+    expect(caBundleWrites(ep, server(ca.certPem), existing)).toEqual([]);
+    const [replace] = caBundleWrites(ep, server(ca.certPem + nextCa.certPem), existing);
+    expect(replace).toMatchObject({ verb: 'replace', body: { data: { 'ca.crt': ca.certPem + nextCa.certPem } } });
+    expect(caBundleWrites(ep, undefined, undefined)).toEqual([]);
   });
 });
