@@ -1,5 +1,5 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
-import type { Condition } from './types.ts';
+import type { Condition, KeystoresSpec } from './types.ts';
 import { GROUP, VERSION } from './types.ts';
 
 /**
@@ -17,6 +17,8 @@ export interface MtlsCredentialRequestSpec {
   client?: string;
   /** Absent: the request's name. */
   targetName?: string;
+  /** With `client`: keystores built for this namespace, with a password from a Secret of its own. */
+  keystores?: KeystoresSpec;
 }
 
 export const DELIVERED_KINDS = ['Secret', 'ConfigMap'] as const;
@@ -51,6 +53,7 @@ export const DELIVERY_REASONS = [
   'ClientNotFound',
   'NotIssued',
   'TargetConflict',
+  'KeystorePasswordMissing',
 ] as const;
 export type DeliveryReason = (typeof DELIVERY_REASONS)[number];
 

@@ -16,8 +16,11 @@ import {
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   type MtlsEndpoint,
+  SECRET_KEYS,
   serverSecretName,
 } from '../api/types.ts';
+import { KEYSTORE_PASSWORD_RETRY_MS, keystorePassword, pkcs12Content } from '../controller/keystores.ts';
+import { secretText } from '../kube/secret-data.ts';
 import { caBundleWrites } from './ca-bundle.ts';
 import { runWorkers, type ReconcileResult } from '../controller/run-workers.ts';
 import { WorkQueue } from '../controller/workqueue.ts';
@@ -25,7 +28,15 @@ import { isConflict, isNotFound } from '../kube/errors.ts';
 import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
-import { decideDelivery, type DeliveryWrite, endpointRef, sourceSecretName, targetName } from './decide.ts';
+import {
+  decideDelivery,
+  type DeliverySnapshot,
+  type DeliveryWrite,
+  endpointRef,
+  requestedPkcs12,
+  sourceSecretName,
+  targetName,
+} from './decide.ts';
 
 export interface DeliveryControllerOptions {
   kubeConfig: KubeConfig;
@@ -202,13 +213,19 @@ export class DeliveryController {
     }
     const ref = endpointRef(request);
     const target = targetName(request);
+    const source = this.secrets.get(sourceSecretName(request), ref.namespace);
     const snapshot = {
       request,
       endpoint: this.endpoints.get(ref.name, ref.namespace),
-      source: this.secrets.get(sourceSecretName(request), ref.namespace),
+      source,
       deliveredSecrets,
       deliveredConfigMaps,
       targetTaken: this.taken.get(key) === target,
+      keystores: await this.keystores(
+        request,
+        source,
+        deliveredSecrets.find((s) => s.metadata?.name === target),
+      ),
       now: this.now(),
     };
     let decision = decideDelivery(snapshot);
@@ -226,8 +243,44 @@ export class DeliveryController {
     if (decision.writes.length > 0 || decision.reason !== 'Delivered') {
       this.log.info('delivery', { request: key, reason: decision.reason, writes: decision.writes.length });
     }
-    // A name held by someone else is looked at again now and then: it may have been freed.
+    // A name held by someone else, or a password Secret missing (neither is watched), is looked at again.
+    if (decision.reason === 'KeystorePasswordMissing') return { requeueAfterMs: KEYSTORE_PASSWORD_RETRY_MS };
     return decision.reason === 'TargetConflict' ? { requeueAfterMs: 30_000 } : {};
+  }
+
+  /** The request's own keystores, built with the password from its namespace (undefined when it asks for none). */
+  private async keystores(
+    request: MtlsCredentialRequest,
+    source: V1Secret | undefined,
+    existing: V1Secret | undefined,
+  ): Promise<DeliverySnapshot['keystores']> {
+    const pkcs12 = requestedPkcs12(request);
+    const [certPem, keyPem, caPem] = [SECRET_KEYS.tlsCert, SECRET_KEYS.tlsKey, SECRET_KEYS.caCert].map((k) =>
+      secretText(source, k),
+    );
+    if (!pkcs12 || !certPem || !keyPem || !caPem) return undefined;
+    const namespace = request.metadata!.namespace!;
+    const secret = await this.core
+      .readNamespacedSecret({ namespace, name: pkcs12.passwordSecret })
+      .catch((err: unknown) => {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      });
+    const password = keystorePassword(secret, pkcs12, {
+      namespace,
+      client: request.spec.client!,
+      field: 'spec.keystores.pkcs12.passwordSecretRef',
+    });
+    const content = await pkcs12Content({
+      request: pkcs12,
+      password,
+      existing,
+      alias: request.spec.client!,
+      certPem,
+      keyPem,
+      caPem,
+    });
+    return { content, problem: 'problem' in password ? password.problem : undefined };
   }
 
   /** The endpoint's own `<endpoint>-ca-bundle` ConfigMap (operator/delivery/ca-bundle.ts). */

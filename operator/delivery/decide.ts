@@ -19,7 +19,9 @@ import {
   SECRET_KEYS,
   serverSecretName,
 } from '../api/types.ts';
+import { DEFAULT_PASSWORD_SECRET_KEY, DEFAULT_PKCS12_PROFILE } from '../api/defaults.ts';
 import { setCondition } from '../controller/conditions.ts';
+import type { KeystoreContent, Pkcs12Request } from '../controller/keystores.ts';
 import { secretText } from '../kube/secret-data.ts';
 import { certInfo } from '../pki/certs.ts';
 import { parseCertificates } from '../pki/inspect.ts';
@@ -39,6 +41,11 @@ export interface DeliverySnapshot {
   deliveredConfigMaps: readonly V1ConfigMap[];
   /** The target name is held by an object the operator did not create (learnt when a create answered 409). */
   targetTaken: boolean;
+  /**
+   * With spec.keystores.pkcs12.create: the stores built with this namespace's password (async, so built by the
+   * caller: operator/controller/keystores.ts pkcs12Content), and what is wrong with the password if anything.
+   */
+  keystores?: { content: KeystoreContent; problem?: string };
   now: Date;
 }
 
@@ -105,6 +112,17 @@ export function endpointAllows(ep: MtlsEndpoint, namespace: string, client: stri
 
 type Blocked = { reason: Exclude<DeliveryReason, 'Delivered'>; message: string };
 
+/** The request's own keystores, with defaults: undefined unless spec.keystores.pkcs12.create. */
+export function requestedPkcs12(request: MtlsCredentialRequest): Pkcs12Request | undefined {
+  const pkcs12 = request.spec.keystores?.pkcs12;
+  if (!request.spec.client || !pkcs12?.create) return undefined;
+  return {
+    passwordSecret: pkcs12.passwordSecretRef.name,
+    passwordKey: pkcs12.passwordSecretRef.key ?? DEFAULT_PASSWORD_SECRET_KEY,
+    profile: pkcs12.profile ?? DEFAULT_PKCS12_PROFILE,
+  };
+}
+
 export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   const { request } = s;
   const namespace = request.metadata!.namespace!;
@@ -154,6 +172,7 @@ export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
     .map(({ kind, obj }) => ({ verb: 'delete', kind, name: obj.metadata!.name!, uid: obj.metadata?.uid }));
 
   let outcome: Blocked | undefined = blocked;
+  if (!outcome && s.keystores?.problem) outcome = { reason: 'KeystorePasswordMissing', message: s.keystores.problem };
   if (desired) {
     const current = existing.find(({ kind, obj }) => kind === desired.kind && obj.metadata?.name === target)?.obj;
     if (!current && s.targetTaken) {
@@ -167,7 +186,8 @@ export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   }
 
   const reason = outcome?.reason ?? 'Delivered';
-  const delivered = outcome || !desired ? undefined : desired.status;
+  // A copy without its keystores is still a copy: it is delivered, and Ready says what is missing.
+  const delivered = !desired || (outcome && outcome.reason !== 'KeystorePasswordMissing') ? undefined : desired.status;
   const message =
     outcome?.message ??
     `${what} of MtlsEndpoint ${epName} delivered as ${desired!.kind} ${target}, kept current at every renewal and CA rollover.`;
@@ -203,12 +223,19 @@ function desiredObject(s: DeliverySnapshot, name: string): Desired {
       status: { kind: 'ConfigMap', name, caSerialNumbers },
     };
   }
-  const data = Object.fromEntries(
-    CLIENT_KEYS.flatMap((key) => {
-      const value = s.source!.data![key];
-      return value === undefined ? [] : [[key, value]];
-    }),
-  );
+  // Keystores of the request's own (built with its password) replace the endpoint's, never mix with them.
+  const own = requestedPkcs12(request) ? s.keystores?.content : undefined;
+  const copied = own ? REQUIRED_CLIENT_KEYS : CLIENT_KEYS;
+  const data = {
+    ...Object.fromEntries(
+      copied.flatMap((key) => {
+        const value = s.source!.data![key];
+        return value === undefined ? [] : [[key, value]];
+      }),
+    ),
+    ...own?.data,
+  };
+  Object.assign(metadata.annotations, own?.annotations);
   const leaf = certInfo(secretText(s.source, SECRET_KEYS.tlsCert)!);
   return {
     kind: 'Secret',

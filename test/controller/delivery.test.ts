@@ -270,6 +270,47 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     );
   });
 
+  it("keystores built with the receiving namespace's own password, which keytool opens", async () => {
+    const keystoresFor = (name: string) => ({
+      pkcs12: { create: true, passwordSecretRef: { name } },
+    });
+    await createRequest(clientNs, 'java-nopass', {
+      endpoint: { namespace: epNs, name: 'payments' },
+      client: 'billing',
+      keystores: keystoresFor('absent'),
+    });
+    const missing = await waitReason(clientNs, 'java-nopass', 'KeystorePasswordMissing');
+    expect(readyOf(missing)?.message).toContain(`kubectl -n ${clientNs} create secret generic absent`);
+    expect(Object.keys((await readSecret(clientNs, 'java-nopass'))!.data!).sort()).toEqual([
+      'ca.crt',
+      'tls.crt',
+      'tls.key',
+    ]);
+
+    await core().createNamespacedSecret({
+      namespace: clientNs,
+      body: { metadata: { name: 'java-pass' }, stringData: { password: 'billing-pass-1' } },
+    });
+    await createRequest(clientNs, 'java', {
+      endpoint: { namespace: epNs, name: 'payments' },
+      client: 'billing',
+      keystores: keystoresFor('java-pass'),
+    });
+    await waitReason(clientNs, 'java', 'Delivered');
+    const copy = await readSecret(clientNs, 'java');
+    const file = join(scratch, 'java-keystore.p12');
+    writeFileSync(file, Buffer.from(copy!.data!['keystore.p12']!, 'base64'));
+    const list = (password: string) =>
+      run('keytool', ['-list', '-storetype', 'PKCS12', '-keystore', file, '-storepass', password], {
+        timeout: 60_000,
+      }).then(
+        (r) => r.stdout,
+        (err: { stderr?: string; stdout?: string }) => `FAILED ${err.stdout ?? ''}${err.stderr ?? ''}`,
+      );
+    expect(await list('billing-pass-1')).toMatch(/billing, .*PrivateKeyEntry/);
+    expect(await list('wrong')).toMatch(/^FAILED/);
+  });
+
   it('the API server refuses "*" for a client\'s credentials and "*" beside other namespaces', async () => {
     const spec = (extra: object) => ({ upstreamPort: 8080, ...extra });
     await expect(

@@ -129,6 +129,43 @@ describe('decideDelivery: both sides consent', () => {
   });
 });
 
+describe("decideDelivery: keystores with the receiving namespace's password", () => {
+  const withStores = () =>
+    request({ keystores: { pkcs12: { create: true, passwordSecretRef: { name: 'java-pass' } } } });
+  const endpointStores = () => {
+    const source = clientSecret();
+    source.data = { ...source.data, 'keystore.p12': 'ENDPOINT', 'truststore.p12': 'ENDPOINT' };
+    return source;
+  };
+  const content = {
+    data: { 'keystore.p12': 'MINE', 'truststore.p12': 'MINE-TOO' },
+    annotations: { 'mtls.operator.dev/keystore-inputs': 'digest' },
+  };
+
+  it("puts the request's stores in the copy, never the endpoint's", () => {
+    const d = decideDelivery(snapshot({ request: withStores(), source: endpointStores(), keystores: { content } }));
+    const body = created(d) as V1Secret;
+    expect(d.reason).toBe('Delivered');
+    expect(body.data).toMatchObject({ 'keystore.p12': 'MINE', 'truststore.p12': 'MINE-TOO' });
+    expect(body.metadata?.annotations).toMatchObject({ 'mtls.operator.dev/keystore-inputs': 'digest' });
+  });
+
+  it('without a usable password delivers the PEM files and says what to fix', () => {
+    const problem = 'Secret billing/java-pass (spec.keystores.pkcs12.passwordSecretRef) does not exist';
+    const d = decideDelivery(
+      snapshot({
+        request: withStores(),
+        source: endpointStores(),
+        keystores: { content: { data: {}, annotations: {} }, problem },
+      }),
+    );
+    const body = created(d) as V1Secret;
+    expect(Object.keys(body.data!).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    expect(ready(d)).toMatchObject({ status: 'False', reason: 'KeystorePasswordMissing', message: problem });
+    expect(d.status.delivered).toMatchObject({ kind: 'Secret', serialNumber: leaf.serial });
+  });
+});
+
 describe('decideDelivery: a missing side or source delivers nothing and says why', () => {
   const copy = (): V1Secret => ({
     metadata: { name: 'payments-creds', namespace: 'billing', uid: 'copy-uid' },
