@@ -1,11 +1,10 @@
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyMock,
   helm,
   helmInstall,
   type Json,
   kubectlJson,
-  nodeState,
   reportNodeFigures,
   runScriptPod,
 } from './support/node.ts';
@@ -66,14 +65,7 @@ describe('credentials delivered to the client namespace, used by a pod there', (
         },
       }),
     );
-    const deployment = echoMockDeployment({
-      name: 'payments-mock',
-      namespace: SERVER_NS,
-      labels: { app: 'payments-mock' },
-      image: nodeState().image,
-      port: UPSTREAM,
-    });
-    await kubectl(['apply', '-f', '-'], JSON.stringify(deployment));
+    await applyMock({ name: 'payments-mock', namespace: SERVER_NS, port: UPSTREAM });
     const request = (name: string, client?: string) => ({
       apiVersion: 'mtls.operator.dev/v1alpha1',
       kind: 'MtlsCredentialRequest',
