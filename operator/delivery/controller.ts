@@ -25,11 +25,13 @@ import { caBundleWrites } from './ca-bundle.ts';
 import { runWorkers, type ReconcileResult } from '../controller/run-workers.ts';
 import { WorkQueue } from '../controller/workqueue.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
+import { EventRecorder } from '../kube/events.ts';
 import { customObjectList, ResilientInformer } from '../kube/informer.ts';
 import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import {
   decideDelivery,
+  type DeliveryDecision,
   type DeliverySnapshot,
   type DeliveryWrite,
   endpointRef,
@@ -66,6 +68,7 @@ export class DeliveryController {
   private readonly secrets: ResilientInformer<V1Secret>;
   private readonly configMaps: ResilientInformer<V1ConfigMap>;
   private readonly core: CoreV1Api;
+  private readonly events: EventRecorder;
   private readonly custom: CustomObjectsApi;
   private readonly now: () => Date;
   /** Requests whose target name is held by an object the operator did not create, by key. */
@@ -83,6 +86,7 @@ export class DeliveryController {
     this.now = options.now ?? (() => new Date());
     this.queue = new WorkQueue({ metrics: options.metrics.workQueueMetrics('mtlscredentialrequest') });
     this.core = kc.makeApiClient(CoreV1Api);
+    this.events = new EventRecorder(kc, 'mtls-operator');
     this.custom = kc.makeApiClient(CustomObjectsApi);
     const ns = options.namespace;
     const scope = ns ? `/namespaces/${ns}` : '';
@@ -240,12 +244,39 @@ export class DeliveryController {
     }
     if (decision.reason !== 'Delivered' && decision.reason !== 'TargetConflict') this.taken.delete(key);
     await this.patchStatus(request, decision.status);
+    await this.recordEvent(request, decision);
     if (decision.writes.length > 0 || decision.reason !== 'Delivered') {
       this.log.info('delivery', { request: key, reason: decision.reason, writes: decision.writes.length });
     }
     // A name held by someone else, or a password Secret missing (neither is watched), is looked at again.
     if (decision.reason === 'KeystorePasswordMissing') return { requeueAfterMs: KEYSTORE_PASSWORD_RETRY_MS };
     return decision.reason === 'TargetConflict' ? { requeueAfterMs: 30_000 } : {};
+  }
+
+  /** What `kubectl describe mtlscr` shows: each copy written or withdrawn, and each new reason it is not delivered. */
+  private async recordEvent(request: MtlsCredentialRequest, decision: DeliveryDecision): Promise<void> {
+    const ready = decision.status.conditions?.find((c) => c.type === 'Ready');
+    const before = request.status?.conditions?.find((c) => c.type === 'Ready');
+    const written = decision.writes.filter((w) => w.verb !== 'delete');
+    const deleted = decision.writes.flatMap((w) => (w.verb === 'delete' ? [`${w.kind} ${w.name}`] : []));
+    const target = targetName(request);
+    if (written.length > 0) {
+      const d = decision.status.delivered;
+      const serial = d?.serialNumber ? `, certificate serial ${d.serialNumber}` : '';
+      const cas = d ? `, CA serials ${d.caSerialNumbers.join(' ')}` : '';
+      await this.events.record(request, 'Normal', 'Delivered', `Wrote ${d?.kind ?? 'copy'} ${target}${serial}${cas}`);
+    }
+    if (deleted.length > 0 && decision.reason !== 'Delivered') {
+      await this.events.record(
+        request,
+        'Normal',
+        'Withdrawn',
+        `Deleted ${deleted.join(', ')}: ${ready?.message ?? ''}`,
+      );
+    }
+    if (ready && ready.reason !== 'Delivered' && ready.reason !== before?.reason) {
+      await this.events.record(request, 'Warning', ready.reason, ready.message);
+    }
   }
 
   /** The request's own keystores, built with the password from its namespace (undefined when it asks for none). */

@@ -54,6 +54,13 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
       const r = await getRequest(namespace, name);
       return readyOf(r)?.reason === reason && r.status?.observedGeneration === r.metadata?.generation ? r : undefined;
     });
+  /** `type reason` of the Events on a request, as `kubectl describe mtlscr` lists them. */
+  const eventsOf = (namespace: string, name: string) =>
+    waitFor(`Events on ${namespace}/${name}`, async () => {
+      const list = await core().listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
+      const events = list.items.filter((e) => e.involvedObject.kind === 'MtlsCredentialRequest');
+      return events.length > 0 ? events.map((e) => `${e.type} ${e.reason}`) : undefined;
+    });
   const readConfigMap = (namespace: string, name: string) =>
     core()
       .readNamespacedConfigMap({ namespace, name })
@@ -145,6 +152,7 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
       serialNumber: parseCertificates(secretText(source, 'tls.crt'))[0]!.serialNumber.toLowerCase(),
     });
     expect(readyOf(request)).toMatchObject({ status: 'True' });
+    expect(await eventsOf(clientNs, 'payments')).toContain('Normal Delivered');
 
     const server = await readSecret(epNs, 'payments-server');
     const tlsDir = join(scratch, 'sidecar');
@@ -181,6 +189,7 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     await createRequest(strangerNs, 'grab-ca', { endpoint: { namespace: epNs, name: 'payments' } });
     const refused = await waitReason(strangerNs, 'grab', 'NotAllowed');
     expect(readyOf(refused)?.message).toContain(`add ${strangerNs} to spec.clients[name=billing].allowedNamespaces`);
+    expect(await eventsOf(strangerNs, 'grab')).toEqual(['Warning NotAllowed']);
     expect(readyOf(await waitReason(strangerNs, 'grab-ca', 'NotAllowed'))?.message).toContain(
       'spec.trustBundle.allowedNamespaces',
     );
