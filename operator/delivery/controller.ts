@@ -8,7 +8,12 @@ import {
   type V1ConfigMap,
   type V1Secret,
 } from '@kubernetes/client-node';
-import { CREDENTIAL_REQUEST_LABEL, type MtlsCredentialRequest, REQUEST_RESOURCE } from '../api/credential-request.ts';
+import {
+  CREDENTIAL_REQUEST_LABEL,
+  type MtlsCredentialRequest,
+  REQUEST_KIND,
+  REQUEST_RESOURCE,
+} from '../api/credential-request.ts';
 import {
   caBundleConfigMapName,
   ENDPOINT_LABEL,
@@ -51,6 +56,19 @@ export interface DeliveryControllerOptions {
 }
 
 const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+
+/**
+ * A copy made for request `name`: its label and a controller reference to a request of that name (an earlier
+ * one of the same name included: its copy is taken over). The label alone is not enough: another controller
+ * (the endpoint's, for a Secret whose name it also wants) may have taken the object over, keeping the label;
+ * such an object is neither deleted nor rewritten here.
+ */
+function isCopyOf(obj: V1Secret | V1ConfigMap, name: string): boolean {
+  return (
+    obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] === name &&
+    (obj.metadata.ownerReferences ?? []).some((ref) => ref.controller && ref.kind === REQUEST_KIND && ref.name === name)
+  );
+}
 /** Queue keys of the endpoints' own CA-bundle ConfigMaps; request keys are `namespace/name`. */
 const BUNDLE_KEY_PREFIX = 'ca-bundle:';
 
@@ -71,8 +89,6 @@ export class DeliveryController {
   private readonly events: EventRecorder;
   private readonly custom: CustomObjectsApi;
   private readonly now: () => Date;
-  /** Requests whose target name is held by an object the operator did not create, by key. */
-  private readonly taken = new Map<string, string>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private workersDone: Promise<unknown> | undefined;
   /** Writes made since start (tests check that a steady state writes nothing). */
@@ -192,13 +208,12 @@ export class DeliveryController {
   async reconcile(key: string): Promise<ReconcileResult> {
     if (key.startsWith(BUNDLE_KEY_PREFIX)) return this.reconcileCaBundle(key.slice(BUNDLE_KEY_PREFIX.length));
     const [namespace, name] = key.split('/') as [string, string];
-    const isCopy = (obj: V1Secret | V1ConfigMap) => obj.metadata?.labels?.[CREDENTIAL_REQUEST_LABEL] === name;
+    const request = this.requests.get(name, namespace);
+    const isCopy = (obj: V1Secret | V1ConfigMap) => isCopyOf(obj, name);
     const deliveredSecrets = this.secrets.list(namespace).filter(isCopy);
     const deliveredConfigMaps = this.configMaps.list(namespace).filter(isCopy);
-    const request = this.requests.get(name, namespace);
     if (!request || request.metadata?.deletionTimestamp) {
       // Withdrawn by the receiving side: the owner reference lets the garbage collector do this too, later.
-      this.taken.delete(key);
       for (const s of deliveredSecrets)
         await this.perform(namespace, {
           verb: 'delete',
@@ -224,7 +239,8 @@ export class DeliveryController {
       source,
       deliveredSecrets,
       deliveredConfigMaps,
-      targetTaken: this.taken.get(key) === target,
+      // Learnt only from a create answering 409 (below): each pass tries again, so a name freed is used.
+      targetTaken: false,
       keystores: await this.keystores(
         request,
         source,
@@ -235,14 +251,12 @@ export class DeliveryController {
     let decision = decideDelivery(snapshot);
     try {
       for (const write of decision.writes) await this.perform(namespace, write);
-      if (decision.reason === 'Delivered') this.taken.delete(key);
     } catch (err) {
       const create = decision.writes.find((w) => w.verb === 'create');
-      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, create.kind, target, name))) throw err;
-      this.taken.set(key, target);
+      const mine = (obj: V1Secret | V1ConfigMap) => isCopyOf(obj, name);
+      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, create.kind, target, mine))) throw err;
       decision = decideDelivery({ ...snapshot, targetTaken: true });
     }
-    if (decision.reason !== 'Delivered' && decision.reason !== 'TargetConflict') this.taken.delete(key);
     await this.patchStatus(request, decision.status);
     await this.recordEvent(request, decision);
     if (decision.writes.length > 0 || decision.reason !== 'Delivered') {
@@ -332,7 +346,10 @@ export class DeliveryController {
       for (const write of writes) await this.perform(namespace, write);
     } catch (err) {
       const create = writes.some((w) => w.verb === 'create');
-      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, 'ConfigMap', configMapName))) throw err;
+      const mine = (obj: V1ConfigMap) => obj.metadata?.labels?.[ENDPOINT_LABEL] === name;
+      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, 'ConfigMap', configMapName, mine))) {
+        throw err;
+      }
       this.log.warn('a ConfigMap the operator did not make has the CA bundle name; leaving it alone', {
         namespace,
         configMap: configMapName,
@@ -343,15 +360,19 @@ export class DeliveryController {
     return {};
   }
 
-  /** After a create answered 409: is the name held by an object that is not this request's copy? */
-  private async heldByOther(namespace: string, kind: 'Secret' | 'ConfigMap', target: string, request?: string) {
+  /** After a create answered 409: is the name held by an object that is not ours (or was our cache behind)? */
+  private async heldByOther(
+    namespace: string,
+    kind: 'Secret' | 'ConfigMap',
+    target: string,
+    mine: (obj: V1Secret | V1ConfigMap) => boolean,
+  ) {
     try {
       const obj =
         kind === 'Secret'
           ? await this.core.readNamespacedSecret({ namespace, name: target })
           : await this.core.readNamespacedConfigMap({ namespace, name: target });
-      const labels = obj.metadata?.labels ?? {};
-      return request ? labels[CREDENTIAL_REQUEST_LABEL] !== request : labels[MANAGED_BY_LABEL] !== MANAGED_BY_VALUE;
+      return !mine(obj);
     } catch (err) {
       if (isNotFound(err)) return false;
       throw err;

@@ -209,7 +209,7 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     );
   });
 
-  it('an object of the target name made by someone else is never overwritten', async () => {
+  it('an object of the target name made by someone else is never overwritten, and the name is used once freed', async () => {
     await core().createNamespacedSecret({
       namespace: clientNs,
       body: { metadata: { name: 'theirs' }, stringData: { mine: 'yes' } },
@@ -221,6 +221,15 @@ describe('delivery: credentials and CA bundles in the client namespace', () => {
     });
     expect(readyOf(await waitReason(clientNs, 'clash', 'TargetConflict'))?.message).toContain('spec.targetName');
     expect((await readSecret(clientNs, 'theirs'))?.data).toEqual({ mine: Buffer.from('yes').toString('base64') });
+    // Once the name is free (a Secret the operator does not watch: found at the next look, within 30 s), the copy
+    // takes it.
+    await core().deleteNamespacedSecret({ namespace: clientNs, name: 'theirs' });
+    await waitFor(
+      'the copy to take the freed name',
+      async () => ((await readSecret(clientNs, 'theirs'))?.type === 'kubernetes.io/tls' ? true : undefined),
+      { timeoutMs: 45_000 },
+    );
+    await waitReason(clientNs, 'clash', 'Delivered');
   });
 
   it('a renewal of the client certificate rewrites the copy within seconds', async () => {
