@@ -154,9 +154,10 @@ export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
     const owned = source?.metadata?.labels?.[ENDPOINT_LABEL] === ref.name;
     const missing = (client ? REQUIRED_CLIENT_KEYS : [SECRET_KEYS.caCert]).filter((k) => !source?.data?.[k]);
     if (!source || !owned || missing.length > 0) {
+      const why = !source ? 'is missing' : !owned ? "is not labelled as the endpoint's" : `lacks ${missing.join(', ')}`;
       return {
         reason: 'NotIssued',
-        message: `MtlsEndpoint ${epName} has not issued ${what} yet (Secret ${ref.namespace}/${sourceSecretName(request)}${source ? ` lacks ${missing.join(', ')}` : ' is missing'}); delivery follows as soon as it does.`,
+        message: `MtlsEndpoint ${epName} has not issued ${what} yet (Secret ${ref.namespace}/${sourceSecretName(request)} ${why}); delivery follows as soon as it does.`,
       };
     }
     return undefined;

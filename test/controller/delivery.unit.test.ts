@@ -197,7 +197,7 @@ describe('decideDelivery: a missing side or source delivers nothing and says why
       'a Secret of that name not made by the endpoint controller',
       { source: { ...clientSecret(), metadata: { name: 'payments-client-billing', labels: {} } } },
       'NotIssued',
-      /has not issued/,
+      /payments-client-billing is not labelled as the endpoint's/,
     ],
   ])('%s', (_, over, reason, message) => {
     const withCopy = decideDelivery(snapshot({ ...over, deliveredSecrets: [copy()] }));
