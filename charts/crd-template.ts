@@ -14,6 +14,10 @@ export const CRD_SOURCES = [
     source: 'crds/mtls.operator.dev_mtlsendpoints.yaml',
     template: 'charts/mtls-operator/templates/crd-mtlsendpoints.yaml',
   },
+  {
+    source: 'crds/mtls.operator.dev_mtlscredentialrequests.yaml',
+    template: 'charts/mtls-operator/templates/crd-mtlscredentialrequests.yaml',
+  },
 ];
 
 export function crdTemplate(source: string, sourcePath: string): string {

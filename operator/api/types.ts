@@ -57,6 +57,8 @@ export interface ClientSpec {
   name: string;
   /** Keystores written into the client's Secret beside tls.crt/tls.key/ca.crt, rebuilt with them. */
   keystores?: KeystoresSpec;
+  /** Namespaces that may receive this client's credentials through an MtlsCredentialRequest (./credential-request.ts). */
+  allowedNamespaces?: string[];
 }
 
 export interface KeystoresSpec {
@@ -97,6 +99,13 @@ export interface MtlsEndpointSpec {
   networkPolicy?: NetworkPolicyMode;
   /** Listeners that misbehave on purpose, for client teams to test their clients against. Absent: none. */
   testListeners?: TestListener[];
+  /** Who may receive the CA bundle through an MtlsCredentialRequest (./credential-request.ts). */
+  trustBundle?: TrustBundleSpec;
+}
+
+export interface TrustBundleSpec {
+  /** Namespace names, or `*` alone for every namespace (a CA certificate is public). */
+  allowedNamespaces?: string[];
 }
 
 /** Enforce: the operator keeps a NetworkPolicy admitting only the sidecar's ports; None: it keeps none. */
@@ -236,6 +245,8 @@ export const networkPolicyName = (ep: EndpointRef) => `${nameOf(ep)}-mtls-only`;
 export const testServersSecretName = (ep: EndpointRef) => `${nameOf(ep)}-test-servers`;
 /** The Service of spec.testListeners, one port per test listener (its port). `-bad` fits the 54-character names. */
 export const testServiceName = (ep: EndpointRef) => `${nameOf(ep)}-bad`;
+/** ConfigMap in the endpoint's namespace with its CA bundle (`ca.crt`), for clients that only verify the server. */
+export const caBundleConfigMapName = (ep: EndpointRef) => `${nameOf(ep)}-ca-bundle`;
 
 /** The DNS names of the Services the operator manages for an endpoint (always in the server certificate). */
 export function serviceDnsNames(ep: EndpointRef, namespace: string, modes: readonly Mode[]): string[] {

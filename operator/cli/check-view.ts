@@ -1,4 +1,5 @@
 import type { V1CustomResourceDefinition, V1Lease, V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
+import { REQUEST_CRD_NAME } from '../api/credential-request.ts';
 import { CRD_NAME, type MtlsEndpoint, VERSION } from '../api/types.ts';
 import { relative } from './output.ts';
 
@@ -8,6 +9,9 @@ export interface CheckSnapshot {
   withinDays: number;
   crd?: V1CustomResourceDefinition;
   crdError?: string;
+  /** The MtlsCredentialRequest CRD (delivery of credentials to other namespaces). */
+  requestCrd?: V1CustomResourceDefinition;
+  requestCrdError?: string;
   operatorNamespace: string;
   leaseName: string;
   lease?: V1Lease;
@@ -37,36 +41,40 @@ export interface CheckReport {
   problems: number;
 }
 
-function crdCheck(s: CheckSnapshot): CheckResult {
-  const check = 'CRD installed';
-  if (!s.crd) {
+function crdCheck(
+  check: string,
+  name: string,
+  crd: V1CustomResourceDefinition | undefined,
+  error: string | undefined,
+): CheckResult {
+  if (!crd) {
     return {
       check,
       ok: false,
-      message: s.crdError ?? `CustomResourceDefinition ${CRD_NAME} is not installed`,
+      message: error ?? `CustomResourceDefinition ${name} is not installed`,
       hint: 'kubectl apply --server-side -f crds/ (or install the chart)',
     };
   }
-  const established = s.crd.status?.conditions?.find((c) => c.type === 'Established')?.status === 'True';
-  const served = s.crd.spec.versions.filter((v) => v.served).map((v) => v.name);
-  const storage = s.crd.spec.versions.find((v) => v.storage)?.name ?? '?';
+  const established = crd.status?.conditions?.find((c) => c.type === 'Established')?.status === 'True';
+  const served = crd.spec.versions.filter((v) => v.served).map((v) => v.name);
+  const storage = crd.spec.versions.find((v) => v.storage)?.name ?? '?';
   if (!established) {
     return {
       check,
       ok: false,
-      message: `${CRD_NAME} is not Established yet`,
-      hint: `kubectl describe crd ${CRD_NAME}`,
+      message: `${name} is not Established yet`,
+      hint: `kubectl describe crd ${name}`,
     };
   }
   if (!served.includes(VERSION)) {
     return {
       check,
       ok: false,
-      message: `${CRD_NAME} serves ${served.join(', ') || 'no version'}, not ${VERSION}, the version this CLI speaks`,
+      message: `${name} serves ${served.join(', ') || 'no version'}, not ${VERSION}, the version this CLI speaks`,
       hint: 'upgrade the CRD and the operator to the version of this CLI, or use the CLI of the installed version',
     };
   }
-  return { check, ok: true, message: `${CRD_NAME} serves ${served.join(', ')} (storage ${storage})` };
+  return { check, ok: true, message: `${name} serves ${served.join(', ')} (storage ${storage})` };
 }
 
 function leaderCheck(s: CheckSnapshot): CheckResult {
@@ -212,8 +220,9 @@ function endpointChecks(s: CheckSnapshot): CheckResult[] {
 
 /** Every check, in the order a person reads them: API, operator, webhook, then the endpoints. */
 export function checkReport(s: CheckSnapshot): CheckReport {
-  const crd = crdCheck(s);
-  const checks = [crd, leaderCheck(s), ...webhookChecks(s), ...(crd.ok ? endpointChecks(s) : [])];
+  const crd = crdCheck('CRD installed', CRD_NAME, s.crd, s.crdError);
+  const requestCrd = crdCheck('MtlsCredentialRequest CRD installed', REQUEST_CRD_NAME, s.requestCrd, s.requestCrdError);
+  const checks = [crd, requestCrd, leaderCheck(s), ...webhookChecks(s), ...(crd.ok ? endpointChecks(s) : [])];
   return { checks, problems: checks.filter((c) => !c.ok).length };
 }
 

@@ -7,6 +7,7 @@ import {
   type KubeConfig,
 } from '@kubernetes/client-node';
 import { request } from 'node:https';
+import { REQUEST_CRD_NAME } from '../api/credential-request.ts';
 import { CRD_NAME, ENDPOINT_RESOURCE, type MtlsEndpoint } from '../api/types.ts';
 import { type CheckSnapshot, checkReport, checkTable } from '../cli/check-view.ts';
 import { kubeContext, KUBE_FLAGS, OUTPUT_FLAG } from '../cli/context.ts';
@@ -72,7 +73,9 @@ export async function gatherCheck(
   },
   namespace: string,
 ): Promise<CheckSnapshot> {
-  const crd = await read(() => kc.makeApiClient(ApiextensionsV1Api).readCustomResourceDefinition({ name: CRD_NAME }));
+  const crds = kc.makeApiClient(ApiextensionsV1Api);
+  const crd = await read(() => crds.readCustomResourceDefinition({ name: CRD_NAME }));
+  const requestCrd = await read(() => crds.readCustomResourceDefinition({ name: REQUEST_CRD_NAME }));
   const webhook = await read(() =>
     kc.makeApiClient(AdmissionregistrationV1Api).readMutatingWebhookConfiguration({ name: flags.webhookConfiguration }),
   );
@@ -86,6 +89,8 @@ export async function gatherCheck(
     withinDays: flags.withinDays,
     crd: crd.value,
     crdError: crd.error,
+    requestCrd: requestCrd.value,
+    requestCrdError: requestCrd.error,
     operatorNamespace,
     leaseName: flags.leaseName,
     lease: lease.value,

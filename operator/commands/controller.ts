@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../api/duration.ts';
 import { SIDECAR_ADMIN_PORT } from '../api/injection.ts';
 import { EndpointController } from '../controller/manager.ts';
+import { DeliveryController } from '../delivery/controller.ts';
 import { DEFAULT_SIDECAR_IMAGE } from '../defaults.ts';
 import { Webhook } from '../webhook/webhook.ts';
 import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
@@ -171,6 +172,14 @@ export async function run(argv: string[]): Promise<number> {
     namespace: flags.namespace,
     sidecarAdminPort,
   });
+  // Beside the endpoint controller, not part of its readiness: without the MtlsCredentialRequest CRD (an
+  // install that has not applied it yet) its informers retry and say why, and endpoints are served as before.
+  const delivery = new DeliveryController({
+    kubeConfig: kc,
+    metrics,
+    resyncMs: duration('resync', flags.resync),
+    namespace: flags.namespace,
+  });
   const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
   const owner = flags['owner-deployment']
     ? await deploymentOwnerReference(kc, operatorNamespace, flags['owner-deployment'])
@@ -246,6 +255,7 @@ export async function run(argv: string[]): Promise<number> {
   const stopped = untilSignal();
   const lost = new Promise<void>((resolve) => {
     const startController = () => {
+      delivery.start().catch((err: unknown) => log.error('delivery failed to start', { error: errorMessage(err) }));
       controller.start().then(
         () => {
           controllerReady = true;
@@ -281,7 +291,12 @@ export async function run(argv: string[]): Promise<number> {
   controllerReady = false;
   // The controller stops while the lease still guards it (bounded: the pod's grace period must leave time for
   // the release); then the lease is released, so a standby or the next pod leads at once, not a lease later.
-  const stopController = () => within(controller.stop(), CONTROLLER_STOP_TIMEOUT_MS, log);
+  const stopController = () =>
+    within(
+      Promise.all([controller.stop(), delivery.stop()]).then(() => undefined),
+      CONTROLLER_STOP_TIMEOUT_MS,
+      log,
+    );
   if (elector) await elector.stop(stopController);
   else await stopController();
   await webhook?.stop();

@@ -30,9 +30,9 @@ export type PasswordLookup = { password: string } | { problem: string };
 export function keystorePassword(
   secret: V1Secret | undefined,
   request: Pkcs12Request,
-  where: { namespace: string; client: string },
+  where: { namespace: string; client: string; field?: string },
 ): PasswordLookup {
-  const field = `spec.clients[${where.client}].keystores.pkcs12.passwordSecretRef`;
+  const field = where.field ?? `spec.clients[${where.client}].keystores.pkcs12.passwordSecretRef`;
   const fix =
     `create it: kubectl -n ${where.namespace} create secret generic ${request.passwordSecret} ` +
     `--from-literal=${request.passwordKey}=<password>`;

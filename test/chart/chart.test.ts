@@ -4,6 +4,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { CRD_SOURCES } from '../../charts/crd-template.ts';
 import { SIDECAR_ADMIN_PORT } from '../../operator/api/injection.ts';
 import { ENDPOINT_LABEL } from '../../operator/api/types.ts';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
@@ -140,14 +141,18 @@ describe('Helm chart and plain manifests', () => {
     expect(chart.appVersion).toBe(pkg.version);
     // One source of truth: the chart's CRD is the file in crds/, with the release's labels and annotations.
     const objects = await render('mtls-operator', 'mtls-system');
-    const crd = find<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition');
-    const schema = k8s.loadYaml(
-      readFileSync(join(ROOT, 'crds/mtls.operator.dev_mtlsendpoints.yaml'), 'utf8'),
-    ) as k8s.V1CustomResourceDefinition;
-    expect({ ...crd, metadata: { name: crd.metadata?.name } }).toEqual({
-      ...schema,
-      metadata: { name: schema.metadata?.name },
-    });
+    const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition') as k8s.V1CustomResourceDefinition[];
+    const schemas = CRD_SOURCES.map(
+      ({ source }) => k8s.loadYaml(readFileSync(join(ROOT, source), 'utf8')) as k8s.V1CustomResourceDefinition,
+    );
+    expect(crds.map((c) => c.metadata?.name).sort()).toEqual(schemas.map((c) => c.metadata?.name).sort());
+    for (const schema of schemas) {
+      const crd = crds.find((c) => c.metadata?.name === schema.metadata?.name)!;
+      expect({ ...crd, metadata: { name: crd.metadata?.name } }).toEqual({
+        ...schema,
+        metadata: { name: schema.metadata?.name },
+      });
+    }
     // The sidecar's resources: the chart's default is the injector's own.
     const values = k8s.loadYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as {
       sidecar: { resources: unknown; adminPort: number };
@@ -315,6 +320,24 @@ describe('Helm chart and plain manifests', () => {
         certificates: { validity: '30s', renewBefore: '25s' },
       });
       const ready = await waitReady(workload, 'rbac', 60_000);
+      // deliver: a client's Secret and the CA bundle copied for MtlsCredentialRequests (the endpoint's own
+      // namespace consents without allowedNamespaces), under the same RBAC
+      const request = (name: string, client?: string) => ({
+        apiVersion: 'mtls.operator.dev/v1alpha1',
+        kind: 'MtlsCredentialRequest',
+        metadata: { name, namespace: workload },
+        spec: { endpoint: { name: 'rbac' }, client },
+      });
+      await kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [request('copy-a', 'a'), request('copy-ca')] }),
+      );
+      await waitFor('the copies under the service account', async () =>
+        (await readSecret(workload, 'copy-a')) &&
+        (await core().readNamespacedConfigMap({ namespace: workload, name: 'copy-ca' }))
+          ? true
+          : undefined,
+      );
       // inject: the operator keeps caBundle of the chart's webhook configuration, and its webhook answers
       const review = await postAdmission(webhookPort, workload);
       expect(review.response.allowed).toBe(true);
@@ -364,6 +387,9 @@ describe('Helm chart and plain manifests', () => {
       expect(await can('update', 'mutatingwebhookconfigurations/someone-elses')).toBe('no');
       expect(await can('update', 'leases/another-lease', '-n', namespace)).toBe('no');
       expect(await can('create', 'pods', '-n', workload)).toBe('no');
+      expect(await can('update', 'mtlscredentialrequests', '--subresource=status', '-n', workload)).toBe('yes');
+      expect(await can('update', 'mtlscredentialrequests', '-n', workload)).toBe('no');
+      expect(await can('create', 'mtlscredentialrequests', '-n', workload)).toBe('no');
       // Its own Deployment (the owner of the Lease and the webhook Secret): read, and only that one.
       expect(await can('get', `deployments/${fullname}`, '-n', namespace)).toBe('yes');
       expect(await can('update', `deployments/${fullname}`, '-n', namespace)).toBe('no');

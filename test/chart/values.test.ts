@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
+import { REQUEST_CRD_NAME } from '../../operator/api/credential-request.ts';
+import { CRD_NAME } from '../../operator/api/types.ts';
 
 // Every value of the chart reaches its object: rendered with helm (no cluster) and read back. values-all.yaml
 // sets each one away from its default; helm lint --strict checks it against values.schema.json.
@@ -51,7 +53,7 @@ describe('chart values', () => {
 
   it('defaults: the CRD kept on uninstall, non-root without a fixed user, replicas apart, flags for logs', async () => {
     const objects = await render();
-    const crd = named<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition');
+    const crd = named<k8s.V1CustomResourceDefinition>(objects, 'CustomResourceDefinition', CRD_NAME);
     expect(crd.metadata?.annotations).toEqual({ 'helm.sh/resource-policy': 'keep' });
     expect(crd.metadata?.labels).toMatchObject({ 'app.kubernetes.io/name': 'mtls-operator' });
     const schema = k8s.loadYaml(
@@ -93,11 +95,11 @@ describe('chart values', () => {
     expect((await render(['--set', 'crds.enabled=false'])).some((o) => o.kind === 'CustomResourceDefinition')).toBe(
       false,
     );
-    const crd = named(await render(['--set', 'crds.keep=false']), 'CustomResourceDefinition');
+    const crd = named(await render(['--set', 'crds.keep=false']), 'CustomResourceDefinition', CRD_NAME);
     expect(crd.metadata?.annotations).toBeUndefined();
   });
 
-  it('aggregated ClusterRoles: view reads MtlsEndpoints, edit and admin manage them', async () => {
+  it('aggregated ClusterRoles: view reads MtlsEndpoints and MtlsCredentialRequests, edit and admin manage them', async () => {
     const objects = await render();
     const view = named<k8s.V1ClusterRole>(objects, 'ClusterRole', 'mtls-operator-view');
     expect(view.metadata?.labels).toMatchObject({
@@ -108,7 +110,7 @@ describe('chart values', () => {
     expect(view.rules).toEqual([
       {
         apiGroups: ['mtls.operator.dev'],
-        resources: ['mtlsendpoints', 'mtlsendpoints/status'],
+        resources: ['mtlsendpoints', 'mtlsendpoints/status', 'mtlscredentialrequests', 'mtlscredentialrequests/status'],
         verbs: ['get', 'list', 'watch'],
       },
     ]);
@@ -119,6 +121,8 @@ describe('chart values', () => {
     });
     expect(edit.metadata?.labels).not.toHaveProperty('rbac.authorization.k8s.io/aggregate-to-view');
     expect(edit.rules![0]!.verbs).toEqual(['create', 'update', 'patch', 'delete', 'deletecollection']);
+    // Who may edit a namespace may ask for credentials to be delivered into it (the receiving side's consent).
+    expect(edit.rules![0]!.resources).toEqual(['mtlsendpoints', 'mtlscredentialrequests']);
   });
 
   it('every value set (values-all.yaml) reaches its object', async () => {
@@ -267,7 +271,8 @@ describe('chart values', () => {
       expect(pod.imagePullSecrets).toEqual([{ name: 'platform-pull' }]);
       expect(pod.priorityClassName).toBe('platform-critical');
       for (const o of objects) expect([o.kind, o.metadata?.labels?.platform]).toEqual([o.kind, 'yes']);
-      named(objects, 'CustomResourceDefinition');
+      named(objects, 'CustomResourceDefinition', CRD_NAME);
+      named(objects, 'CustomResourceDefinition', REQUEST_CRD_NAME);
     } finally {
       rmSync(umbrella, { recursive: true, force: true });
     }

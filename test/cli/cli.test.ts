@@ -329,6 +329,7 @@ describe('kubectl mtls / mtls-operator CLI against the real API server', () => {
       expect(report.problems).toBe(0);
       expect(report.checks.map((c) => c.message)).toEqual([
         'mtlsendpoints.mtls.operator.dev serves v1alpha1 (storage v1alpha1)',
+        'mtlscredentialrequests.mtls.operator.dev serves v1alpha1 (storage v1alpha1)',
         expect.stringMatching(
           new RegExp(`^cli-test-operator leads \\(Lease ${namespace}/${lease} renewed \\d+s ago\\)$`),
         ),

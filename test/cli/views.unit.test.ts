@@ -255,6 +255,20 @@ describe('check', () => {
         storedVersions: ['v1alpha1'],
       },
     },
+    requestCrd: {
+      metadata: { name: 'mtlscredentialrequests.mtls.operator.dev' },
+      spec: {
+        group: 'mtls.operator.dev',
+        names: { kind: 'MtlsCredentialRequest', plural: 'mtlscredentialrequests' },
+        scope: 'Namespaced',
+        versions: [{ name: 'v1alpha1', served: true, storage: true }],
+      },
+      status: {
+        conditions: [{ type: 'Established', status: 'True' }],
+        acceptedNames: { kind: 'MtlsCredentialRequest', plural: 'mtlscredentialrequests' },
+        storedVersions: ['v1alpha1'],
+      },
+    },
     operatorNamespace: 'mtls-system',
     leaseName: 'mtls-operator-leader',
     lease: { spec: { holderIdentity: 'op-1', renewTime: new Date('2026-06-01T11:59:55Z'), leaseDurationSeconds: 15 } },
@@ -281,6 +295,7 @@ describe('check', () => {
     expect(report.problems).toBe(0);
     expect(report.checks.map((c) => c.message)).toEqual([
       'mtlsendpoints.mtls.operator.dev serves v1alpha1 (storage v1alpha1)',
+      'mtlscredentialrequests.mtls.operator.dev serves v1alpha1 (storage v1alpha1)',
       'op-1 leads (Lease mtls-system/mtls-operator-leader renewed 5s ago)',
       'MutatingWebhookConfiguration mtls-operator has a caBundle',
       'Service mtls-system/mtls-operator-webhook has 2 ready endpoint(s)',
@@ -326,6 +341,20 @@ describe('check', () => {
     expect(text).toMatch(/Status check results are ×: 5 problem\(s\)\n$/);
   });
 
+  it('without the MtlsCredentialRequest CRD says how to install it', () => {
+    const s = healthy();
+    s.requestCrd = undefined;
+    const failed = checkReport(s).checks.filter((c) => !c.ok);
+    expect(failed).toEqual([
+      {
+        check: 'MtlsCredentialRequest CRD installed',
+        ok: false,
+        message: 'CustomResourceDefinition mtlscredentialrequests.mtls.operator.dev is not installed',
+        hint: 'kubectl apply --server-side -f crds/ (or install the chart)',
+      },
+    ]);
+  });
+
   it('without the CRD says how to install it and skips the endpoints', () => {
     const s = healthy();
     s.crd = undefined;
@@ -334,6 +363,7 @@ describe('check', () => {
     const report = checkReport(s);
     expect(report.checks.map((c) => [c.check, c.ok])).toEqual([
       ['CRD installed', false],
+      ['MtlsCredentialRequest CRD installed', true],
       ['operator running and leading', false],
       ['webhook configured', false],
     ]);

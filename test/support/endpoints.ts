@@ -1,14 +1,18 @@
 import * as k8s from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
+import { REQUEST_CRD_NAME } from '../../operator/api/credential-request.ts';
 import { ENDPOINT_RESOURCE, type MtlsEndpoint } from '../../operator/api/types.ts';
 import { kubeConfig, kubectl, waitFor } from './cluster.ts';
 
 const CRD_FILE = new URL('../../crds/mtls.operator.dev_mtlsendpoints.yaml', import.meta.url).pathname;
+const REQUEST_CRD_FILE = new URL('../../crds/mtls.operator.dev_mtlscredentialrequests.yaml', import.meta.url).pathname;
 
 /** Installs the product CRD (idempotent) and waits until it is served. */
 export async function installCrd(): Promise<void> {
   await kubectl(['apply', '--server-side', '--force-conflicts', '-f', CRD_FILE]);
   await kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/mtlsendpoints.mtls.operator.dev']);
+  await kubectl(['apply', '--server-side', '--force-conflicts', '-f', REQUEST_CRD_FILE]);
+  await kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${REQUEST_CRD_NAME}`]);
 }
 
 export function crdYaml(): string {

@@ -198,7 +198,8 @@ export function steadyLoad(send: () => Promise<Reply>, ratePerSecond = 10, maxMs
 
 /**
  * Runs `script` with node in a one-off pod on the pod network (the product image, as the sidecar's user, with a
- * client Secret at /creds when given) and returns what it printed, once the pod has succeeded.
+ * client Secret at /creds and a CA-bundle ConfigMap at /trust when given) and returns what it printed, once the
+ * pod has succeeded.
  */
 export async function runScriptPod(options: {
   name: string;
@@ -206,6 +207,8 @@ export async function runScriptPod(options: {
   script: string;
   env?: Record<string, string>;
   credentialsSecret?: string;
+  /** A ConfigMap mounted at /trust (a CA bundle). */
+  trustConfigMap?: string;
   labels?: Record<string, string>;
 }): Promise<string> {
   const { name, namespace, script, env = {}, credentialsSecret } = options;
@@ -222,11 +225,17 @@ export async function runScriptPod(options: {
           imagePullPolicy: 'IfNotPresent',
           command: ['node', '-e', script],
           env: Object.entries(env).map(([key, value]) => ({ name: key, value })),
-          volumeMounts: credentialsSecret ? [{ name: 'creds', mountPath: '/creds', readOnly: true }] : [],
+          volumeMounts: [
+            ...(credentialsSecret ? [{ name: 'creds', mountPath: '/creds', readOnly: true }] : []),
+            ...(options.trustConfigMap ? [{ name: 'trust', mountPath: '/trust', readOnly: true }] : []),
+          ],
         },
       ],
       securityContext: { runAsUser: 65532, runAsGroup: 0, fsGroup: 0 },
-      volumes: credentialsSecret ? [{ name: 'creds', secret: { secretName: credentialsSecret } }] : [],
+      volumes: [
+        ...(credentialsSecret ? [{ name: 'creds', secret: { secretName: credentialsSecret } }] : []),
+        ...(options.trustConfigMap ? [{ name: 'trust', configMap: { name: options.trustConfigMap } }] : []),
+      ],
     },
   };
   await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
