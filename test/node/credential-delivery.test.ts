@@ -26,7 +26,7 @@ const PROBE_SCRIPT = `
   const attempts = JSON.parse(process.env.ATTEMPTS);
   const one = (a) => new Promise((done) => {
     const read = (f) => fs.readFileSync(f);
-    const options = { host: a.host, port: 443, path: '/from-' + a.name, agent: false, timeout: 5000, servername: a.host,
+    const options = { host: a.ip, port: 443, path: '/from-' + a.name, agent: false, timeout: 5000, servername: a.host,
       ca: read(a.ca), ...(a.cert ? { cert: read('/creds/tls.crt'), key: read('/creds/tls.key') } : {}) };
     const req = https.request(options, (res) => { res.resume(); res.on('end', () => done('http ' + res.statusCode)); });
     req.on('timeout', () => req.destroy(new Error('timeout')));
@@ -100,8 +100,14 @@ describe('credentials delivered to the client namespace, used by a pod there', (
         ),
       { timeoutMs: 180_000, intervalMs: 500 },
     );
-    const strict = `payments-strict.${SERVER_NS}.svc`;
-    const standard = `payments-standard.${SERVER_NS}.svc`;
+    // The Services' names are what a client verifies (SNI and the certificate); their cluster IPs are where it
+    // connects, which keeps the test independent of the node's DNS.
+    const service = async (name: string) => ({
+      host: `${name}.${SERVER_NS}.svc`,
+      ip: (await kubectlJson(['get', 'service', name, '-n', SERVER_NS])).spec.clusterIP as string,
+    });
+    const strict = await service('payments-strict');
+    const standard = await service('payments-standard');
     const outcomes = JSON.parse(
       await runScriptPod({
         name: 'billing-client',
@@ -111,9 +117,9 @@ describe('credentials delivered to the client namespace, used by a pod there', (
         trustConfigMap: 'payments-ca',
         env: {
           ATTEMPTS: JSON.stringify([
-            { name: 'strict-with-cert', host: strict, ca: '/creds/ca.crt', cert: true },
-            { name: 'strict-without-cert', host: strict, ca: '/trust/ca.crt' },
-            { name: 'standard-with-bundle', host: standard, ca: '/trust/ca.crt' },
+            { name: 'strict-with-cert', ...strict, ca: '/creds/ca.crt', cert: true },
+            { name: 'strict-without-cert', ...strict, ca: '/trust/ca.crt' },
+            { name: 'standard-with-bundle', ...standard, ca: '/trust/ca.crt' },
           ]),
         },
       }),
