@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,12 +36,29 @@ function imagesDir(): string {
   return join(cacheDir(), 'images');
 }
 
+/**
+ * buildah's network setup takes a lock file in its CNI config folder, /etc/cni/net.d by default, even for builds
+ * that never use the network: a containers.conf of the store's own moves that folder into the store.
+ */
+function buildahContainersConf(store: string): string {
+  const file = join(store, 'containers.conf');
+  if (!existsSync(file)) {
+    mkdirSync(store, { recursive: true });
+    writeFileSync(file, `[network]\nnetwork_config_dir = "${join(store, 'cni')}"\n`);
+  }
+  return file;
+}
+
 function buildah(args: string[], options: { timeoutMs?: number; allowFailure?: boolean } = {}) {
   const store = join(cacheDir(), `buildah-${STORAGE_DRIVER}`);
   return runCommand(
     'buildah',
     ['--root', join(store, 'storage'), '--runroot', join(store, 'run'), '--storage-driver', STORAGE_DRIVER, ...args],
-    { timeoutMs: options.timeoutMs ?? 600_000, allowFailure: options.allowFailure },
+    {
+      timeoutMs: options.timeoutMs ?? 600_000,
+      allowFailure: options.allowFailure,
+      env: { ...process.env, CONTAINERS_CONF: buildahContainersConf(store) },
+    },
   );
 }
 
