@@ -53,7 +53,15 @@ for (let i = 0; i < Number(connections); i++) {
   session.on('error', () => errors++);
   sessions.push(session);
 }
-await Promise.all(sessions.map((s) => new Promise((resolve) => s.once('connect', resolve))));
+await Promise.all(
+  sessions.map(
+    (s) =>
+      new Promise((resolve, reject) => {
+        s.once('connect', resolve);
+        s.once('error', reject);
+      }),
+  ),
+);
 const start = performance.now();
 for (const session of sessions) for (let i = 0; i < Number(streams); i++) call(session);
 await new Promise((resolve) => setTimeout(resolve, Number(seconds) * 1000));

@@ -63,7 +63,11 @@ export function startPinned(cpus: string, command: string, args: string[], env?:
   return spawn('taskset', ['-c', cpus, command, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
 }
 /** Node processes run with the options the injector gives the sidecar container. */
-export const NODE_ENV = { ...process.env, NODE_OPTIONS: SIDECAR_NODE_OPTIONS };
+/** The sidecar's environment as injected; MTLS_BENCH_SIDECAR_NODE_OPTIONS tries other V8 settings. */
+export const NODE_ENV = {
+  ...process.env,
+  NODE_OPTIONS: process.env.MTLS_BENCH_SIDECAR_NODE_OPTIONS ?? SIDECAR_NODE_OPTIONS,
+};
 
 export async function materials(dir: string, algorithm: KeyAlgorithm) {
   const now = new Date();

@@ -101,7 +101,7 @@ async function nginxGrpc(dir: string, m: Materials, upstream: number): Promise<S
     `worker_processes 1; daemon off; pid ${dir}/nginx-grpc.pid; error_log ${dir}/nginx-grpc-error.log;
 events { worker_connections 8192; }
 http { access_log off; http2_max_concurrent_streams 1024;
-  upstream up { server 127.0.0.1:${upstream}; keepalive 32; }
+  upstream up { server 127.0.0.1:${upstream}; keepalive 32; keepalive_requests 10000000; }
   server { listen 127.0.0.1:${port} ssl http2; keepalive_requests 10000000;
     ssl_certificate ${m.files.cert}; ssl_certificate_key ${m.files.key};
     ssl_client_certificate ${m.files.ca}; ssl_verify_client on; ssl_protocols TLSv1.3;
@@ -194,6 +194,7 @@ const GRPC_VIA = {
   sidecar: 'sidecar (h2 -> h2c)',
   nginx: 'nginx grpc_pass',
   haproxy: 'haproxy h2 -> h2c',
+  floor: 'node:http2 relay (floor of a Node proxy)',
 } as const;
 const TCP_VIA = {
   ceiling: 'client -> Node TLS sink on the proxy core (client ceiling)',
@@ -221,14 +222,16 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
   const tcpRuns: Record<string, Row[]> = {};
   const profiles: Record<string, string> = {};
 
+  const only = process.env.MTLS_BENCH_ONLY; // 'grpc' or 'tcp' while iterating on one path
   const upstream = await nginxH2cUpstream(dir);
   try {
     const grpcPeers: [string, (profileDir?: string) => Promise<Started>][] = [
       [GRPC_VIA.sidecar, (p) => sidecar(m, upstream.port, ['--upstream-protocol', 'h2c'], 'strict=PORT', p)],
       [GRPC_VIA.nginx, () => nginxGrpc(dir, m, upstream.port)],
       [GRPC_VIA.haproxy, () => haproxy(dir, m, upstream.port, 'h2')],
+      [GRPC_VIA.floor, () => nodeH2Relay(m, upstream.port)],
     ];
-    for (let run = 0; run < RUNS; run++) {
+    for (let run = 0; run < RUNS && only !== 'tcp'; run++) {
       const ceiling = await h2Load(upstream.port, null, 4, 32);
       (grpcRuns[GRPC_VIA.ceiling] ??= []).push({ rps: ceiling.rps, p50: ceiling.p50, p99: ceiling.p99 });
       for (const [via, start] of grpcPeers) {
@@ -244,7 +247,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
         }
       }
     }
-    if (profile) {
+    if (profile && only !== 'tcp') {
       const profileDir = mkdtempSync(join(dir, 'profile-grpc-'));
       const proxy = await grpcPeers[0]![1](profileDir);
       await h2Load(proxy.port, m, 4, 32).finally(() => stopChild(proxy.child));
@@ -263,7 +266,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
       [TCP_VIA.sidecar, (p) => sidecar(m, sinkPort, [], 'strict=PORT/tcp', p)],
       [TCP_VIA.haproxy, () => haproxy(dir, m, sinkPort, 'tcp')],
     ];
-    for (let run = 0; run < RUNS; run++) {
+    for (let run = 0; run < RUNS && only !== 'grpc'; run++) {
       for (const [via, start] of tcpPeers) {
         const proxy = await start();
         try {
@@ -275,7 +278,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
         }
       }
     }
-    if (profile) {
+    if (profile && only !== 'grpc') {
       const profileDir = mkdtempSync(join(dir, 'profile-tcp-'));
       const proxy = await tcpPeers[1]![1](profileDir);
       await tcpLoad(proxy.port, m).finally(() => stopChild(proxy.child));
@@ -287,6 +290,19 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
   const medians = (runs: Record<string, Row[]>) =>
     Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianRow(r)]));
   return { grpc: medians(grpcRuns), tcp: medians(tcpRuns), profiles };
+}
+
+/** bench/node-h2-relay.ts with the sidecar's V8 settings, on the proxy core. */
+async function nodeH2Relay(m: Materials, upstream: number): Promise<Started> {
+  const port = await freePort();
+  const child = startPinned(
+    PROXY_CPU,
+    NODE,
+    [join(ROOT, 'bench/node-h2-relay.ts'), String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
+    NODE_ENV,
+  );
+  await waitListening(port);
+  return { port, child };
 }
 
 async function tlsSink(m: Materials): Promise<Started> {
@@ -324,7 +340,7 @@ export function renderH2AndTcpSection(r: H2AndTcpResults): string {
         `| ${via} | ${x.rps} | ${x.p50} | ${x.p99} | ${x.sequentialP50 ?? '-'} / ${x.sequentialP99 ?? '-'} | ${x.errors ?? '-'} |`,
     ),
     '',
-    `Sidecar/nginx calls/s ${ratio(s.rps, n.rps)} (target >= 0.80: ${verdict(s.rps! / n.rps! >= 0.8)}), sidecar/HAProxy ${ratio(s.rps, h.rps)}; p99 under load sidecar/nginx ${ratio(s.p99, n.p99)} (target <= 1.50: ${verdict(s.p99! / n.p99! <= 1.5)}), one call at a time ${ratio(s.sequentialP99, n.sequentialP99)}. The client's ceiling is ${ratio(g[GRPC_VIA.ceiling]!.rps, Math.max(s.rps!, n.rps!, h.rps!))}x the fastest proxy.`,
+    `Sidecar/nginx calls/s ${ratio(s.rps, n.rps)} (target >= 0.80: ${verdict(s.rps! / n.rps! >= 0.8)}), sidecar/HAProxy ${ratio(s.rps, h.rps)}; p99 under load sidecar/nginx ${ratio(s.p99, n.p99)} (target <= 1.50: ${verdict(s.p99! / n.p99! <= 1.5)}), one call at a time ${ratio(s.sequentialP99, n.sequentialP99)}. The client's ceiling is ${ratio(g[GRPC_VIA.ceiling]!.rps, Math.max(s.rps!, n.rps!, h.rps!))}x the fastest proxy. The bare node:http2 relay (bench/node-h2-relay.ts, the sidecar's V8 settings) reaches ${ratio(g[GRPC_VIA.floor]?.rps, n.rps)}x nginx: the most any Node proxy gets on this path.`,
     '',
     '| TCP, one stream of 64 KiB writes | MB/s |',
     '|---|---|',
@@ -343,7 +359,9 @@ export function renderH2AndTcpSection(r: H2AndTcpResults): string {
   return lines.join('\n');
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === `file://${process.argv[1]}` && process.env.MTLS_BENCH_ONLY) {
+  process.stdout.write(JSON.stringify(await measureH2AndTcp(), null, 2) + '\n');
+} else if (import.meta.url === `file://${process.argv[1]}`) {
   const results = await measureH2AndTcp();
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/sidecar-h2.json'), JSON.stringify(results, null, 2));
