@@ -1,7 +1,9 @@
 import { TEST_LISTENER_KINDS } from '../../operator/api/types.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyEndpoint,
   applyMock,
+  createInjectedNamespace,
   helm,
   helmInstall,
   type Json,
@@ -52,21 +54,14 @@ describe('bad listeners on the real node', () => {
 
   it('a client pod refuses every bad listener of an injected pod and reaches the normal one', async () => {
     await helmInstall();
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    const endpoint = {
-      apiVersion: 'mtls.operator.dev/v1alpha1',
-      kind: 'MtlsEndpoint',
-      metadata: { name: 'shop', namespace: NS },
-      spec: {
-        podSelector: { matchLabels: { app: 'shop-mock' } },
-        upstreamPort: UPSTREAM,
-        listeners: [{ mode: 'strict', port: STRICT }],
-        clients: [{ name: 'caller' }],
-        testListeners: TEST_LISTENER_KINDS.map((kind) => ({ kind, port: port(kind) })),
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'shop', {
+      podSelector: { matchLabels: { app: 'shop-mock' } },
+      upstreamPort: UPSTREAM,
+      listeners: [{ mode: 'strict', port: STRICT }],
+      clients: [{ name: 'caller' }],
+      testListeners: TEST_LISTENER_KINDS.map((kind) => ({ kind, port: port(kind) })),
+    });
     await waitFor('the test-servers Secret', () => kubectlJson(['get', 'secret', 'shop-test-servers', '-n', NS]), {
       timeoutMs: 60_000,
     });

@@ -1,6 +1,8 @@
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyEndpoint,
   applyMock,
+  createInjectedNamespace,
   helm,
   helmInstall,
   type Json,
@@ -44,27 +46,18 @@ describe('credentials delivered to the client namespace, used by a pod there', (
 
   it('a pod in the client namespace reaches the strict Service with the delivered Secret, and the standard one with the bundle', async () => {
     await helmInstall();
-    await kubectl(['create', 'namespace', SERVER_NS]);
-    await kubectl(['label', 'namespace', SERVER_NS, 'mtls.operator.dev/injection=enabled']);
+    await createInjectedNamespace(SERVER_NS);
     await kubectl(['create', 'namespace', CLIENT_NS]);
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'mtls.operator.dev/v1alpha1',
-        kind: 'MtlsEndpoint',
-        metadata: { name: 'payments', namespace: SERVER_NS },
-        spec: {
-          podSelector: { matchLabels: { app: 'payments-mock' } },
-          upstreamPort: UPSTREAM,
-          listeners: [
-            { mode: 'strict', port: 8443 },
-            { mode: 'standard', port: 8444 },
-          ],
-          clients: [{ name: 'billing', allowedNamespaces: [CLIENT_NS] }],
-          trustBundle: { allowedNamespaces: [CLIENT_NS] },
-        },
-      }),
-    );
+    await applyEndpoint(SERVER_NS, 'payments', {
+      podSelector: { matchLabels: { app: 'payments-mock' } },
+      upstreamPort: UPSTREAM,
+      listeners: [
+        { mode: 'strict', port: 8443 },
+        { mode: 'standard', port: 8444 },
+      ],
+      clients: [{ name: 'billing', allowedNamespaces: [CLIENT_NS] }],
+      trustBundle: { allowedNamespaces: [CLIENT_NS] },
+    });
     await applyMock({ name: 'payments-mock', namespace: SERVER_NS, port: UPSTREAM });
     const request = (name: string, client?: string) => ({
       apiVersion: 'mtls.operator.dev/v1alpha1',

@@ -3,7 +3,17 @@ import { kubectl, waitFor } from '../support/cluster.ts';
 import { ensureGoTool, GRPC_HEALTH_PROBE } from '../support/go-tool.ts';
 import { healthClient } from '../support/grpc/echo.ts';
 import { pemFiles } from '../support/openssl.ts';
-import { applyMock, clientView, helm, helmInstall, type Json, kubectlJson, reportNodeFigures } from './support/node.ts';
+import {
+  applyEndpoint,
+  applyMock,
+  clientView,
+  createInjectedNamespace,
+  helm,
+  helmInstall,
+  type Json,
+  kubectlJson,
+  reportNodeFigures,
+} from './support/node.ts';
 import { execFile } from 'node:child_process';
 
 /**
@@ -58,23 +68,14 @@ describe('gRPC through an injected sidecar and its Service', () => {
 
   it('grpc-js and grpc-health-probe with the issued credentials reach the mock; no certificate is UNAUTHENTICATED', async () => {
     await helmInstall();
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'mtls.operator.dev/v1alpha1',
-        kind: 'MtlsEndpoint',
-        metadata: { name: 'grpc', namespace: NS },
-        spec: {
-          podSelector: { matchLabels: { app: 'grpc-mock' } },
-          upstreamPort: UPSTREAM,
-          upstreamProtocol: 'h2c',
-          listeners: [{ mode: 'strict', port: STRICT }],
-          clients: [{ name: 'caller' }],
-        },
-      }),
-    );
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'grpc', {
+      podSelector: { matchLabels: { app: 'grpc-mock' } },
+      upstreamPort: UPSTREAM,
+      upstreamProtocol: 'h2c',
+      listeners: [{ mode: 'strict', port: STRICT }],
+      clients: [{ name: 'caller' }],
+    });
     await applyMock({ name: 'grpc-mock', namespace: NS, port: UPSTREAM, command: ['node', '-e', GRPC_MOCK] });
     await waitFor(
       'a Ready grpc-mock pod',

@@ -6,11 +6,13 @@ import { SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
 import { importImages, tagImage } from '../../local/controlplane/images/local-images.ts';
 import { nodeFiles } from '../../local/controlplane/node/node-configs.ts';
 import { issueCA, issueClient, type PemPair } from '../../operator/pki/issue.ts';
-import { echoMockDeployment } from '../../local/podsim/mock-upstream.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyEndpoint,
+  applyMock,
   CHART,
   clientView,
+  createInjectedNamespace,
   helm,
   helmInstall,
   httpsTo,
@@ -62,12 +64,6 @@ function servedSerial(address: string, servername: string): Promise<string> {
     socket.on('error', reject);
     socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
   });
-}
-
-function mockDeployment(name: string, app: string): string {
-  return JSON.stringify(
-    echoMockDeployment({ name, namespace: NS, labels: { app }, image: nodeState().image, port: 8080 }),
-  );
 }
 
 /** The payments endpoint's clients, each also allowed on the flexible and strict listeners. */
@@ -130,8 +126,7 @@ describe('the product installed with Helm on a real node', () => {
   });
 
   it('injects the sidecar into a mock Deployment, whose pod mounts the server Secret through kubelet', async () => {
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
+    await createInjectedNamespace(NS);
     await kubectl(['apply', '-n', NS, '-f', `${REPO_ROOT}/examples/mtlsendpoint.yaml`]);
     // A second client, revoked in the next test; the allowed list is part of the injected pod, so it comes first.
     await setClients(['billing', 'departed']);
@@ -144,7 +139,7 @@ describe('the product installed with Helm on a real node', () => {
       { timeoutMs: 60_000 },
     );
     const created = Date.now();
-    await kubectl(['apply', '-f', '-'], mockDeployment('payments-mock', 'payments-mock'));
+    await applyMock({ name: 'payments-mock', namespace: NS, port: 8080 });
     const [pod] = await waitPodsReady('payments-mock');
     const readyMs = Date.now() - created;
     expect((pod.spec.containers as Json[]).map((c) => c.name)).toEqual(['mock']);
@@ -305,21 +300,15 @@ describe('the product installed with Helm on a real node', () => {
 
   it("picks up server and client rotations through kubelet's Secret volume swap with no failed request", async () => {
     // Short-lived leaves: renewed every 50 s, each old one still valid 100 s after its successor is issued.
-    const endpoint = {
-      apiVersion: 'mtls.operator.dev/v1alpha1',
-      kind: 'MtlsEndpoint',
-      metadata: { name: 'rotating', namespace: NS },
-      spec: {
-        podSelector: { matchLabels: { app: 'rotating-mock' } },
-        upstreamPort: 8080,
-        listeners: [{ mode: 'strict', port: 8443 }],
-        certificates: { validity: '150s', renewBefore: '100s' },
-        clients: [{ name: 'load' }],
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+    await applyEndpoint(NS, 'rotating', {
+      podSelector: { matchLabels: { app: 'rotating-mock' } },
+      upstreamPort: 8080,
+      listeners: [{ mode: 'strict', port: 8443 }],
+      certificates: { validity: '150s', renewBefore: '100s' },
+      clients: [{ name: 'load' }],
+    });
     await waitFor('rotating-client-load', () => clientCreds('rotating', 'load'), { timeoutMs: 60_000 });
-    await kubectl(['apply', '-f', '-'], mockDeployment('rotating-mock', 'rotating-mock'));
+    await applyMock({ name: 'rotating-mock', namespace: NS, port: 8080 });
     await waitPodsReady('rotating-mock');
     const ip = await clusterIp('rotating-strict');
     await waitServiceAnswers(ip, sni('strict', 'rotating'));

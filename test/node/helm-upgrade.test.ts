@@ -6,9 +6,11 @@ import { promisify } from 'node:util';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import { notesCommands, runNotesCommand } from '../support/helm-notes.ts';
 import {
+  applyEndpoint,
   applyMock,
   CHART,
   clientView,
+  createInjectedNamespace,
   helm,
   httpsTo,
   type Json,
@@ -98,21 +100,12 @@ describe('helm upgrade from the previous chart, rollback, uninstall and install 
       '--timeout',
       '180s',
     ]);
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    await kubectl(
-      ['apply', '-n', NS, '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'mtls.operator.dev/v1alpha1',
-        kind: 'MtlsEndpoint',
-        metadata: { name: 'payments' },
-        spec: {
-          podSelector: { matchLabels: { app: 'upgrade-mock' } },
-          upstreamPort: 8080,
-          clients: [{ name: 'billing' }],
-        },
-      }),
-    );
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'payments', {
+      podSelector: { matchLabels: { app: 'upgrade-mock' } },
+      upstreamPort: 8080,
+      clients: [{ name: 'billing' }],
+    });
     await endpointReady();
     await applyMock({ name: 'upgrade-mock', namespace: NS, port: 8080 });
     await kubectl(['rollout', 'status', 'deployment/upgrade-mock', '-n', NS, '--timeout=120s']);

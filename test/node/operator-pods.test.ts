@@ -2,8 +2,10 @@ import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyEndpoint,
   applyMock,
   clientView,
+  createInjectedNamespace,
   helm,
   helmInstall,
   httpsTo,
@@ -78,21 +80,14 @@ describe('operator pods on the real node', () => {
     // A CA rollover needs the new CA in every trust bundle before anything is signed by it: kubelet delivers a
     // Secret change within ~15 s here, so 20 s of propagation, and a CA short enough to roll over in the test.
     await helmInstall(['--set', 'controller.caPropagationDelay=20s']);
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    const endpoint = {
-      apiVersion: 'mtls.operator.dev/v1alpha1',
-      kind: 'MtlsEndpoint',
-      metadata: { name: 'rolling', namespace: NS },
-      spec: {
-        podSelector: { matchLabels: { app: 'rolling-mock' } },
-        upstreamPort: 8080,
-        listeners: [{ mode: 'strict', port: 8443 }],
-        certificates: { validity: '100s', renewBefore: '60s', caValidity: '240s' },
-        clients: [{ name: 'steady' }],
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'rolling', {
+      podSelector: { matchLabels: { app: 'rolling-mock' } },
+      upstreamPort: 8080,
+      listeners: [{ mode: 'strict', port: 8443 }],
+      certificates: { validity: '100s', renewBefore: '60s', caValidity: '240s' },
+      clients: [{ name: 'steady' }],
+    });
     await waitFor('the client Secret', () => secretText('rolling-client-steady', 'tls.crt'), { timeoutMs: 60_000 });
     await applyMock({ name: 'rolling-mock', namespace: NS, port: 8080 });
     await kubectl(['rollout', 'status', 'deployment/rolling-mock', '-n', NS, '--timeout=120s']);

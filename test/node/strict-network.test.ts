@@ -1,8 +1,10 @@
 import { SIDECAR_ADMIN_PORT, SIDECAR_CONTAINER } from '../../operator/api/injection.ts';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import {
+  applyEndpoint,
   applyMock,
   clientView,
+  createInjectedNamespace,
   helm,
   helmInstall,
   httpsTo,
@@ -94,20 +96,13 @@ describe('strict on the real pod network', () => {
 
   it('starts the sidecar as a native sidecar before the mock, and admits only TLS on the pod network', async () => {
     await helmInstall();
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    const endpoint = {
-      apiVersion: 'mtls.operator.dev/v1alpha1',
-      kind: 'MtlsEndpoint',
-      metadata: { name: 'guarded', namespace: NS },
-      spec: {
-        podSelector: { matchLabels: { app: 'guarded-mock' } },
-        upstreamPort: UPSTREAM,
-        listeners: [{ mode: 'strict', port: STRICT }],
-        clients: [{ name: 'caller' }],
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'guarded', {
+      podSelector: { matchLabels: { app: 'guarded-mock' } },
+      upstreamPort: UPSTREAM,
+      listeners: [{ mode: 'strict', port: STRICT }],
+      clients: [{ name: 'caller' }],
+    });
     await waitFor('the NetworkPolicy', () => json(['get', 'networkpolicy', 'guarded-mtls-only', '-n', NS]), {
       timeoutMs: 60_000,
     });

@@ -1,11 +1,14 @@
+import type { MtlsEndpointSpec } from '../../operator/api/types.ts';
 import type { Metadata } from '@grpc/grpc-js';
 import { connect as h2connect } from 'node:http2';
 import { kubectl, waitFor } from '../support/cluster.ts';
 import { healthClient } from '../support/grpc/echo.ts';
 import type { PemPair } from '../../operator/pki/issue.ts';
 import {
+  applyEndpoint,
   applyMock,
   clientView,
+  createInjectedNamespace,
   helm,
   helmInstall,
   httpsTo,
@@ -43,18 +46,13 @@ const GRPC_MOCK = `
 const json = kubectlJson;
 const SERVING = 1;
 
-function endpoint(name: string, app: string) {
+function endpointSpec(app: string): MtlsEndpointSpec {
   return {
-    apiVersion: 'mtls.operator.dev/v1alpha1',
-    kind: 'MtlsEndpoint',
-    metadata: { name, namespace: NS },
-    spec: {
-      podSelector: { matchLabels: { app } },
-      upstreamPort: UPSTREAM,
-      upstreamProtocol: 'auto',
-      listeners: [{ mode: 'strict', port: STRICT }],
-      clients: [{ name: 'caller' }],
-    },
+    podSelector: { matchLabels: { app } },
+    upstreamPort: UPSTREAM,
+    upstreamProtocol: 'auto',
+    listeners: [{ mode: 'strict', port: STRICT }],
+    clients: [{ name: 'caller' }],
   };
 }
 
@@ -114,10 +112,9 @@ describe('upstreamProtocol auto on the real node', () => {
 
   it('finds h2c behind a gRPC mock and http1 behind the echo mock, says so in status, and both serve every client', async () => {
     await helmInstall();
-    await kubectl(['create', 'namespace', NS]);
-    await kubectl(['label', 'namespace', NS, 'mtls.operator.dev/injection=enabled']);
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint('grpc', 'grpc-mock')));
-    await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint('echo', 'echo-mock')));
+    await createInjectedNamespace(NS);
+    await applyEndpoint(NS, 'grpc', endpointSpec('grpc-mock'));
+    await applyEndpoint(NS, 'echo', endpointSpec('echo-mock'));
     await applyMock({ name: 'grpc-mock', namespace: NS, port: UPSTREAM, command: ['node', '-e', GRPC_MOCK] });
     await applyMock({ name: 'echo-mock', namespace: NS, port: UPSTREAM });
     const grpcPod = await readyPod('grpc-mock');

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { PemPair } from '../../../operator/pki/issue.ts';
 import { echoMockDeployment } from '../../../local/podsim/mock-upstream.ts';
+import { ENDPOINT_RESOURCE, INJECTION_NAMESPACE_LABEL, type MtlsEndpointSpec } from '../../../operator/api/types.ts';
 import { kubectl } from '../../support/cluster.ts';
 
 /** What the real-node global setup hands the tests (through MTLS_TEST_CONTROL_PLANE_STATE, like the other tier). */
@@ -59,6 +60,19 @@ export async function clientView(secret: string, namespace: string): Promise<{ c
 }
 
 /** Helm against the node, as a person would run it. */
+/** A namespace whose pods the webhook injects (the label the README tells users to set). */
+export async function createInjectedNamespace(namespace: string): Promise<void> {
+  await kubectl(['create', 'namespace', namespace]);
+  await kubectl(['label', 'namespace', namespace, `${INJECTION_NAMESPACE_LABEL}=enabled`]);
+}
+
+/** Applies an MtlsEndpoint with kubectl, as a user would. */
+export async function applyEndpoint(namespace: string, name: string, spec: MtlsEndpointSpec): Promise<void> {
+  const { group, version } = ENDPOINT_RESOURCE;
+  const endpoint = { apiVersion: `${group}/${version}`, kind: 'MtlsEndpoint', metadata: { name, namespace }, spec };
+  await kubectl(['apply', '-f', '-'], JSON.stringify(endpoint));
+}
+
 /**
  * Applies a mock Deployment from the product image (the echo mock, or `command` instead) labelled app=NAME, the
  * label an endpoint's podSelector names; `adjust` edits it first (e.g. its grace period).
