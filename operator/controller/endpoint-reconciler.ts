@@ -257,7 +257,7 @@ export class EndpointReconciler {
     if (protocol.retry) tally.wakeAt.push(now.getTime() + UNKNOWN_RETRY_MS);
     const existing = snap.secret(testServersSecretName(snap.name));
     const bad = await testServersPlan({
-      ...snap,
+      ep: snap.ep,
       spec,
       existing,
       ca: state.current,

@@ -1,6 +1,5 @@
 import type { V1Secret } from '@kubernetes/client-node';
 import { X509Certificate } from 'node:crypto';
-import { renewBeforeMs } from '../api/defaults.ts';
 import {
   CERTIFICATE_LABEL,
   type KeyAlgorithm,
@@ -9,8 +8,8 @@ import {
   testServersSecretName,
 } from '../api/types.ts';
 import { encodeSecretData, secretText } from '../kube/secret-data.ts';
-import { verifyIssuedBy } from '../pki/inspect.ts';
-import { issueCA, issueExpiredServer, issueServer, type PemPair } from '../pki/issue.ts';
+import { issuedBy } from '../pki/certs.ts';
+import { issueCA, issueExpiredServer, issueServer, type PemPair, renewalTime } from '../pki/issue.ts';
 import { TEST_SERVER_FILES, WRONG_HOST_NAME } from '../../sidecar/test-listeners.ts';
 import { type DesiredSecret, endpointOwnerReference, type Write } from './owned-objects.ts';
 import type { Note } from './plan.ts';
@@ -66,7 +65,7 @@ export type TestServersDecision =
 /** Why a part must be issued now, or undefined to keep it. */
 export function partIssueReason(part: TestServerPart, facts: PartFacts | undefined, input: TestServersInput) {
   if (!facts) return 'missing';
-  const renewAt = renewalOf(facts, input.renewBeforeMs);
+  const renewAt = renewalTime(facts.notBefore, facts.notAfter, input.renewBeforeMs);
   switch (part) {
     case 'expired':
       if (!facts.signedByEndpointCa) return "not signed by the endpoint's current CA";
@@ -89,11 +88,6 @@ function sameNames(held: readonly string[], wanted: readonly string[]): boolean 
   return set.size === new Set(wanted).size && wanted.every((name) => set.has(name));
 }
 
-function renewalOf(facts: PartFacts, renewBefore: number | undefined): Date {
-  const lifetime = facts.notAfter.getTime() - facts.notBefore.getTime();
-  return new Date(facts.notAfter.getTime() - renewBeforeMs(lifetime, renewBefore));
-}
-
 /** What to do with the test-servers Secret, from the facts only. */
 export function decideTestServers(input: TestServersInput): TestServersDecision {
   if (!input.wanted) return input.exists ? { action: 'delete' } : { action: 'none' };
@@ -103,7 +97,9 @@ export function decideTestServers(input: TestServersInput): TestServersDecision 
   });
   const wakeAt = (['wrongHost', 'untrusted', 'foreignCa'] as const).flatMap((part) => {
     const facts = input.facts[part];
-    return facts && !issue.some((i) => i.part === part) ? [renewalOf(facts, input.renewBeforeMs).getTime()] : [];
+    return facts && !issue.some((i) => i.part === part)
+      ? [renewalTime(facts.notBefore, facts.notAfter, input.renewBeforeMs).getTime()]
+      : [];
   });
   return { action: 'write', issue, wakeAt };
 }
@@ -127,7 +123,7 @@ export async function inspectTestServers(
     facts[part] = {
       notBefore: new Date(cert.validFrom),
       notAfter: new Date(cert.validTo),
-      signedByEndpointCa: (await verifyIssuedBy(certPem, caPem)).ok,
+      signedByEndpointCa: await issuedBy(certPem, caPem),
       dnsNames: (cert.subjectAltName ?? '')
         .split(', ')
         .filter((entry) => entry.startsWith('DNS:'))
