@@ -164,16 +164,8 @@ export class EndpointController {
     const enqueue = (obj: MtlsEndpoint) => this.queue.add(`${obj.metadata!.namespace}/${obj.metadata!.name}`);
     this.endpoints.on('add', enqueue);
     this.endpoints.on('delete', enqueue);
-    // Status writes bump resourceVersion but not generation: skip those, as GenerationChangedPredicate does,
-    // but not a renewal request, which is an annotation (metadata changes leave the generation alone).
-    let lastGeneration = new Map<string, string>();
-    this.endpoints.on('update', (obj) => {
-      const key = `${obj.metadata!.namespace}/${obj.metadata!.name}`;
-      const generation = `${obj.metadata?.generation}|${obj.metadata?.annotations?.[RENEW_REQUESTED_ANNOTATION] ?? ''}`;
-      if (lastGeneration.get(key) !== generation || obj.metadata?.deletionTimestamp) this.queue.add(key);
-      lastGeneration.set(key, generation);
-      if (lastGeneration.size > 100_000) lastGeneration = new Map();
-    });
+    // Not its own status writes; a renewal request is an annotation, which leaves the generation alone.
+    this.endpoints.onSpecUpdate(enqueue, (obj) => obj.metadata?.annotations?.[RENEW_REQUESTED_ANNOTATION] ?? '');
     type Owned = V1Secret | V1Service | V1NetworkPolicy;
     const enqueueOwner = (obj: Owned) => {
       const endpoint = obj.metadata?.labels?.[ENDPOINT_LABEL];

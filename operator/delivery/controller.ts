@@ -36,6 +36,7 @@ import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import {
   decideDelivery,
+  deliveryBlocked,
   type DeliveryDecision,
   type DeliverySnapshot,
   type DeliveryWrite,
@@ -158,8 +159,12 @@ export class DeliveryController {
         if (ref.namespace === namespace && ref.name === endpoint) enqueue(request);
       }
     };
+    // Delivery reads an endpoint's spec (its clients and consents), never its status.
+    const onEndpoint = (ep: MtlsEndpoint) => enqueueNaming(ep.metadata?.namespace, ep.metadata?.name);
+    this.endpoints.on('add', onEndpoint);
+    this.endpoints.on('delete', onEndpoint);
+    this.endpoints.onSpecUpdate(onEndpoint);
     for (const verb of ['add', 'update', 'delete'] as const) {
-      this.endpoints.on(verb, (ep) => enqueueNaming(ep.metadata?.namespace, ep.metadata?.name));
       const onCopyOrSource = (obj: V1Secret | V1ConfigMap) => {
         const labels = obj.metadata?.labels ?? {};
         enqueueNaming(obj.metadata?.namespace, labels[ENDPOINT_LABEL]);
@@ -241,13 +246,18 @@ export class DeliveryController {
       deliveredConfigMaps,
       // Learnt only from a create answering 409 (below): each pass tries again, so a name freed is used.
       targetTaken: false,
-      keystores: await this.keystores(
+      keystores: undefined as DeliverySnapshot['keystores'],
+      now: this.now(),
+    };
+    // PKCS#12 stores (a password read and PBKDF2) only for a copy that will be written: a request blocked on a
+    // missing consent is looked at every pass.
+    if (!deliveryBlocked(snapshot)) {
+      snapshot.keystores = await this.keystores(
         request,
         source,
         deliveredSecrets.find((s) => s.metadata?.name === target),
-      ),
-      now: this.now(),
-    };
+      );
+    }
     let decision = decideDelivery(snapshot);
     try {
       for (const write of decision.writes) await this.perform(namespace, write);

@@ -123,6 +123,47 @@ export function requestedPkcs12(request: MtlsCredentialRequest): Pkcs12Request |
   };
 }
 
+/**
+ * Why nothing can be delivered for the request yet (the endpoint, its consent or its Secret), or undefined: pure,
+ * and cheap enough to ask before anything is built for a copy.
+ */
+export function deliveryBlocked(s: Pick<DeliverySnapshot, 'request' | 'endpoint' | 'source'>): Blocked | undefined {
+  const { request } = s;
+  const namespace = request.metadata!.namespace!;
+  const ref = endpointRef(request);
+  const epName = `${ref.namespace}/${ref.name}`;
+  const client = request.spec.client;
+  const what = client ? `client ${client}'s credentials` : 'the CA bundle';
+  const ep = s.endpoint;
+  if (!ep || ep.metadata?.deletionTimestamp) {
+    return { reason: 'EndpointNotFound', message: `MtlsEndpoint ${epName} does not exist.` };
+  }
+  if (client && !(ep.spec.clients ?? []).some((c) => c.name === client)) {
+    return {
+      reason: 'ClientNotFound',
+      message: `MtlsEndpoint ${epName} has no client ${client} in spec.clients (a removed client is revoked).`,
+    };
+  }
+  if (!endpointAllows(ep, namespace, client)) {
+    const field = client ? `spec.clients[name=${client}].allowedNamespaces` : 'spec.trustBundle.allowedNamespaces';
+    return {
+      reason: 'NotAllowed',
+      message: `MtlsEndpoint ${epName} does not allow namespace ${namespace} to receive ${what}: its owner must add ${namespace} to ${field}.`,
+    };
+  }
+  const source = s.source;
+  const owned = source?.metadata?.labels?.[ENDPOINT_LABEL] === ref.name;
+  const missing = (client ? REQUIRED_CLIENT_KEYS : [SECRET_KEYS.caCert]).filter((k) => !source?.data?.[k]);
+  if (!source || !owned || missing.length > 0) {
+    const why = !source ? 'is missing' : !owned ? "is not labelled as the endpoint's" : `lacks ${missing.join(', ')}`;
+    return {
+      reason: 'NotIssued',
+      message: `MtlsEndpoint ${epName} has not issued ${what} yet (Secret ${ref.namespace}/${sourceSecretName(request)} ${why}); delivery follows as soon as it does.`,
+    };
+  }
+  return undefined;
+}
+
 export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   const { request } = s;
   const namespace = request.metadata!.namespace!;
@@ -132,36 +173,7 @@ export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   const target = targetName(request);
   const what = client ? `client ${client}'s credentials` : 'the CA bundle';
 
-  const blocked = ((): Blocked | undefined => {
-    const ep = s.endpoint;
-    if (!ep || ep.metadata?.deletionTimestamp) {
-      return { reason: 'EndpointNotFound', message: `MtlsEndpoint ${epName} does not exist.` };
-    }
-    if (client && !(ep.spec.clients ?? []).some((c) => c.name === client)) {
-      return {
-        reason: 'ClientNotFound',
-        message: `MtlsEndpoint ${epName} has no client ${client} in spec.clients (a removed client is revoked).`,
-      };
-    }
-    if (!endpointAllows(ep, namespace, client)) {
-      const field = client ? `spec.clients[name=${client}].allowedNamespaces` : 'spec.trustBundle.allowedNamespaces';
-      return {
-        reason: 'NotAllowed',
-        message: `MtlsEndpoint ${epName} does not allow namespace ${namespace} to receive ${what}: its owner must add ${namespace} to ${field}.`,
-      };
-    }
-    const source = s.source;
-    const owned = source?.metadata?.labels?.[ENDPOINT_LABEL] === ref.name;
-    const missing = (client ? REQUIRED_CLIENT_KEYS : [SECRET_KEYS.caCert]).filter((k) => !source?.data?.[k]);
-    if (!source || !owned || missing.length > 0) {
-      const why = !source ? 'is missing' : !owned ? "is not labelled as the endpoint's" : `lacks ${missing.join(', ')}`;
-      return {
-        reason: 'NotIssued',
-        message: `MtlsEndpoint ${epName} has not issued ${what} yet (Secret ${ref.namespace}/${sourceSecretName(request)} ${why}); delivery follows as soon as it does.`,
-      };
-    }
-    return undefined;
-  })();
+  const blocked = deliveryBlocked(s);
 
   const desired = blocked ? undefined : desiredObject(s, target);
   const existing = [

@@ -78,6 +78,22 @@ export class ResilientInformer<T extends KubernetesObject> {
     this.inner.on(verb, handler);
   }
 
+  /**
+   * `handler` on an update that changed what a controller reads: the generation (the spec), `extra` (say an
+   * annotation, whose change leaves the generation alone), or a deletion begun. Status writes bump only the
+   * resourceVersion and are skipped, as controller-runtime's GenerationChangedPredicate does.
+   */
+  onSpecUpdate(handler: Handler<T>, extra: (obj: T) => string = () => ''): void {
+    let seen = new Map<string, string>();
+    this.inner.on('update', (obj) => {
+      const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
+      const state = `${obj.metadata?.generation}|${extra(obj)}`;
+      if (seen.get(key) !== state || obj.metadata?.deletionTimestamp) handler(obj);
+      seen.set(key, state);
+      if (seen.size > 100_000) seen = new Map();
+    });
+  }
+
   get(name: string, namespace?: string): T | undefined {
     return this.inner.get(name, namespace);
   }
