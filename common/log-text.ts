@@ -30,6 +30,9 @@ export function errorMessage(err: unknown): string {
   return redactPrivateKeys(text);
 }
 
+/** The levels of the operator's and the sidecar's logs (--log-level), quietest first. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+
 /** The two line formats of the operator's and the sidecar's logs (--log-format, MTLS_LOG_FORMAT). */
 export const LOG_FORMATS = ['json', 'text'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];

@@ -1,5 +1,5 @@
 import { type FlagSpecs, helpText, parseFlags, UsageError } from '../common/flags.ts';
-import { isLogFormat, LOG_FORMATS, type LogFormat } from '../common/log-text.ts';
+import { isLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat } from '../common/log-text.ts';
 
 /**
  * The sidecar's command line, defined once: `parseSidecarArgs` reads it, `renderSidecarArgs` writes it (the
@@ -167,7 +167,7 @@ export const SIDECAR_FLAGS = {
 } as const satisfies FlagSpecs;
 
 /** The levels the sidecar's --log-level takes (the operator's --sidecar-log-level and the chart's alike). */
-export const SIDECAR_LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export const SIDECAR_LOG_LEVELS = LOG_LEVELS;
 
 export interface Listener {
   mode: Mode;

@@ -12,7 +12,7 @@ import { helpText, parseFlags, UsageError } from '../../common/flags.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
 import { deploymentOwnerReference } from '../kube/owner.ts';
 import { errorMessage, logger, setLogFormat, setLogLevel } from '../log.ts';
-import { isLogFormat, LOG_FORMATS } from '../../common/log-text.ts';
+import { isLogFormat, LOG_FORMATS, LOG_LEVELS } from '../../common/log-text.ts';
 import { OperatorMetrics } from '../metrics.ts';
 import { untilSignal } from '../../common/signals.ts';
 
@@ -120,7 +120,6 @@ function json<T>(flag: string, value: string): T {
   }
 }
 
-const LOG_LEVELS = ['error', 'warn', 'info', 'debug'];
 const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'];
 
 function logFormat(flag: string, value: string) {
@@ -143,7 +142,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (flags['log-level']) {
-    if (!LOG_LEVELS.includes(flags['log-level'])) {
+    if (!(LOG_LEVELS as readonly string[]).includes(flags['log-level'])) {
       throw new UsageError(`--log-level: "${flags['log-level']}" is not one of ${LOG_LEVELS.join(', ')}`);
     }
     setLogLevel(flags['log-level']);

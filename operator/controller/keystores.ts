@@ -1,9 +1,10 @@
 import type { V1Secret } from '@kubernetes/client-node';
 import { type Pkcs12Profile, SECRET_KEYS } from '../api/types.ts';
+import { secretText } from '../kube/secret-data.ts';
+import { issuedBy } from '../pki/certs.ts';
 import { keystoreInputsDigest, pkcs12Keystore, pkcs12Truststore } from '../pki/pkcs12.ts';
 import { parseCertificates } from '../pki/inspect.ts';
 import { certificateToPem } from '../pki/x509.ts';
-import { verifyIssuedBy } from '../pki/inspect.ts';
 
 /**
  * The PKCS#12 keystores of a client Secret (spec.clients[].keystores.pkcs12): what to write, decided from the
@@ -41,8 +42,7 @@ export function keystorePassword(
       problem: `Secret ${where.namespace}/${request.passwordSecret} (${field}) does not exist, so client ${where.client}'s keystore.p12 and truststore.p12 cannot be written; ${fix}.`,
     };
   }
-  const value = secret.data?.[request.passwordKey];
-  const password = value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+  const password = secretText(secret, request.passwordKey);
   if (!password) {
     return {
       problem: `Secret ${where.namespace}/${request.passwordSecret} (${field}) has ${password === '' ? 'an empty' : 'no'} key ${request.passwordKey}, so client ${where.client}'s keystore.p12 and truststore.p12 cannot be written; put the password under that key, or set ${field}.key to the key that holds it.`,
@@ -124,6 +124,6 @@ export async function pkcs12Content(input: {
 /** The CAs of the bundle that signed the certificate (one; none if the bundle is being repaired), PEM. */
 async function issuersOf(certPem: string, caPem: string): Promise<string> {
   const cas = parseCertificates(caPem).map(certificateToPem);
-  const signed = await Promise.all(cas.map(async (ca) => (await verifyIssuedBy(certPem, ca)).ok));
+  const signed = await Promise.all(cas.map((ca) => issuedBy(certPem, ca)));
   return cas.filter((_, i) => signed[i]).join('');
 }
