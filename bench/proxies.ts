@@ -22,6 +22,9 @@ export const REQUESTS = Number(process.env.MTLS_BENCH_REQUESTS ?? 20_000);
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** Each figure's median over runs that measured the same figures. */
+export const medianFigures = (runs: Record<string, number>[]): Record<string, number> =>
+  Object.fromEntries(Object.keys(runs[0]!).map((k) => [k, median(runs.map((r) => r[k]!))]));
 export const DAY = 86_400_000;
 /** One core for the proxy, the other for the load tools and the mock. */
 export const PROXY_CPU = '0';

@@ -26,7 +26,7 @@ import {
   LOAD_CPU,
   materials,
   type Materials,
-  median,
+  medianFigures,
   NODE_ENV,
   PROXY_CPU,
   ROOT,
@@ -202,9 +202,6 @@ const TCP_VIA = {
   haproxy: 'haproxy mode tcp',
 } as const;
 
-const medianRow = (runs: Row[]): Row =>
-  Object.fromEntries(Object.keys(runs[0]!).map((k) => [k, median(runs.map((r) => r[k]!))]));
-
 /** The newest profile a stopped sidecar wrote into `dir`, summarised. */
 function summariseProfile(dir: string): string {
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
@@ -288,7 +285,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
     sink.kill('SIGTERM');
   }
   const medians = (runs: Record<string, Row[]>) =>
-    Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianRow(r)]));
+    Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianFigures(r)]));
   return { grpc: medians(grpcRuns), tcp: medians(tcpRuns), profiles };
 }
 

@@ -29,7 +29,7 @@ import {
   LOAD_CPU,
   materials,
   type Materials,
-  median,
+  medianFigures,
   NODE_ENV,
   procHwmMiB,
   procRssMiB,
@@ -122,10 +122,7 @@ try {
 }
 
 const medians: Record<string, Figures> = Object.fromEntries(
-  Object.entries(runs).map(([subject, list]) => [
-    subject,
-    Object.fromEntries(Object.keys(list[0]!).map((k) => [k, median(list.map((f) => f[k]!))])),
-  ]),
+  Object.entries(runs).map(([subject, list]) => [subject, medianFigures(list)]),
 );
 const fmt = (n: number | undefined, digits: number) =>
   n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : 'n/a';

@@ -34,6 +34,7 @@ import {
   LOAD_CPU,
   materials,
   median,
+  medianFigures,
   peakRssMiB,
   PROXY_CPU,
   proxyPids,
@@ -59,8 +60,6 @@ const twoCores: Record<string, Figures> = {};
 const dir = mkdtempSync(join(tmpdir(), 'mtls-bench-'));
 const mock = await startMock(dir);
 const directRuns: { p50: number; p99: number }[] = [];
-const medians = (runs: Figures[]): Figures =>
-  Object.fromEntries(Object.keys(runs[0]!).map((k) => [k, median(runs.map((r) => r[k]!))]));
 try {
   for (const algorithm of ['ECDSA-P256', 'RSA-2048'] as KeyAlgorithm[]) {
     const m = await materials(mkdtempSync(join(dir, `${algorithm}-`)), algorithm);
@@ -95,10 +94,9 @@ try {
         }
       }
     }
-    oneCore[algorithm] = Object.fromEntries(Object.entries(runs).map(([name, r]) => [name, medians(r)])) as Record<
-      ProxyName,
-      Figures
-    >;
+    oneCore[algorithm] = Object.fromEntries(
+      Object.entries(runs).map(([name, r]) => [name, medianFigures(r)]),
+    ) as Record<ProxyName, Figures>;
   }
 
   // The whole machine: two workers each, two load generators; the mock keeps running where it is.
@@ -126,7 +124,7 @@ try {
       }
     }
   }
-  for (const [name, r] of Object.entries(runs)) twoCores[name] = medians(r);
+  for (const [name, r] of Object.entries(runs)) twoCores[name] = medianFigures(r);
 } finally {
   await mock.stop();
 }

@@ -23,7 +23,7 @@ import type { ForwardContext } from './forward.ts';
 import type { StreamProtocol } from './flags.ts';
 import { IDENTITY_HEADERS } from './http1.ts';
 import type { RefusalReason } from './refusal-log.ts';
-import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
+import { h2cAuthority, type UpstreamProtocolChoice } from './upstream-protocol.ts';
 
 /**
  * HTTP/2 clients (ALPN `h2`): Node's own node:http2 (nghttp2) reads the frames, HPACK and flow control; this
@@ -176,7 +176,7 @@ class H2cUpstream {
   private readonly authority: string;
 
   constructor(host: string, port: number) {
-    this.authority = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.authority = h2cAuthority(host, port);
   }
 
   get(): ClientHttp2Session {

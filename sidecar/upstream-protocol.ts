@@ -58,6 +58,9 @@ export function probeDelayMs(failed: number, backoff = PROBE_BACKOFF_MS): number
   return Math.min(backoff.max, backoff.first * 2 ** Math.max(0, failed - 1));
 }
 
+/** The h2c URL node:http2 connects to (an IPv6 address in brackets). */
+export const h2cAuthority = (host: string, port: number) => `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
 /** One probe of host:port, bounded by `timeoutMs` (and ended by `signal`); never rejects. */
 export function probeUpstream(
   host: string,
@@ -66,7 +69,7 @@ export function probeUpstream(
   signal?: AbortSignal,
 ): Promise<ProbeOutcome> {
   return new Promise((resolve) => {
-    const authority = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const authority = h2cAuthority(host, port);
     let connected = false;
     let outcome: ProbeOutcome | undefined;
     const settle = (value: ProbeOutcome) => (outcome ??= value);
@@ -135,7 +138,6 @@ export class UpstreamProtocolChoice {
   private lastProbeEnded = 0;
   private failed = 0;
   private silent = 0;
-  private stopped = false;
   /** Ends a probe in flight when the sidecar stops. */
   private readonly stopping = new AbortController();
 
@@ -165,12 +167,12 @@ export class UpstreamProtocolChoice {
   forStream(): StreamProtocol | Promise<StreamProtocol> {
     if (this.state.detected !== 'unknown') return this.state.detected;
     if (this.inFlight) return this.inFlight;
-    if (!this.stopped && performance.now() - this.lastProbeEnded >= STREAM_PROBE_INTERVAL_MS) return this.probe();
+    if (!this.stopping.signal.aborted && performance.now() - this.lastProbeEnded >= STREAM_PROBE_INTERVAL_MS)
+      return this.probe();
     return 'http1';
   }
 
   stop(): void {
-    this.stopped = true;
     clearTimeout(this.timer);
     this.stopping.abort();
   }
@@ -187,7 +189,7 @@ export class UpstreamProtocolChoice {
   }
 
   private judge(outcome: ProbeOutcome): StreamProtocol {
-    if (this.stopped) return this.state.detected === 'unknown' ? 'http1' : this.state.detected;
+    if (this.stopping.signal.aborted) return this.state.detected === 'unknown' ? 'http1' : this.state.detected;
     const verdict = decideUpstreamProtocol(outcome, this.silent);
     if (outcome.connected && outcome.answer === 'silent') this.silent++;
     this.state = {
