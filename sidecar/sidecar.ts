@@ -1,10 +1,10 @@
-import type { AddressInfo } from 'node:net';
 import { type RunningAdmin, startAdmin } from './admin.ts';
 import { errorMessage } from '../common/log-text.ts';
 import { logger } from './log.ts';
 import type { ResolvedSidecarConfig } from './flags.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { startSweeper } from './forward.ts';
+import { listenAll } from './listen.ts';
 import type { MetricSnapshot } from './prometheus.ts';
 import { contextOptions, createListener } from './proxy.ts';
 import { RefusalLog } from './refusal-log.ts';
@@ -80,17 +80,11 @@ export async function startSidecar(
     config.upstreamTimeoutMs,
   );
   const stopSweeper = startSweeper(contexts, Math.max(10, Math.min(1_000, Math.floor(smallest / 4))));
-  const ports: number[] = [];
-  for (const [i, server] of servers.entries()) {
-    ports.push(
-      await new Promise<number>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ port: config.listen[i]!.port, host: '0.0.0.0', reusePort: options.reusePort }, () =>
-          resolve((server.address() as AddressInfo).port),
-        );
-      }),
-    );
-  }
+  const ports = await listenAll(
+    servers,
+    config.listen.map((l) => l.port),
+    options.reusePort,
+  );
   const testListeners = await startTestListeners(config, material, log, { reusePort: options.reusePort });
   let ready = true;
 
@@ -126,10 +120,6 @@ export async function startSidecar(
   const stopWatching = watchTlsDir(config.tlsDir, () => {
     reloading = reloading.then(reload, reload);
   });
-  // The bad certificates change only when the operator re-issues one; the normal material is the latest loaded.
-  const stopWatchingTest = config.testTlsDir
-    ? watchTlsDir(config.testTlsDir, () => testListeners.reload(material), 30_000)
-    : () => undefined;
 
   const [adminHost, adminPortText] = [
     config.admin.slice(0, config.admin.lastIndexOf(':')),
@@ -173,7 +163,6 @@ export async function startSidecar(
       ready = false;
       stopWatching();
       protocolChoice.stop();
-      stopWatchingTest();
       await testListeners.stop();
       // No new connections; idle keep-alive connections close now, busy ones after their response.
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

@@ -6,7 +6,8 @@ import { createServer, type Server, type TlsOptions, type TLSSocket } from 'node
 import { errorMessage } from '../common/log-text.ts';
 import type { ResolvedSidecarConfig, TestListener, TestListenerKind } from './flags.ts';
 import type { Logger } from './log.ts';
-import type { TlsMaterial } from './tls-material.ts';
+import { listenAll } from './listen.ts';
+import { type TlsMaterial, watchTlsDir } from './tls-material.ts';
 
 /**
  * The bad servers of --test-listen: listeners that misbehave on purpose so that a client team can prove its
@@ -205,47 +206,46 @@ export async function startTestListeners(
     return server;
   }
 
-  const ports: number[] = [];
-  for (const [i, server] of servers.entries()) {
-    ports.push(
-      await new Promise<number>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ port: config.testListen[i]!.port, host: '0.0.0.0', reusePort: options.reusePort }, () =>
-          resolve((server.address() as AddressInfo).port),
-        );
-      }),
-    );
-  }
-  if (servers.length) {
-    log.info('test listeners serving: they misbehave on purpose and never reach the upstream', {
-      testListeners: config.testListen.map((l, i) => `${l.kind}=${ports[i]}`),
-    });
-  }
+  const ports = await listenAll(
+    servers,
+    config.testListen.map((l) => l.port),
+    options.reusePort,
+  );
+  // The bad certificates change only when the operator re-issues one; the normal material is the latest given.
+  let latest = normal;
+  const stopWatching = watchTlsDir(dir, () => rebuild(latest), 30_000);
+  log.info('test listeners serving: they misbehave on purpose and never reach the upstream', {
+    testListeners: config.testListen.map((l, i) => `${l.kind}=${ports[i]}`),
+  });
   return {
     ports,
-    reload(next) {
-      const current = readTestServerFiles(dir);
-      const inputs = inputsOf(next, current);
-      if (inputs === builtFrom) return;
-      builtFrom = inputs;
-      for (const [i, server] of servers.entries()) {
-        const { kind } = config.testListen[i]!;
-        try {
-          server.setSecureContext(testListenerOptions(kind, next.options, current));
-        } catch (err) {
-          log.error('test listener: the new files cannot be used; still serving the previous ones', {
-            testListener: kind,
-            error: errorMessage(err),
-          });
-        }
-      }
-    },
+    reload: rebuild,
     async stop() {
+      stopWatching();
       const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const socket of sockets) socket.destroy();
       await Promise.all(closed);
     },
   };
+
+  function rebuild(next: TlsMaterial): void {
+    latest = next;
+    const current = readTestServerFiles(dir);
+    const inputs = inputsOf(next, current);
+    if (inputs === builtFrom) return;
+    builtFrom = inputs;
+    for (const [i, server] of servers.entries()) {
+      const { kind } = config.testListen[i]!;
+      try {
+        server.setSecureContext(testListenerOptions(kind, next.options, current));
+      } catch (err) {
+        log.error('test listener: the new files cannot be used; still serving the previous ones', {
+          testListener: kind,
+          error: errorMessage(err),
+        });
+      }
+    }
+  }
 }
 
 function inputsOf(normal: TlsMaterial, files: Readonly<Record<string, string>>): string {
