@@ -178,6 +178,7 @@ export async function run(argv: string[]): Promise<number> {
     metrics,
     resyncMs: duration('resync', flags.resync),
     namespace: flags.namespace,
+    shared: controller.sharedInformers,
   });
   const operatorNamespace = flags['operator-namespace'] ?? process.env.POD_NAMESPACE ?? 'default';
   const owner = flags['owner-deployment']

@@ -179,6 +179,11 @@ export class EndpointController {
     }
   }
 
+  /** The endpoint and managed-Secret caches, for the delivery controller to read instead of keeping its own. */
+  get sharedInformers(): { endpoints: ResilientInformer<MtlsEndpoint>; secrets: ResilientInformer<V1Secret> } {
+    return { endpoints: this.endpoints, secrets: this.secrets };
+  }
+
   private get informers() {
     return [this.endpoints, this.secrets, this.services, this.networkPolicies, this.pods] as ResilientInformer<never>[];
   }

@@ -54,6 +54,11 @@ export interface DeliveryControllerOptions {
   now?: () => Date;
   /** Watch one namespace only (a namespace-scoped install: then only requests in it can be served). */
   namespace?: string;
+  /**
+   * The endpoint controller's caches of the endpoints and the managed Secrets (the same watches): read here,
+   * started and stopped by their owner, so the operator keeps one copy of every Secret rather than two.
+   */
+  shared?: { endpoints: ResilientInformer<MtlsEndpoint>; secrets: ResilientInformer<V1Secret> };
 }
 
 const MANAGED = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
@@ -124,16 +129,18 @@ export class DeliveryController {
         { name: `delivery-${resource.plural}` },
       );
     this.requests = customInformer<MtlsCredentialRequest>(REQUEST_RESOURCE);
-    this.endpoints = customInformer<MtlsEndpoint>(ENDPOINT_RESOURCE);
-    this.secrets = new ResilientInformer<V1Secret>(
-      kc,
-      `/api/v1${scope}/secrets`,
-      () =>
-        ns
-          ? this.core.listNamespacedSecret({ namespace: ns, labelSelector: MANAGED })
-          : this.core.listSecretForAllNamespaces({ labelSelector: MANAGED }),
-      { labelSelector: MANAGED, name: 'delivery-secrets' },
-    );
+    this.endpoints = options.shared?.endpoints ?? customInformer<MtlsEndpoint>(ENDPOINT_RESOURCE);
+    this.secrets =
+      options.shared?.secrets ??
+      new ResilientInformer<V1Secret>(
+        kc,
+        `/api/v1${scope}/secrets`,
+        () =>
+          ns
+            ? this.core.listNamespacedSecret({ namespace: ns, labelSelector: MANAGED })
+            : this.core.listSecretForAllNamespaces({ labelSelector: MANAGED }),
+        { labelSelector: MANAGED, name: 'delivery-secrets' },
+      );
     this.configMaps = new ResilientInformer<V1ConfigMap>(
       kc,
       `/api/v1${scope}/configmaps`,
@@ -182,8 +189,14 @@ export class DeliveryController {
     >[];
   }
 
+  /** The informers this controller made (the shared ones are its owner's to start and stop). */
+  private get ownInformers() {
+    const shared = new Set<unknown>([this.options.shared?.endpoints, this.options.shared?.secrets]);
+    return this.informers.filter((informer) => !shared.has(informer));
+  }
+
   async start(): Promise<void> {
-    await Promise.all(this.informers.map((informer) => informer.start()));
+    await Promise.all(this.ownInformers.map((informer) => informer.start()));
     await Promise.all(this.informers.map((informer) => informer.hasSynced()));
     this.workersDone = runWorkers(this.queue, this.options.workers ?? 2, (key) => this.reconcile(key), this.log);
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.options.resyncMs ?? 10 * 60_000);
@@ -206,7 +219,7 @@ export class DeliveryController {
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
     this.queue.shutDown();
-    await Promise.all(this.informers.map((informer) => informer.stop()));
+    await Promise.all(this.ownInformers.map((informer) => informer.stop()));
     await this.workersDone;
   }
 
