@@ -4,12 +4,9 @@ import { sidecarContainerOf } from '../api/injection.ts';
 import { selectorMatches } from '../kube/selectors.ts';
 
 /** Counts the selected pods that run the sidecar and reports those that do not, with the fix. */
-export function podReport(
-  pods: readonly V1Pod[],
-  selector: V1LabelSelector | undefined,
-  namespace: string,
-): { injected: number; degraded?: { reason: string; message: string } } {
-  const selected = pods.filter(
+/** The endpoint's pods: selected, not opted out of injection, neither being deleted nor finished. */
+export function selectedPods(pods: readonly V1Pod[], selector: V1LabelSelector | undefined): V1Pod[] {
+  return pods.filter(
     (pod) =>
       !pod.metadata?.deletionTimestamp &&
       pod.status?.phase !== 'Succeeded' &&
@@ -17,6 +14,14 @@ export function podReport(
       selectorMatches(selector, pod.metadata?.labels ?? {}) &&
       pod.metadata?.annotations?.[INJECT_ANNOTATION] !== 'false',
   );
+}
+
+export function podReport(
+  pods: readonly V1Pod[],
+  selector: V1LabelSelector | undefined,
+  namespace: string,
+): { injected: number; degraded?: { reason: string; message: string } } {
+  const selected = selectedPods(pods, selector);
   const missing = selected.filter((pod) => !sidecarContainerOf(pod));
   const injected = selected.length - missing.length;
   if (missing.length === 0) return { injected };

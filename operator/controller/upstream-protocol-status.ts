@@ -2,7 +2,7 @@ import type { V1LabelSelector, V1Pod } from '@kubernetes/client-node';
 import { sidecarContainerOf } from '../api/injection.ts';
 import type { UpstreamProtocolStatus } from '../api/types.ts';
 import type { UpstreamProtocol } from '../../sidecar/flags.ts';
-import { selectorMatches } from '../kube/selectors.ts';
+import { selectedPods } from './injected-pods.ts';
 
 /**
  * status.upstreamProtocol for `spec.upstreamProtocol: auto`. Each sidecar probes its own upstream
@@ -30,7 +30,6 @@ export type UpstreamProtocolPlan =
 const isReady = (pod: V1Pod) =>
   !!pod.status?.podIP &&
   pod.status.phase === 'Running' &&
-  !pod.metadata?.deletionTimestamp &&
   !!pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
 
 export function planUpstreamProtocolStatus(input: {
@@ -40,9 +39,8 @@ export function planUpstreamProtocolStatus(input: {
   selector: V1LabelSelector | undefined;
 }): UpstreamProtocolPlan {
   if (input.requested !== 'auto') return { action: 'set', status: undefined, retry: false };
-  const ready = input.pods
+  const ready = selectedPods(input.pods, input.selector)
     .filter((pod) => isReady(pod) && !!sidecarContainerOf(pod))
-    .filter((pod) => selectorMatches(input.selector, pod.metadata?.labels ?? {}))
     .sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
   const { previous } = input;
   if (previous && previous.detected !== 'unknown' && ready.some((pod) => pod.metadata!.name === previous.pod))
