@@ -36,11 +36,13 @@ import { logger } from '../log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import {
   decideDelivery,
+  deliveredObjects,
   deliveryBlocked,
   type DeliveryDecision,
   type DeliverySnapshot,
   type DeliveryWrite,
   endpointRef,
+  withdrawals,
   requestedPkcs12,
   sourceSecretName,
   targetName,
@@ -232,20 +234,8 @@ export class DeliveryController {
     const deliveredConfigMaps = this.configMaps.list(namespace).filter(isCopy);
     if (!request || request.metadata?.deletionTimestamp) {
       // Withdrawn by the receiving side: the owner reference lets the garbage collector do this too, later.
-      for (const s of deliveredSecrets)
-        await this.perform(namespace, {
-          verb: 'delete',
-          kind: 'Secret',
-          name: s.metadata!.name!,
-          uid: s.metadata?.uid,
-        });
-      for (const c of deliveredConfigMaps)
-        await this.perform(namespace, {
-          verb: 'delete',
-          kind: 'ConfigMap',
-          name: c.metadata!.name!,
-          uid: c.metadata?.uid,
-        });
+      for (const write of withdrawals(deliveredObjects({ deliveredSecrets, deliveredConfigMaps })))
+        await this.perform(namespace, write);
       return {};
     }
     const ref = endpointRef(request);
@@ -276,8 +266,7 @@ export class DeliveryController {
       for (const write of decision.writes) await this.perform(namespace, write);
     } catch (err) {
       const create = decision.writes.find((w) => w.verb === 'create');
-      const mine = (obj: V1Secret | V1ConfigMap) => isCopyOf(obj, name);
-      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, create.kind, target, mine))) throw err;
+      if (!create || !isConflict(err) || !(await this.heldByOther(namespace, create.kind, target, isCopy))) throw err;
       decision = decideDelivery({ ...snapshot, targetTaken: true });
     }
     await this.patchStatus(request, decision.status);

@@ -164,6 +164,21 @@ export function deliveryBlocked(s: Pick<DeliverySnapshot, 'request' | 'endpoint'
   return undefined;
 }
 
+type Delivered = { kind: 'Secret'; obj: V1Secret } | { kind: 'ConfigMap'; obj: V1ConfigMap };
+
+/** The copies made for a request, with their kinds. */
+export function deliveredObjects(s: Pick<DeliverySnapshot, 'deliveredSecrets' | 'deliveredConfigMaps'>): Delivered[] {
+  return [
+    ...s.deliveredSecrets.map((obj) => ({ kind: 'Secret' as const, obj })),
+    ...s.deliveredConfigMaps.map((obj) => ({ kind: 'ConfigMap' as const, obj })),
+  ];
+}
+
+/** Deletes of copies, each bound to the uid it was decided on. */
+export function withdrawals(copies: readonly Delivered[]): DeliveryWrite[] {
+  return copies.map(({ kind, obj }) => ({ verb: 'delete', kind, name: obj.metadata!.name!, uid: obj.metadata?.uid }));
+}
+
 export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   const { request } = s;
   const namespace = request.metadata!.namespace!;
@@ -176,13 +191,10 @@ export function decideDelivery(s: DeliverySnapshot): DeliveryDecision {
   const blocked = deliveryBlocked(s);
 
   const desired = blocked ? undefined : desiredObject(s, target);
-  const existing = [
-    ...s.deliveredSecrets.map((o) => ({ kind: 'Secret' as const, obj: o })),
-    ...s.deliveredConfigMaps.map((o) => ({ kind: 'ConfigMap' as const, obj: o })),
-  ];
-  const writes: DeliveryWrite[] = existing
-    .filter(({ kind, obj }) => !desired || kind !== desired.kind || obj.metadata?.name !== target)
-    .map(({ kind, obj }) => ({ verb: 'delete', kind, name: obj.metadata!.name!, uid: obj.metadata?.uid }));
+  const existing = deliveredObjects(s);
+  const writes: DeliveryWrite[] = withdrawals(
+    existing.filter(({ kind, obj }) => !desired || kind !== desired.kind || obj.metadata?.name !== target),
+  );
 
   let outcome: Blocked | undefined = blocked;
   if (!outcome && s.keystores?.problem) outcome = { reason: 'KeystorePasswordMissing', message: s.keystores.problem };
