@@ -125,27 +125,39 @@ async function loadCA(ca: PemPair): Promise<{ certificate: x509.X509Certificate;
   return { certificate, privateKey: (await importKeyPairPem(ca.keyPem)).keys.privateKey };
 }
 
+/**
+ * A leaf signed by `opts.ca`: valid from `now` (backdated a little) for `validityMs`, cut at the CA's notAfter;
+ * or, with `window`, exactly the dates given, whatever the CA's (a test certificate meant to be out of date).
+ */
 async function issueLeaf(
   opts: Common & { ca: PemPair },
   req: Omit<Parameters<typeof issueCertificate>[0], 'publicKey' | 'notBefore' | 'notAfter'>,
+  window?: { notBefore: Date; notAfter: Date },
 ): Promise<IssuedCertificate> {
   checkCommon(opts);
   const issuer = await loadCA(opts.ca);
-  const caNotBefore = issuer.certificate.notBefore.getTime();
-  const caNotAfter = issuer.certificate.notAfter.getTime();
-  if (opts.now.getTime() >= caNotAfter) {
-    throw new PkiError(`the CA expired at ${issuer.certificate.notAfter.toISOString()}`);
+  let dates = window;
+  let clampedToCA = false;
+  if (!dates) {
+    const caNotBefore = issuer.certificate.notBefore.getTime();
+    const caNotAfter = issuer.certificate.notAfter.getTime();
+    if (opts.now.getTime() >= caNotAfter) {
+      throw new PkiError(`the CA expired at ${issuer.certificate.notAfter.toISOString()}`);
+    }
+    const notBefore = Math.max(opts.now.getTime() - BACKDATE_MS, caNotBefore);
+    let notAfter = opts.now.getTime() + opts.validityMs;
+    clampedToCA = notAfter > caNotAfter;
+    if (clampedToCA) notAfter = caNotAfter;
+    dates = { notBefore: new Date(notBefore), notAfter: new Date(notAfter) };
   }
-  const notBefore = Math.max(opts.now.getTime() - BACKDATE_MS, caNotBefore);
-  let notAfter = opts.now.getTime() + opts.validityMs;
-  const clampedToCA = notAfter > caNotAfter;
-  if (clampedToCA) notAfter = caNotAfter;
   const keys = await generateKeyPair(opts.algorithm);
-  const cert = await issueCertificate(
-    { ...req, publicKey: keys.publicKey, notBefore: new Date(notBefore), notAfter: new Date(notAfter) },
-    issuer,
-  );
+  const cert = await issueCertificate({ ...req, publicKey: keys.publicKey, ...dates }, issuer);
   return finish(cert, keys.privateKey, clampedToCA);
+}
+
+/** A server certificate's CN: its first DNS name that fits (64 characters, no wildcard), else its first IP. */
+function serverCommonName(dnsNames: readonly string[], ipAddresses: readonly string[], fallback: string): string {
+  return dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? ipAddresses[0] ?? fallback;
 }
 
 /**
@@ -155,23 +167,14 @@ async function issueLeaf(
 export async function issueExpiredServer(
   opts: Omit<Common, 'validityMs'> & { ca: PemPair; dnsNames: string[] },
 ): Promise<IssuedCertificate> {
-  checkCommon({ ...opts, validityMs: 1 });
   const day = 24 * 3600_000;
-  const issuer = await loadCA(opts.ca);
-  const keys = await generateKeyPair(opts.algorithm);
   const dnsNames = [...new Set(opts.dnsNames)];
-  const cert = await issueCertificate(
-    {
-      subject: `CN=${dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? 'mtls-operator expired test server'}`,
-      serverAuth: true,
-      dnsNames,
-      publicKey: keys.publicKey,
-      notBefore: new Date(opts.now.getTime() - 2 * day),
-      notAfter: new Date(opts.now.getTime() - day),
-    },
-    issuer,
+  const cn = serverCommonName(dnsNames, [], 'mtls-operator expired test server');
+  return issueLeaf(
+    { ...opts, validityMs: day },
+    { subject: `CN=${cn}`, serverAuth: true, dnsNames },
+    { notBefore: new Date(opts.now.getTime() - 2 * day), notAfter: new Date(opts.now.getTime() - day) },
   );
-  return finish(cert, keys.privateKey, false);
 }
 
 /** A server certificate: serverAuth only, SANs = `dnsNames` and `ipAddresses` (at least one name). */
@@ -182,8 +185,7 @@ export async function issueServer(
   const ipAddresses = [...new Set(opts.ipAddresses ?? [])];
   if (dnsNames.length + ipAddresses.length === 0)
     throw new PkiError('a server certificate needs at least one DNS name or IP address');
-  const cn =
-    dnsNames.find((name) => name.length <= 64 && !name.startsWith('*.')) ?? ipAddresses[0] ?? 'mtls-operator server';
+  const cn = serverCommonName(dnsNames, ipAddresses, 'mtls-operator server');
   return issueLeaf(opts, { subject: `CN=${cn}`, serverAuth: true, dnsNames, ipAddresses });
 }
 
