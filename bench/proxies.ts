@@ -8,7 +8,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { stripTypeScriptTypes } from 'node:module';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../local/controlplane/local-control-plane.ts';
 import { issueCA, issueClient, issueServer } from '../operator/pki/issue.ts';
@@ -209,7 +209,15 @@ export async function startSidecarProcess(
   upstream: number,
   workers: number,
   cpus: string,
-  options: { cli?: string; extraListeners?: boolean } = {},
+  options: {
+    cli?: string;
+    extraListeners?: boolean;
+    /** The measured listener, PORT standing for its port (default strict HTTP). */
+    listen?: string;
+    /** More sidecar flags, and flags for node itself (e.g. --cpu-prof). */
+    args?: string[];
+    nodeArgs?: string[];
+  } = {},
 ): Promise<Proxy> {
   const port = await freePort();
   const admin = await freePort();
@@ -220,11 +228,12 @@ export async function startSidecarProcess(
     cpus,
     join(ROOT, 'node_modules/.bin/node'),
     [
+      ...(options.nodeArgs ?? []),
       options.cli ?? join(ROOT, 'dist/operator/cli.js'),
       'sidecar',
       ...extra,
       '--listen',
-      `strict=${port}`,
+      (options.listen ?? 'strict=PORT').replace('PORT', String(port)),
       '--upstream',
       `127.0.0.1:${upstream}`,
       '--tls-dir',
@@ -233,6 +242,7 @@ export async function startSidecarProcess(
       `127.0.0.1:${admin}`,
       '--workers',
       String(workers),
+      ...(options.args ?? []),
     ],
     NODE_ENV,
   );
@@ -242,15 +252,25 @@ export async function startSidecarProcess(
   return { name: 'sidecar', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
-export async function startNodeRelay(dir: string, m: Materials, upstream: number, cpus: string): Promise<Proxy> {
+/**
+ * A bare Node relay (bench/node-tls-relay.ts, or another `script` taking the same arguments:
+ * PORT UPSTREAM_PORT CERT KEY CA), with the sidecar's V8 settings.
+ */
+export async function startNodeRelay(
+  dir: string,
+  m: Materials,
+  upstream: number,
+  cpus: string,
+  script = 'bench/node-tls-relay.ts',
+): Promise<Proxy> {
   const port = await freePort();
   // Run as plain JavaScript, as the sidecar is: Node's TypeScript stripping alone takes ~15 MiB.
-  const script = join(dir, 'node-tls-relay.mjs');
-  writeFileSync(script, stripTypeScriptTypes(readFileSync(join(ROOT, 'bench/node-tls-relay.ts'), 'utf8')));
+  const compiled = join(dir, `${basename(script, '.ts')}.mjs`);
+  writeFileSync(compiled, stripTypeScriptTypes(readFileSync(join(ROOT, script), 'utf8')));
   const child = startPinned(
     cpus,
     join(ROOT, 'node_modules/.bin/node'),
-    [script, String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
+    [compiled, String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
     NODE_ENV,
   );
   await waitListening(port);

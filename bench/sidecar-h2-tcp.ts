@@ -12,7 +12,6 @@
  * (bench/cpu-profile.ts). bench:sidecar runs these rows after its HTTP/1.1 tables; bench:sidecar-h2 runs them alone.
  * Both write the `sidecar-h2` section of bench/RESULTS.md. Figures on a loaded machine are noisy: run on an idle one.
  */
-import { type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,11 +26,13 @@ import {
   materials,
   type Materials,
   medianFigures,
-  NODE_ENV,
   PROXY_CPU,
+  type Proxy,
   ROOT,
   RUNS,
+  startNodeRelay,
   startPinned,
+  startSidecarProcess,
   stopChild,
   waitListening,
 } from './proxies.ts';
@@ -39,9 +40,13 @@ import {
 const SECONDS = Number(process.env.MTLS_BENCH_SECONDS ?? 5);
 const NODE = join(ROOT, 'node_modules/.bin/node');
 
-interface Started {
-  port: number;
-  child: ChildProcess;
+/** A proxy, upstream or sink started for a row. */
+type Started = Pick<Proxy, 'port' | 'stop'>;
+
+/** The compiled sidecar on the proxy core, as bench:sidecar runs it; with `profileDir`, under --cpu-prof. */
+function startSidecar(m: Materials, upstream: number, o: { listen?: string; args?: string[]; profileDir?: string }) {
+  const nodeArgs = o.profileDir ? ['--cpu-prof', '--cpu-prof-dir', o.profileDir] : [];
+  return startSidecarProcess(m, upstream, 1, PROXY_CPU, { listen: o.listen, args: o.args, nodeArgs });
 }
 
 async function nginxH2cUpstream(dir: string): Promise<Started> {
@@ -58,39 +63,7 @@ http { access_log off; http2_max_concurrent_streams 1024;
   );
   const child = startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-p', dir]);
   await waitListening(port);
-  return { port, child };
-}
-
-async function sidecar(
-  m: Materials,
-  upstream: number,
-  extra: string[],
-  listen: string,
-  profileDir?: string,
-): Promise<Started> {
-  const port = await freePort();
-  const admin = await freePort();
-  const child = startPinned(
-    PROXY_CPU,
-    NODE,
-    [
-      ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
-      join(ROOT, 'dist/operator/cli.js'),
-      'sidecar',
-      '--listen',
-      listen.replace('PORT', String(port)),
-      '--upstream',
-      `127.0.0.1:${upstream}`,
-      '--tls-dir',
-      m.files.tlsDir,
-      '--admin',
-      `127.0.0.1:${admin}`,
-      ...extra,
-    ],
-    NODE_ENV,
-  );
-  await waitListening(port);
-  return { port, child };
+  return { port, stop: () => stopChild(child) };
 }
 
 async function nginxGrpc(dir: string, m: Materials, upstream: number): Promise<Started> {
@@ -110,7 +83,7 @@ http { access_log off; http2_max_concurrent_streams 1024;
   );
   const child = startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-p', dir]);
   await waitListening(port);
-  return { port, child };
+  return { port, stop: () => stopChild(child) };
 }
 
 async function haproxy(dir: string, m: Materials, upstream: number, mode: 'h2' | 'tcp'): Promise<Started> {
@@ -150,7 +123,7 @@ backend be
   );
   const child = startPinned(PROXY_CPU, 'haproxy', ['-f', conf, '-db']);
   await waitListening(port);
-  return { port, child };
+  return { port, stop: () => stopChild(child) };
 }
 
 async function h2Load(port: number, m: Materials | null, connections: number, streams: number) {
@@ -223,10 +196,13 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
   const upstream = await nginxH2cUpstream(dir);
   try {
     const grpcPeers: [string, (profileDir?: string) => Promise<Started>][] = [
-      [GRPC_VIA.sidecar, (p) => sidecar(m, upstream.port, ['--upstream-protocol', 'h2c'], 'strict=PORT', p)],
+      [
+        GRPC_VIA.sidecar,
+        (p) => startSidecar(m, upstream.port, { args: ['--upstream-protocol', 'h2c'], profileDir: p }),
+      ],
       [GRPC_VIA.nginx, () => nginxGrpc(dir, m, upstream.port)],
       [GRPC_VIA.haproxy, () => haproxy(dir, m, upstream.port, 'h2')],
-      [GRPC_VIA.floor, () => nodeH2Relay(m, upstream.port)],
+      [GRPC_VIA.floor, () => startNodeRelay(dir, m, upstream.port, PROXY_CPU, 'bench/node-h2-relay.ts')],
     ];
     for (let run = 0; run < RUNS && only !== 'tcp'; run++) {
       const ceiling = await h2Load(upstream.port, null, 4, 32);
@@ -240,18 +216,18 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
           (grpcRuns[via] ??= []).push(row);
           process.stderr.write(`[bench] gRPC ${via} run ${run + 1}: ${JSON.stringify(row)}\n`);
         } finally {
-          await stopChild(proxy.child);
+          await proxy.stop();
         }
       }
     }
     if (profile && only !== 'tcp') {
       const profileDir = mkdtempSync(join(dir, 'profile-grpc-'));
       const proxy = await grpcPeers[0]![1](profileDir);
-      await h2Load(proxy.port, m, 4, 32).finally(() => stopChild(proxy.child));
+      await h2Load(proxy.port, m, 4, 32).finally(() => proxy.stop());
       profiles[GRPC_VIA.sidecar] = summariseProfile(profileDir);
     }
   } finally {
-    await stopChild(upstream.child);
+    await upstream.stop();
   }
 
   const sinkPort = await freePort();
@@ -260,7 +236,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
   try {
     const tcpPeers: [string, (profileDir?: string) => Promise<Started>][] = [
       [TCP_VIA.ceiling, () => tlsSink(m)],
-      [TCP_VIA.sidecar, (p) => sidecar(m, sinkPort, [], 'strict=PORT/tcp', p)],
+      [TCP_VIA.sidecar, (p) => startSidecar(m, sinkPort, { listen: 'strict=PORT/tcp', profileDir: p })],
       [TCP_VIA.haproxy, () => haproxy(dir, m, sinkPort, 'tcp')],
     ];
     for (let run = 0; run < RUNS && only !== 'grpc'; run++) {
@@ -271,14 +247,14 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
           (tcpRuns[via] ??= []).push({ mbPerSecond: row.mbPerSecond });
           process.stderr.write(`[bench] TCP ${via} run ${run + 1}: ${row.mbPerSecond} MB/s\n`);
         } finally {
-          await stopChild(proxy.child);
+          await proxy.stop();
         }
       }
     }
     if (profile && only !== 'grpc') {
       const profileDir = mkdtempSync(join(dir, 'profile-tcp-'));
       const proxy = await tcpPeers[1]![1](profileDir);
-      await tcpLoad(proxy.port, m).finally(() => stopChild(proxy.child));
+      await tcpLoad(proxy.port, m).finally(() => proxy.stop());
       profiles[TCP_VIA.sidecar] = summariseProfile(profileDir);
     }
   } finally {
@@ -287,19 +263,6 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
   const medians = (runs: Record<string, Row[]>) =>
     Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianFigures(r)]));
   return { grpc: medians(grpcRuns), tcp: medians(tcpRuns), profiles };
-}
-
-/** bench/node-h2-relay.ts with the sidecar's V8 settings, on the proxy core. */
-async function nodeH2Relay(m: Materials, upstream: number): Promise<Started> {
-  const port = await freePort();
-  const child = startPinned(
-    PROXY_CPU,
-    NODE,
-    [join(ROOT, 'bench/node-h2-relay.ts'), String(port), String(upstream), m.files.cert, m.files.key, m.files.ca],
-    NODE_ENV,
-  );
-  await waitListening(port);
-  return { port, child };
 }
 
 async function tlsSink(m: Materials): Promise<Started> {
@@ -313,7 +276,7 @@ async function tlsSink(m: Materials): Promise<Started> {
     m.files.ca,
   ]);
   await waitListening(port);
-  return { port, child };
+  return { port, stop: () => stopChild(child) };
 }
 
 /** The `sidecar-h2` section of bench/RESULTS.md. */
