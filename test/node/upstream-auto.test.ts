@@ -45,6 +45,8 @@ const GRPC_MOCK = `
 
 const json = kubectlJson;
 const SERVING = 1;
+/** gRPC status 14: no connection to the server (yet). */
+const GRPC_UNAVAILABLE = 14;
 
 function endpointSpec(app: string): MtlsEndpointSpec {
   return {
@@ -130,9 +132,19 @@ describe('upstreamProtocol auto on the real node', () => {
     });
     const grpcIp: string = (await json(['get', 'service', 'grpc-strict', '-n', NS])).spec.clusterIP;
     const health = healthClient(grpcIp, 443, `grpc-strict.${NS}.svc`, grpc.trust, grpc.creds);
-    const served = await grpcCheck(health);
+    // The finding comes from the pod itself; the Service's rules for that pod may lag a moment behind it, and
+    // until they are in place a call is UNAVAILABLE. Any other answer ends the wait, and is asserted on.
+    const served = await waitFor(
+      'the grpc-strict Service to answer a gRPC call',
+      async () => {
+        const answer = await grpcCheck(health);
+        if (answer.code === GRPC_UNAVAILABLE) throw new Error(`UNAVAILABLE: ${answer.details}`);
+        return answer;
+      },
+      { timeoutMs: 60_000, intervalMs: 1_000 },
+    );
     health.close();
-    expect(served.status).toBe(SERVING);
+    expect(served).toMatchObject({ status: SERVING });
 
     const echoCreds = await waitFor('the echo client Secret', () => clientView('echo-client-caller', NS), {
       timeoutMs: 60_000,
