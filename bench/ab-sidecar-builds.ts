@@ -1,10 +1,15 @@
 /**
- * Two builds of the sidecar (MTLS_BENCH_SIDECAR_BEFORE, e.g. an older commit's dist/operator/cli.js, and this
- * tree's dist/) and nginx, loaded in turn, ROUNDS rounds: keep-alive requests/s (ab -k, REQUESTS requests at
- * concurrency 32) and the proxy's CPU seconds per 1,000 requests. Taking turns round by round pairs each
- * before with an after measured seconds apart, so a machine shared with other work (whose load drifts over
+ * Two sidecars (a "before" and an "after") and nginx, loaded in turn, ROUNDS rounds, with the proxy's CPU seconds
+ * per 1,000 requests beside the rate. "Before" is another build (MTLS_BENCH_SIDECAR_BEFORE, e.g. an older
+ * commit's dist/operator/cli.js) or this build with other V8 settings (MTLS_BENCH_BEFORE_NODE_OPTIONS; "after"
+ * takes MTLS_BENCH_AFTER_NODE_OPTIONS, both defaulting to the injected ones). Taking turns round by round pairs
+ * each before with an after measured seconds apart, so a machine shared with other work (whose load drifts over
  * minutes) weighs on both alike; the paired after/before ratios are reported with their median.
- * Run: MTLS_BENCH_SIDECAR_BEFORE=PATH/dist/operator/cli.js node bench/ab-sidecar-builds.ts (after npm run build)
+ * - MTLS_BENCH_AB=http1 (default): keep-alive HTTPS requests (ab -k, REQUESTS requests at concurrency 32) to a
+ *   plain HTTP mock; nginx as a reverse proxy.
+ * - MTLS_BENCH_AB=grpc: gRPC-shaped unary calls (bench/h2-load-client.ts, 4 connections x 32 streams) to an nginx
+ *   h2c upstream, the sidecar with --upstream-protocol h2c; nginx with grpc_pass.
+ * Run (after npm run build): MTLS_BENCH_SIDECAR_BEFORE=PATH/dist/operator/cli.js node bench/ab-sidecar-builds.ts
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +18,9 @@ import {
   keepAliveRps,
   LOAD_CPU,
   materials,
+  type Materials,
   median,
+  procTicks,
   PROXY_CPU,
   type Proxy,
   proxyPids,
@@ -22,19 +29,52 @@ import {
   startNginx,
   startSidecarProcess,
 } from './proxies.ts';
+import { h2Load, nginxGrpc, nginxH2cUpstream, type Started } from './sidecar-h2-tcp.ts';
 
 const BEFORE = process.env.MTLS_BENCH_SIDECAR_BEFORE;
-if (!BEFORE) throw new Error('set MTLS_BENCH_SIDECAR_BEFORE to the other build (PATH/dist/operator/cli.js)');
+const BEFORE_NODE_OPTIONS = process.env.MTLS_BENCH_BEFORE_NODE_OPTIONS;
+const AFTER_NODE_OPTIONS = process.env.MTLS_BENCH_AFTER_NODE_OPTIONS;
+if (!BEFORE && BEFORE_NODE_OPTIONS === undefined && AFTER_NODE_OPTIONS === undefined)
+  throw new Error(
+    'set MTLS_BENCH_SIDECAR_BEFORE to the other build (PATH/dist/operator/cli.js), or MTLS_BENCH_BEFORE_NODE_OPTIONS / MTLS_BENCH_AFTER_NODE_OPTIONS',
+  );
 const ROUNDS = Number(process.env.MTLS_BENCH_ROUNDS ?? 7);
+const GRPC = process.env.MTLS_BENCH_AB === 'grpc';
+
+/** One load on a proxy: its rate and its CPU seconds per 1,000 requests. */
+type Measure = (proxy: Proxy) => Promise<{ rps: number; cpu: number }>;
+
+async function grpcMeasure(m: Materials): Promise<Measure> {
+  return async (proxy) => {
+    const pids = await proxyPids(proxy);
+    const ticks = () => pids.reduce((sum, pid) => sum + procTicks(pid), 0);
+    const before = ticks();
+    const load = await h2Load(proxy.port, m, 4, 32);
+    return { rps: load.rps, cpu: ((ticks() - before) / 100 / Math.max(1, load.calls)) * 1000 };
+  };
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'mtls-bench-ab-'));
-const mock = await startMock(dir);
 const m = await materials(mkdtempSync(join(dir, 'ecdsa-')), 'ECDSA-P256');
+const upstream: Started = GRPC ? await nginxH2cUpstream(dir) : await startMock(dir);
+const sidecarArgs = GRPC ? ['--upstream-protocol', 'h2c'] : [];
 const subjects: Record<string, () => Promise<Proxy>> = {
-  before: () => startSidecarProcess(m, mock.port, 1, PROXY_CPU, { cli: BEFORE }),
-  after: () => startSidecarProcess(m, mock.port, 1, PROXY_CPU),
-  nginx: () => startNginx(dir, m, mock.port, 1, PROXY_CPU),
+  before: () =>
+    startSidecarProcess(m, upstream.port, 1, PROXY_CPU, {
+      cli: BEFORE,
+      args: sidecarArgs,
+      nodeOptions: BEFORE_NODE_OPTIONS,
+    }),
+  after: () =>
+    startSidecarProcess(m, upstream.port, 1, PROXY_CPU, { args: sidecarArgs, nodeOptions: AFTER_NODE_OPTIONS }),
+  nginx: () => (GRPC ? nginxGrpc(dir, m, upstream.port) : startNginx(dir, m, upstream.port, 1, PROXY_CPU)),
 };
+const measure: Measure = GRPC
+  ? await grpcMeasure(m)
+  : async (proxy) => {
+      const ka = await keepAliveRps(proxy.port, m, await proxyPids(proxy), LOAD_CPU, 1);
+      return { rps: ka.rps, cpu: ka.cpuSecondsPer1000 };
+    };
 const figures: Record<string, { rps: number; cpu: number }[]> = {};
 
 try {
@@ -43,12 +83,11 @@ try {
     // slot): odd rounds run the two builds in the other order.
     const order = round % 2 === 0 ? ['before', 'after', 'nginx'] : ['after', 'before', 'nginx'];
     for (const name of order) {
-      const start = subjects[name]!;
-      const proxy = await start();
+      const proxy = await subjects[name]!();
       try {
-        const ka = await keepAliveRps(proxy.port, m, await proxyPids(proxy), LOAD_CPU, 1);
-        (figures[name] ??= []).push({ rps: ka.rps, cpu: ka.cpuSecondsPer1000 });
-        process.stderr.write(`[ab] round ${round + 1} ${name}: ${ka.rps} req/s, ${ka.cpuSecondsPer1000} CPU s/1000\n`);
+        const figure = await measure(proxy);
+        (figures[name] ??= []).push(figure);
+        process.stderr.write(`[ab] round ${round + 1} ${name}: ${figure.rps} req/s, ${figure.cpu} CPU s/1000\n`);
       } finally {
         await proxy.stop();
         await sleep(300);
@@ -56,11 +95,12 @@ try {
     }
   }
 } finally {
-  await mock.stop();
+  await upstream.stop();
 }
 const paired = (key: 'rps' | 'cpu', a: string, b: string) => figures[a]!.map((f, i) => f[key] / figures[b]![i]![key]);
 const fmt = (xs: number[], digits = 3) => xs.map((x) => x.toFixed(digits)).join(' ');
 const report = {
+  protocol: GRPC ? 'grpc' : 'http1',
   rounds: ROUNDS,
   medianRps: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, median(v.map((f) => f.rps))])),
   medianCpuPer1000: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, median(v.map((f) => f.cpu))])),

@@ -2,7 +2,7 @@
  * A purpose-built load client for the HTTP/2 row of bench:sidecar-h2 (run pinned to the load core): gRPC-shaped
  * unary calls (POST, content-type application/grpc, te: trailers, a 5-byte message) on `connections` HTTP/2
  * connections with `streams` calls in flight on each, for `seconds`, over TLS with a client certificate, or
- * h2c straight to the upstream (its own ceiling). Prints {rps, p50, p99, errors} (latencies in microseconds).
+ * h2c straight to the upstream (its own ceiling). Prints {rps, calls, p50, p99, errors} (latencies in microseconds).
  * Usage: node bench/h2-load-client.ts PORT SECONDS CONNECTIONS STREAMS [CA CERT KEY]
  */
 import { connect, type ClientHttp2Session } from 'node:http2';
@@ -69,5 +69,5 @@ running = false;
 const elapsed = (performance.now() - start) / 1000;
 const sorted = latencies.subarray(0, Math.min(done, latencies.length)).sort();
 const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
-process.stdout.write(JSON.stringify({ rps: Math.round(done / elapsed), p50: at(0.5), p99: at(0.99), errors }) + '\n');
+process.stdout.write(JSON.stringify({ rps: Math.round(done / elapsed), calls: done, p50: at(0.5), p99: at(0.99), errors }) + '\n');
 for (const session of sessions) session.destroy();

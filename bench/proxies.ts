@@ -65,7 +65,6 @@ export async function childPids(pid: number): Promise<number[]> {
 export function startPinned(cpus: string, command: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
   return spawn('taskset', ['-c', cpus, command, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
 }
-/** Node processes run with the options the injector gives the sidecar container. */
 /** The sidecar's environment as injected; MTLS_BENCH_SIDECAR_NODE_OPTIONS tries other V8 settings. */
 export const NODE_ENV = {
   ...process.env,
@@ -217,6 +216,8 @@ export async function startSidecarProcess(
     /** More sidecar flags, and flags for node itself (e.g. --cpu-prof). */
     args?: string[];
     nodeArgs?: string[];
+    /** NODE_OPTIONS instead of the injected ones (an A/B of V8 settings). */
+    nodeOptions?: string;
   } = {},
 ): Promise<Proxy> {
   const port = await freePort();
@@ -244,7 +245,7 @@ export async function startSidecarProcess(
       String(workers),
       ...(options.args ?? []),
     ],
-    NODE_ENV,
+    options.nodeOptions === undefined ? NODE_ENV : { ...NODE_ENV, NODE_OPTIONS: options.nodeOptions },
   );
   await waitListening(admin);
   await waitListening(port);

@@ -41,7 +41,7 @@ const SECONDS = Number(process.env.MTLS_BENCH_SECONDS ?? 5);
 const NODE = join(ROOT, 'node_modules/.bin/node');
 
 /** A proxy, upstream or sink started for a row. */
-type Started = Pick<Proxy, 'port' | 'stop'>;
+export type Started = Pick<Proxy, 'port' | 'stop'>;
 
 /** The compiled sidecar on the proxy core, as bench:sidecar runs it; with `profileDir`, under --cpu-prof. */
 function startSidecar(m: Materials, upstream: number, o: { listen?: string; args?: string[]; profileDir?: string }) {
@@ -49,7 +49,7 @@ function startSidecar(m: Materials, upstream: number, o: { listen?: string; args
   return startSidecarProcess(m, upstream, 1, PROXY_CPU, { listen: o.listen, args: o.args, nodeArgs });
 }
 
-async function nginxH2cUpstream(dir: string): Promise<Started> {
+export async function nginxH2cUpstream(dir: string): Promise<Started> {
   const port = await freePort();
   const conf = join(dir, 'upstream.conf');
   writeFileSync(
@@ -66,7 +66,7 @@ http { access_log off; http2_max_concurrent_streams 1024;
   return { port, stop: () => stopChild(child) };
 }
 
-async function nginxGrpc(dir: string, m: Materials, upstream: number): Promise<Started> {
+export async function nginxGrpc(dir: string, m: Materials, upstream: number): Promise<Proxy> {
   const port = await freePort();
   const conf = join(dir, `nginx-grpc.conf`);
   writeFileSync(
@@ -83,7 +83,7 @@ http { access_log off; http2_max_concurrent_streams 1024;
   );
   const child = startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-p', dir]);
   await waitListening(port);
-  return { port, stop: () => stopChild(child) };
+  return { name: 'nginx', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
 async function haproxy(dir: string, m: Materials, upstream: number, mode: 'h2' | 'tcp'): Promise<Started> {
@@ -126,7 +126,7 @@ backend be
   return { port, stop: () => stopChild(child) };
 }
 
-async function h2Load(port: number, m: Materials | null, connections: number, streams: number) {
+export async function h2Load(port: number, m: Materials | null, connections: number, streams: number) {
   const args = [
     join(ROOT, 'bench/h2-load-client.ts'),
     String(port),
@@ -136,7 +136,7 @@ async function h2Load(port: number, m: Materials | null, connections: number, st
   ];
   if (m) args.push(m.files.ca, m.files.clientCert, m.files.clientKey);
   const { stdout } = await execFileAsync('taskset', ['-c', LOAD_CPU, NODE, ...args]);
-  return JSON.parse(stdout) as { rps: number; p50: number; p99: number; errors: number };
+  return JSON.parse(stdout) as { rps: number; calls: number; p50: number; p99: number; errors: number };
 }
 
 async function tcpLoad(port: number, m: Materials) {
