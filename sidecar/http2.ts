@@ -79,8 +79,20 @@ export function sessionOptions(maxHeaderBytes: number) {
 /** Response fields that belong to one HTTP/1.1 connection and have no place in HTTP/2 (RFC 9113 8.2.2). */
 const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
-/** Whether a client-sent field name is one only the sidecar may set (also spelled with underscores). */
-const isIdentityField = (name: string) => IDENTITY_HEADERS.includes(name.toLowerCase().replace(/_/g, '-'));
+const IDENTITY_NAMES = new Set(IDENTITY_HEADERS);
+
+/**
+ * The identity field a client-sent field name spells (any case, underscores for dashes), if it spells one.
+ * Every identity field starts with "x": other names are passed over without building a lowercased copy (this
+ * runs for every field of every stream).
+ */
+function identityFieldOf(name: string): string | undefined {
+  const first = name.charCodeAt(0);
+  if (first !== 0x78 && first !== 0x58) return undefined;
+  if (IDENTITY_NAMES.has(name)) return name;
+  const normal = name.toLowerCase().replaceAll('_', '-');
+  return IDENTITY_NAMES.has(normal) ? normal : undefined;
+}
 
 /**
  * The fields of the request sent upstream, from the client's (pure): identity fields first, the client's
@@ -96,17 +108,19 @@ export function upstreamFields(
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of identity) out[name] = value;
-  const forwardedFor: string[] = [];
-  for (const [name, value] of Object.entries(client)) {
+  let forwardedFor = '';
+  for (const name in client) {
+    const value = client[name];
     if (value === undefined) continue;
-    if (isIdentityField(name)) {
-      if (name.toLowerCase().replace(/_/g, '-') === 'x-forwarded-for') forwardedFor.push(...[value].flat());
+    const identityName = identityFieldOf(name);
+    if (identityName !== undefined) {
+      if (identityName === 'x-forwarded-for') forwardedFor += `${[value].flat().join(', ')}, `;
       continue;
     }
-    if (protocol === 'http1' && (name.startsWith(':') || name === 'te' || name === 'host')) continue;
+    if (protocol === 'http1' && (name.charCodeAt(0) === 0x3a || name === 'te' || name === 'host')) continue;
     out[name] = value;
   }
-  out['x-forwarded-for'] = [...forwardedFor, peer].join(', ');
+  out['x-forwarded-for'] = forwardedFor + peer;
   if (protocol === 'http1') {
     const authority = client[HTTP2_HEADER_AUTHORITY] ?? client.host;
     if (authority) out.host = authority;
@@ -114,17 +128,25 @@ export function upstreamFields(
   return out;
 }
 
-/** Upstream fields the client gets: no pseudo-field and no HTTP/1.1 connection field (pure). */
-export function passedFields(upstream: IncomingHttpHeaders): H2OutgoingHeaders {
-  const named = new Set(
-    String(upstream.connection ?? '')
-      .split(',')
-      .map((token) => token.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  const out: H2OutgoingHeaders = {};
-  for (const [name, value] of Object.entries(upstream)) {
-    if (value === undefined || name.startsWith(':') || CONNECTION_FIELDS.has(name) || named.has(name)) continue;
+/**
+ * Upstream fields the client gets (pure), after `status` when one is given: no pseudo-field and no HTTP/1.1
+ * connection field, nor a field the upstream's Connection names.
+ */
+export function passedFields(upstream: IncomingHttpHeaders, status?: number): H2OutgoingHeaders {
+  const out: H2OutgoingHeaders = status === undefined ? {} : { [HTTP2_HEADER_STATUS]: status };
+  const connection = upstream.connection;
+  const named =
+    connection === undefined
+      ? undefined
+      : new Set(
+          String(connection)
+            .split(',')
+            .map((token) => token.trim().toLowerCase())
+            .filter(Boolean),
+        );
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined || name.charCodeAt(0) === 0x3a || CONNECTION_FIELDS.has(name) || named?.has(name)) continue;
     out[name] = value;
   }
   return out;
@@ -412,10 +434,7 @@ export class Http2Front {
       // Only a response that announces trailers (a Trailer field) has the client stream wait for them.
       const trailers = !noBody && res.headers.trailer !== undefined;
       try {
-        stream.respond(
-          { [HTTP2_HEADER_STATUS]: status, ...passedFields(res.headers) },
-          { endStream: noBody, waitForTrailers: trailers },
-        );
+        stream.respond(passedFields(res.headers, status), { endStream: noBody, waitForTrailers: trailers });
       } catch (err) {
         res.destroy();
         return this.fail(stream, 502, `response cannot be sent over HTTP/2: ${(err as Error).message}`, facts);
@@ -475,10 +494,7 @@ export class Http2Front {
       const status = Number(headers[HTTP2_HEADER_STATUS]);
       const ended = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
       try {
-        stream.respond(
-          { [HTTP2_HEADER_STATUS]: status, ...passedFields(headers) },
-          { endStream: ended, waitForTrailers: !ended },
-        );
+        stream.respond(passedFields(headers, status), { endStream: ended, waitForTrailers: !ended });
       } catch (err) {
         up.close(NGHTTP2_CANCEL);
         return this.fail(stream, 502, `response not valid: ${(err as Error).message}`, facts);

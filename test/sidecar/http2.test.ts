@@ -64,6 +64,22 @@ describe('sidecar fields for HTTP/2 streams (pure)', () => {
     expect(out['x_client_verify']).toBeUndefined();
   });
 
+  it('a client copy of an identity field is dropped in any spelling; its X-Forwarded-For values come first', () => {
+    const out = upstreamFields(
+      { ':method': 'GET', X_FORWARDED_FOR: '10.0.0.7', 'x-forwarded-for': ['10.0.0.8', '10.0.0.9'], XCustom: 'kept' },
+      identity,
+      '127.0.0.1',
+      'h2c',
+    );
+    expect(out['x-forwarded-for']).toBe('10.0.0.7, 10.0.0.8, 10.0.0.9, 127.0.0.1');
+    expect(Object.keys(out).filter((name) => /forwarded.for/i.test(name))).toEqual(['x-forwarded-for']);
+    expect(out.XCustom).toBe('kept');
+  });
+
+  it('response fields start with the status when one is given', () => {
+    expect(passedFields({ ':status': '204', 'x-a': '1' }, 204)).toEqual({ ':status': 204, 'x-a': '1' });
+  });
+
   it('response fields: connection fields and the fields Connection names are not passed on', () => {
     expect(
       passedFields({
