@@ -69,5 +69,7 @@ running = false;
 const elapsed = (performance.now() - start) / 1000;
 const sorted = latencies.subarray(0, Math.min(done, latencies.length)).sort();
 const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
-process.stdout.write(JSON.stringify({ rps: Math.round(done / elapsed), calls: done, p50: at(0.5), p99: at(0.99), errors }) + '\n');
+process.stdout.write(
+  JSON.stringify({ rps: Math.round(done / elapsed), calls: done, p50: at(0.5), p99: at(0.99), errors }) + '\n',
+);
 for (const session of sessions) session.destroy();

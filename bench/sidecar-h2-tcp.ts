@@ -86,7 +86,7 @@ http { access_log off; http2_max_concurrent_streams 1024;
   return { name: 'nginx', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
-async function haproxy(dir: string, m: Materials, upstream: number, mode: 'h2' | 'tcp'): Promise<Started> {
+export async function haproxy(dir: string, m: Materials, upstream: number, mode: 'h2' | 'tcp'): Promise<Proxy> {
   const port = await freePort();
   const conf = join(dir, `haproxy-${mode}.cfg`);
   const bind = `bind 127.0.0.1:${port} ssl crt ${m.files.pem} ca-file ${m.files.ca} verify required ssl-min-ver TLSv1.3`;
@@ -123,7 +123,7 @@ backend be
   );
   const child = startPinned(PROXY_CPU, 'haproxy', ['-f', conf, '-db']);
   await waitListening(port);
-  return { port, stop: () => stopChild(child) };
+  return { name: 'haproxy', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
 export async function h2Load(port: number, m: Materials | null, connections: number, streams: number) {
@@ -139,7 +139,7 @@ export async function h2Load(port: number, m: Materials | null, connections: num
   return JSON.parse(stdout) as { rps: number; calls: number; p50: number; p99: number; errors: number };
 }
 
-async function tcpLoad(port: number, m: Materials) {
+export async function tcpLoad(port: number, m: Materials) {
   const { stdout } = await execFileAsync('taskset', [
     '-c',
     LOAD_CPU,
@@ -230,9 +230,8 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
     await upstream.stop();
   }
 
-  const sinkPort = await freePort();
-  const sink = startPinned(LOAD_CPU, NODE, [join(ROOT, 'bench/tcp-throughput.ts'), 'sink', String(sinkPort)]);
-  await waitListening(sinkPort);
+  const sink = await tcpSink();
+  const sinkPort = sink.port;
   try {
     const tcpPeers: [string, (profileDir?: string) => Promise<Started>][] = [
       [TCP_VIA.ceiling, () => tlsSink(m)],
@@ -258,11 +257,19 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
       profiles[TCP_VIA.sidecar] = summariseProfile(profileDir);
     }
   } finally {
-    sink.kill('SIGTERM');
+    await sink.stop();
   }
   const medians = (runs: Record<string, Row[]>) =>
     Object.fromEntries(Object.entries(runs).map(([via, r]) => [via, medianFigures(r)]));
   return { grpc: medians(grpcRuns), tcp: medians(tcpRuns), profiles };
+}
+
+/** A plain TCP sink on the load core: the upstream of the TCP rows. */
+export async function tcpSink(): Promise<Started> {
+  const port = await freePort();
+  const child = startPinned(LOAD_CPU, NODE, [join(ROOT, 'bench/tcp-throughput.ts'), 'sink', String(port)]);
+  await waitListening(port);
+  return { port, stop: () => stopChild(child) };
 }
 
 async function tlsSink(m: Materials): Promise<Started> {
