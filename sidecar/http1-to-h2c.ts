@@ -189,8 +189,9 @@ class Http1Exchange implements ClientExchange {
   }
 
   cut(): void {
-    // HTTP/1.1 has no reset: the client sees the connection end inside the response.
-    this.res.socket?.destroy();
+    // A response already complete stays so (the upstream's reset only ended the request side). Otherwise HTTP/1.1
+    // has no reset: the client must see the connection end inside the response.
+    if (!this.res.writableEnded) this.res.socket?.destroy();
   }
 
   onClose(callback: (code: number) => void): void {
@@ -270,7 +271,8 @@ export class Http1ToH2c {
     const request = h2cFieldsFromHttp1(req.headersDistinct, req.method ?? '', req.url ?? '');
     if (!request.ok) {
       this.refused(req.socket, request.status, request.reason);
-      res.writeHead(request.status, { 'content-type': 'text/plain; charset=utf-8' });
+      // As forward.ts does with a request it refuses: the connection closes after the answer.
+      res.writeHead(request.status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
       return void res.end(`${request.reason}\n`);
     }
     const fields = upstreamFields(request.fields, connection.identity, connection.peer, 'h2c');
