@@ -380,6 +380,21 @@ describe('sidecar: HTTP/1.1 to h2c when the upstream fails or the sidecar drains
     }
   });
 
+  it('answers 408 and closes when a request head does not arrive within the headers timeout', async () => {
+    const up = await startH2cUpstream();
+    const sidecar = await h2cSidecar(await tlsDir(pki), up.port, ['--headers-timeout', '300']);
+    try {
+      const started = Date.now();
+      const answer = await rawExchange(sidecar.ports[0]!, pki.ca.certPem, 'GET /slow HTTP/1.1\r\nHost: svc\r\n');
+      expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(up.seen).toEqual([]);
+    } finally {
+      await sidecar.stop(1_000);
+      up.server.close();
+    }
+  });
+
   it('drain closes an idle connection at once and a busy one after its response', async () => {
     const up = await startH2cUpstream();
     const sidecar = await h2cSidecar(await tlsDir(pki), up.port);
