@@ -341,27 +341,37 @@ describe('sidecar: --upstream-protocol auto', () => {
     expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'h2c', probes: 2 });
   });
 
-  it('an HTTP/1.1 connection waits, unread, for the probe it brings forward, then goes as h2c', async () => {
-    const spare = createNetServer();
-    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
-    const port = (spare.address() as AddressInfo).port;
-    await new Promise((resolve) => spare.close(resolve));
-    const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
-    cleanups.push(() => sidecar.stop(500));
-    const until = Date.now() + 3_000;
-    while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+  for (const found of ['h2c', 'http1'] as const) {
+    it(`an HTTP/1.1 connection waits, unread, for the probe it brings forward, then goes as ${found}`, async () => {
+      const spare = createNetServer();
+      await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
+      const port = (spare.address() as AddressInfo).port;
+      await new Promise((resolve) => spare.close(resolve));
+      const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
+      cleanups.push(() => sidecar.stop(500));
+      const until = Date.now() + 3_000;
+      while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
 
-    const up = await startH2cUpstream(port);
-    cleanups.push(() => up.server.close());
-    await new Promise((resolve) => setTimeout(resolve, STREAM_PROBE_INTERVAL_MS + 50));
-    // The request is written with the handshake: its bytes arrive while the connection waits for the probe.
-    const answer = await h1Get(sidecar, '/first-h1');
-    expect(answer.status).toBe(200);
-    expect(up.seen.map((s) => s.headers[':path'])).toEqual(['/first-h1']);
-    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'h2c', probes: 2 });
-  });
+      let seen: () => string[];
+      if (found === 'h2c') {
+        const up = await startH2cUpstream(port);
+        cleanups.push(() => up.server.close());
+        seen = () => up.seen.map((s) => String(s.headers[':path']));
+      } else {
+        const up = await startMockUpstream(port);
+        cleanups.push(() => up.server.close());
+        seen = () => up.requests.map((r) => r.url!);
+      }
+      await new Promise((resolve) => setTimeout(resolve, STREAM_PROBE_INTERVAL_MS + 50));
+      // The request is written with the handshake: its bytes arrive while the connection waits for the probe.
+      const answer = await h1Get(sidecar, '/first-h1');
+      expect(answer.status).toBe(200);
+      expect(seen()).toEqual(['/first-h1']);
+      expect(sidecar.upstreamProtocol()).toMatchObject({ detected: found, probes: 2 });
+    });
+  }
 
   it('an upstream that accepts and never answers is taken as HTTP/1.1 after a bounded number of probes', async () => {
     const held = new Set<Socket>();
