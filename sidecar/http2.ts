@@ -6,9 +6,6 @@ import {
   request as httpRequest,
 } from 'node:http';
 import {
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  connect as h2connect,
   constants,
   createServer as createH2Server,
   type Http2Server,
@@ -21,24 +18,33 @@ import {
 import type { TLSSocket } from 'node:tls';
 import type { ForwardContext } from './forward.ts';
 import type { StreamProtocol } from './flags.ts';
-import { IDENTITY_HEADERS } from './http1.ts';
+import {
+  type ClientExchange,
+  failExchange,
+  H2cUpstream,
+  relayToH2c,
+  type ResponseBody,
+  type ResponseHead,
+  upstreamTimer,
+} from './h2c-relay.ts';
+import { Http1ToH2c } from './http1-to-h2c.ts';
 import type { RefusalReason } from './refusal-log.ts';
-import { h2cAuthority, type UpstreamProtocolChoice } from './upstream-protocol.ts';
+import { passedFields, upstreamFields } from './stream-fields.ts';
+import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
 
 /**
  * HTTP/2 clients (ALPN `h2`): Node's own node:http2 (nghttp2) reads the frames, HPACK and flow control; this
  * module only relays each stream to the upstream, as an HTTP/1.1 request on a kept-alive connection or as a
- * stream of one shared h2c connection (`--upstream-protocol`, or what `auto` found: upstream-protocol.ts), with
- * the identity fields of the connection set on every stream and any client-sent copy removed, as the HTTP/1.1
- * path does. HTTP/1.1 clients never reach this module: proxy.ts hands them to forward.ts as before.
+ * stream of one shared h2c connection (`--upstream-protocol`, or what `auto` found: upstream-protocol.ts;
+ * h2c-relay.ts), with the identity fields of the connection set on every stream and any client-sent copy
+ * removed, as the HTTP/1.1 path does. HTTP/1.1 clients reach this module only when the upstream speaks h2c
+ * (proxy.ts hands them to http1-to-h2c.ts through serveHttp1); otherwise they stay on forward.ts.
  */
 
 const {
   HTTP2_HEADER_STATUS,
   HTTP2_HEADER_METHOD,
   HTTP2_HEADER_PATH,
-  HTTP2_HEADER_AUTHORITY,
-  NGHTTP2_CANCEL,
   NGHTTP2_FLAG_END_STREAM,
   NGHTTP2_INTERNAL_ERROR,
   NGHTTP2_NO_ERROR,
@@ -74,82 +80,6 @@ export function sessionOptions(maxHeaderBytes: number) {
       enablePush: false,
     },
   };
-}
-
-/** Response fields that belong to one HTTP/1.1 connection and have no place in HTTP/2 (RFC 9113 8.2.2). */
-const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
-
-const IDENTITY_NAMES = new Set(IDENTITY_HEADERS);
-
-/**
- * The identity field a client-sent field name spells (any case, underscores for dashes), if it spells one.
- * Every identity field starts with "x": other names are passed over without building a lowercased copy (this
- * runs for every field of every stream).
- */
-function identityFieldOf(name: string): string | undefined {
-  const first = name.charCodeAt(0);
-  if (first !== 0x78 && first !== 0x58) return undefined;
-  if (IDENTITY_NAMES.has(name)) return name;
-  const normal = name.toLowerCase().replaceAll('_', '-');
-  return IDENTITY_NAMES.has(normal) ? normal : undefined;
-}
-
-/**
- * The fields of the request sent upstream, from the client's (pure): identity fields first, the client's
- * X-Forwarded-For values followed by its address, no client copy of an identity field, and for an HTTP/1.1
- * upstream the pseudo-fields turned into a Host line (the method and path go on the request line). `te` is
- * kept for h2c (gRPC requires `te: trailers`) and dropped for HTTP/1.1, where it is hop-by-hop.
- */
-export function upstreamFields(
-  client: IncomingHttpHeaders,
-  identity: readonly [string, string][],
-  peer: string,
-  protocol: StreamProtocol,
-): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of identity) out[name] = value;
-  let forwardedFor = '';
-  for (const name in client) {
-    const value = client[name];
-    if (value === undefined) continue;
-    const identityName = identityFieldOf(name);
-    if (identityName !== undefined) {
-      if (identityName === 'x-forwarded-for') forwardedFor += `${[value].flat().join(', ')}, `;
-      continue;
-    }
-    if (protocol === 'http1' && (name.charCodeAt(0) === 0x3a || name === 'te' || name === 'host')) continue;
-    out[name] = value;
-  }
-  out['x-forwarded-for'] = forwardedFor + peer;
-  if (protocol === 'http1') {
-    const authority = client[HTTP2_HEADER_AUTHORITY] ?? client.host;
-    if (authority) out.host = authority;
-  }
-  return out;
-}
-
-/**
- * Upstream fields the client gets (pure), after `status` when one is given: no pseudo-field and no HTTP/1.1
- * connection field, nor a field the upstream's Connection names.
- */
-export function passedFields(upstream: IncomingHttpHeaders, status?: number): H2OutgoingHeaders {
-  const out: H2OutgoingHeaders = status === undefined ? {} : { [HTTP2_HEADER_STATUS]: status };
-  const connection = upstream.connection;
-  const named =
-    connection === undefined
-      ? undefined
-      : new Set(
-          String(connection)
-            .split(',')
-            .map((token) => token.trim().toLowerCase())
-            .filter(Boolean),
-        );
-  for (const name in upstream) {
-    const value = upstream[name];
-    if (value === undefined || name.charCodeAt(0) === 0x3a || CONNECTION_FIELDS.has(name) || named?.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
 }
 
 /** gRPC status codes for a refused client (a gRPC client shows these, not an HTTP status). */
@@ -192,46 +122,69 @@ export function answerStream(
   stream.end(answer.text);
 }
 
-/** One h2c connection to the upstream shared by the listener's streams; reopened when it goes away. */
-class H2cUpstream {
-  private session: ClientHttp2Session | null = null;
-  private readonly authority: string;
-
-  constructor(host: string, port: number) {
-    this.authority = h2cAuthority(host, port);
-  }
-
-  get(): ClientHttp2Session {
-    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
-    const session = h2connect(this.authority, { settings: { enablePush: false } });
-    const forget = () => {
-      if (this.session === session) this.session = null;
-    };
-    session.on('error', forget);
-    session.on('goaway', forget);
-    session.on('close', forget);
-    // An idle shared connection must not keep the process (or a test) alive.
-    session.unref();
-    this.session = session;
-    return session;
-  }
-
-  close(): void {
-    this.session?.close();
-    this.session = null;
-  }
-}
-
 interface Refusal {
   status: number;
   text: string;
   grpcStatus: number;
 }
 
-/** A stream in flight: what its own answers need. */
-interface StreamFacts {
-  grpc: boolean;
-  startedAt: number;
+/** The gRPC status a gRPC client gets for an answer of the sidecar's own. */
+const GRPC_STATUS_FOR: Record<number, number> = { 502: GRPC_UNAVAILABLE, 504: GRPC_DEADLINE_EXCEEDED };
+
+/** A client's HTTP/2 stream as the client side of a relayed request. */
+class H2StreamExchange implements ClientExchange {
+  readonly protocol = 'h2';
+  readonly startedAt = performance.now();
+  readonly grpc: boolean;
+  readonly body: ServerHttp2Stream | null;
+  readonly stream: ServerHttp2Stream;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean) {
+    this.stream = stream;
+    this.grpc = isGrpc(headers);
+    this.body = endStream ? null : stream;
+  }
+
+  get gone(): boolean {
+    return this.stream.closed || this.stream.destroyed;
+  }
+
+  respond(head: ResponseHead, done: () => void): ResponseBody | null {
+    const { stream } = this;
+    // head.fields is this response's own object (passedFields): the status goes in, not into a copy.
+    head.fields[HTTP2_HEADER_STATUS] = head.status;
+    stream.respond(head.fields, { endStream: head.ended, waitForTrailers: !head.ended });
+    if (head.ended) {
+      done();
+      return null;
+    }
+    let trailers: H2OutgoingHeaders | null = null;
+    // Node cannot end a stream with its last DATA frame once trailers may follow: when the upstream sent none,
+    // the stream ends with an empty trailer section.
+    stream.once('wantTrailers', () => {
+      stream.sendTrailers(trailers ?? {});
+      done();
+    });
+    return {
+      sink: stream,
+      end: (upstreamTrailers) => {
+        trailers = upstreamTrailers;
+        stream.end();
+      },
+    };
+  }
+
+  answer(status: number, text: string): void {
+    answerStream(this.stream, { grpc: this.grpc, status, text, grpcStatus: GRPC_STATUS_FOR[status] ?? GRPC_INTERNAL });
+  }
+
+  cut(code: number): void {
+    this.stream.close(code);
+  }
+
+  onClose(callback: (code: number) => void): void {
+    this.stream.once('close', () => callback(this.stream.rstCode ?? NGHTTP2_NO_ERROR));
+  }
 }
 
 /** The HTTP/2 side of one listener: its client sessions and the way to the upstream. */
@@ -244,6 +197,7 @@ export class Http2Front {
   private readonly refusals = new WeakMap<Http2Session, Refusal>();
   private readonly agent: Agent;
   private readonly h2c: H2cUpstream;
+  private readonly http1: Http1ToH2c;
   private draining = false;
 
   constructor(ctx: ForwardContext, protocol: UpstreamProtocolChoice) {
@@ -253,6 +207,7 @@ export class Http2Front {
     this.server = createH2Server(sessionOptions(s.maxHeaderBytes));
     this.agent = new Agent({ keepAlive: true, scheduling: 'lifo' });
     this.h2c = new H2cUpstream(s.upstreamHost, s.upstreamPort);
+    this.http1 = new Http1ToH2c(ctx, this.h2c);
     this.server.on('session', (session: ServerHttp2Session) => this.onSession(session));
     this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
     // A client's protocol error or reset ends only its own session or stream.
@@ -272,6 +227,14 @@ export class Http2Front {
     timer.unref();
     session.once('stream', () => clearTimeout(timer));
     session.once('close', () => clearTimeout(timer));
+  }
+
+  /**
+   * Serves a verified HTTP/1.1 connection when the upstream speaks h2c: each request becomes a stream of the
+   * same shared h2c connection the HTTP/2 clients' streams use (http1-to-h2c.ts).
+   */
+  serveHttp1(socket: TLSSocket, identity: [string, string][]): void {
+    this.http1.serve(socket, identity);
   }
 
   /**
@@ -310,27 +273,26 @@ export class Http2Front {
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     stream.on('error', () => undefined);
     const session = stream.session!;
-    const facts: StreamFacts = { grpc: isGrpc(headers), startedAt: performance.now() };
     const refusal = this.refusals.get(session);
     if (refusal) {
       this.ctx.countRequest(refusal.status, 0);
-      answerStream(stream, { grpc: facts.grpc, ...refusal });
+      answerStream(stream, { grpc: isGrpc(headers), ...refusal });
       session.close();
       return;
     }
     const identity = this.identities.get(session);
     if (!identity) return void stream.close(NGHTTP2_REFUSED_STREAM);
+    const exchange = new H2StreamExchange(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
     if (headers[HTTP2_HEADER_METHOD] === 'CONNECT') {
-      this.ctx.countRequest(501, facts.startedAt);
+      this.ctx.countRequest(501, exchange.startedAt);
       const text = 'CONNECT is not forwarded by the mTLS sidecar\n';
-      return answerStream(stream, { grpc: facts.grpc, status: 501, text, grpcStatus: GRPC_UNIMPLEMENTED });
+      return answerStream(stream, { grpc: exchange.grpc, status: 501, text, grpcStatus: GRPC_UNIMPLEMENTED });
     }
-    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     const forward = (protocol: StreamProtocol) => {
       if (stream.closed || stream.destroyed) return;
       const fields = upstreamFields(headers, identity.fields, identity.peer, protocol);
-      if (protocol === 'h2c') this.toH2c(stream, fields, endStream, facts);
-      else this.toHttp1(stream, headers, fields, endStream, facts);
+      if (protocol === 'h2c') relayToH2c(this.ctx, this.h2c, fields, exchange);
+      else this.toHttp1(exchange, headers, fields);
     };
     // Forwarded once the frames read with it are processed: a stream reset in the same read (rapid reset,
     // CVE-2023-44487) never costs an upstream request.
@@ -343,55 +305,14 @@ export class Http2Front {
     });
   }
 
-  /** 502/504 for a stream the upstream failed before answering; a reset if part of the answer went out. */
-  private fail(stream: ServerHttp2Stream, status: 502 | 504, why: string, facts: StreamFacts): void {
-    const s = this.ctx.settings;
-    s.log.warn(status === 502 ? 'upstream unavailable' : 'upstream timed out', {
-      listener: s.listener(),
-      mode: s.mode,
-      protocol: 'h2',
-      upstream: s.upstream,
-      status,
-      error: why,
-    });
-    this.ctx.countRequest(status, facts.startedAt);
-    answerStream(stream, {
-      grpc: facts.grpc,
-      status,
-      text: status === 502 ? 'upstream unavailable\n' : 'upstream timed out\n',
-      grpcStatus: status === 502 ? GRPC_UNAVAILABLE : GRPC_DEADLINE_EXCEEDED,
-    });
-  }
-
-  /**
-   * The upstream timeout, counted from the end of the client's request as on the HTTP/1.1 path (a long upload
-   * is not the upstream being slow); `clear` stops it, also before it started.
-   */
-  private upstreamTimer(stream: ServerHttp2Stream, endStream: boolean, onTimeout: () => void): () => void {
-    let timer: NodeJS.Timeout | undefined;
-    let cleared = false;
-    const start = () => {
-      if (cleared) return;
-      timer = setTimeout(onTimeout, this.ctx.settings.upstreamTimeoutMs);
-      timer.unref();
-    };
-    if (endStream) start();
-    else stream.once('end', start);
-    return () => {
-      cleared = true;
-      clearTimeout(timer);
-    };
-  }
-
   /** One stream as one HTTP/1.1 request on the listener's kept-alive connections (node:http's Agent). */
   private toHttp1(
-    stream: ServerHttp2Stream,
+    exchange: H2StreamExchange,
     client: IncomingHttpHeaders,
     fields: Record<string, string | string[]>,
-    endStream: boolean,
-    facts: StreamFacts,
   ): void {
     const s = this.ctx.settings;
+    const { stream } = exchange;
     const method = String(client[HTTP2_HEADER_METHOD]);
     let req: ClientRequest;
     try {
@@ -406,16 +327,15 @@ export class Http2Front {
       });
     } catch (err) {
       // A field value HTTP/1.1 cannot carry (node:http refuses it): the client's request, not the upstream.
-      this.ctx.countRequest(400, facts.startedAt);
-      const text = `request cannot be forwarded as HTTP/1.1: ${(err as Error).message}\n`;
-      return answerStream(stream, { grpc: facts.grpc, status: 400, text, grpcStatus: GRPC_INTERNAL });
+      this.ctx.countRequest(400, exchange.startedAt);
+      return exchange.answer(400, `request cannot be forwarded as HTTP/1.1: ${(err as Error).message}\n`);
     }
     let answered = false;
-    const clearTimer = this.upstreamTimer(stream, endStream, () => {
+    const clearTimer = upstreamTimer(exchange.body, s.upstreamTimeoutMs, () => {
       if (answered) return;
       answered = true;
       req.destroy();
-      this.fail(stream, 504, `no response within ${s.upstreamTimeoutMs} ms`, facts);
+      failExchange(this.ctx, exchange, 504, `no response within ${s.upstreamTimeoutMs} ms`);
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimer();
@@ -423,7 +343,7 @@ export class Http2Front {
       if (stream.closed) return;
       if (answered) return void stream.close(NGHTTP2_INTERNAL_ERROR);
       answered = true;
-      this.fail(stream, 502, err.code ?? err.message, facts);
+      failExchange(this.ctx, exchange, 502, err.code ?? err.message);
     });
     req.on('response', (res: IncomingMessage) => {
       clearTimer();
@@ -437,9 +357,10 @@ export class Http2Front {
         stream.respond(passedFields(res.headers, status), { endStream: noBody, waitForTrailers: trailers });
       } catch (err) {
         res.destroy();
-        return this.fail(stream, 502, `response cannot be sent over HTTP/2: ${(err as Error).message}`, facts);
+        const why = `response cannot be sent over HTTP/2: ${(err as Error).message}`;
+        return failExchange(this.ctx, exchange, 502, why);
       }
-      res.on('end', () => this.ctx.countRequest(status, facts.startedAt));
+      res.on('end', () => this.ctx.countRequest(status, exchange.startedAt));
       res.on('close', () => {
         if (!res.complete) stream.close(NGHTTP2_INTERNAL_ERROR);
       });
@@ -452,96 +373,32 @@ export class Http2Front {
       clearTimer();
       if (stream.rstCode !== NGHTTP2_NO_ERROR) req.destroy();
     });
-    if (endStream) return void req.end();
+    if (!exchange.body) return void req.end();
     // node:http holds the head until the first body byte: an upstream must see the request at once (a client
     // may wait for the response head before it sends its body).
     req.flushHeaders();
     stream.pipe(req);
   }
 
-  /** One stream as one stream of the shared h2c connection: trailers and resets pass both ways. */
-  private toH2c(
-    stream: ServerHttp2Stream,
-    fields: Record<string, string | string[]>,
-    endStream: boolean,
-    facts: StreamFacts,
-  ): void {
-    const s = this.ctx.settings;
-    let up: ClientHttp2Stream;
-    try {
-      up = this.h2c.get().request(fields, { endStream });
-    } catch (err) {
-      return this.fail(stream, 502, (err as Error).message, facts);
-    }
-    let answered = false;
-    let trailers: IncomingHttpHeaders | null = null;
-    const clearTimer = this.upstreamTimer(stream, endStream, () => {
-      if (answered) return;
-      answered = true;
-      up.close(NGHTTP2_CANCEL);
-      this.fail(stream, 504, `no response within ${s.upstreamTimeoutMs} ms`, facts);
-    });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimer();
-      if (answered || stream.closed) return;
-      answered = true;
-      this.fail(stream, 502, err.code ?? err.message, facts);
-    });
-    up.on('response', (headers: IncomingHttpHeaders, flags: number) => {
-      clearTimer();
-      if (answered) return;
-      answered = true;
-      const status = Number(headers[HTTP2_HEADER_STATUS]);
-      const ended = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
-      try {
-        stream.respond(passedFields(headers, status), { endStream: ended, waitForTrailers: !ended });
-      } catch (err) {
-        up.close(NGHTTP2_CANCEL);
-        return this.fail(stream, 502, `response not valid: ${(err as Error).message}`, facts);
-      }
-      if (ended) return this.ctx.countRequest(status, facts.startedAt);
-      // Node cannot end a stream with its last DATA frame once trailers may follow: when the upstream sent
-      // none, the stream ends with an empty trailer section.
-      stream.once('wantTrailers', () => {
-        stream.sendTrailers(trailers ? passedFields(trailers) : {});
-        this.ctx.countRequest(status, facts.startedAt);
-      });
-      up.pipe(stream);
-    });
-    up.on('trailers', (headers: IncomingHttpHeaders) => (trailers = headers));
-    // RST_STREAM from the upstream reaches the client with the same code, and the other way round.
-    up.on('close', () => {
-      clearTimer();
-      const code = up.rstCode ?? NGHTTP2_NO_ERROR;
-      if (code === NGHTTP2_NO_ERROR || stream.closed) return;
-      if (!answered) {
-        answered = true;
-        return this.fail(stream, 502, `the upstream reset the stream (HTTP/2 error code ${code})`, facts);
-      }
-      stream.close(code);
-    });
-    stream.on('close', () => {
-      clearTimer();
-      const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
-      if (code !== NGHTTP2_NO_ERROR && !up.closed) up.close(code);
-    });
-    if (!endStream) stream.pipe(up);
-  }
-
-  /** Graceful stop: GOAWAY to every client session; open streams finish, then their connections close. */
+  /**
+   * Graceful stop: GOAWAY to every client session, and the HTTP/1.1 connections relayed to h2c closed once idle;
+   * open streams and requests finish, then their connections close.
+   */
   drain(): void {
     this.draining = true;
     for (const session of this.sessions) session.close();
+    this.http1.drain();
   }
 
   /** After the drain: the upstream connections kept for reuse are closed. */
   close(): void {
+    this.http1.close();
     this.h2c.close();
     this.agent.destroy();
   }
 
-  /** HTTP/2 connections open now. */
+  /** Client connections open now: HTTP/2 ones and the HTTP/1.1 ones relayed to h2c. */
   get open(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.http1.open;
   }
 }

@@ -15,7 +15,7 @@ import { identityFields, verifyClient } from './verify.ts';
 export interface TlsListener {
   server: Server;
   forward: ForwardContext;
-  /** Connections whose client chose HTTP/2 (ALPN h2). */
+  /** Connections whose client chose HTTP/2 (ALPN h2), and HTTP/1.1 ones whose requests go to an h2c upstream. */
   h2: Http2Front;
   /** Every open TCP connection, verified or still in its handshake (for a forced stop). */
   sockets: Set<Socket>;
@@ -33,7 +33,8 @@ export function contextOptions(tls: TlsMaterial, listener: Listener): TlsOptions
 
 /**
  * One TLS listener: terminates TLS with the listener's mode and hands each verified connection to the
- * forwarding path (forward.ts). The mode check runs when the handshake completes, before any byte of the
+ * forwarding path: forward.ts for HTTP/1.1 to an HTTP/1.1 upstream, http2.ts for HTTP/2 and for HTTP/1.1 to an h2c
+ * upstream (http1-to-h2c.ts). The mode check runs when the handshake completes, before any byte of the
  * connection is read: a refused client is answered 400 or 403 with the reason (refusal-answer.ts, which also
  * says why that is not a TLS alert) and never has a request forwarded.
  */
@@ -64,6 +65,12 @@ export function createListener(
   const sockets = new Set<Socket>();
   const success = deps.metrics.handshakes.labels({ mode, result: 'success' });
   const refused = (reason: RefusalReason) => deps.metrics.handshakes.labels({ mode, result: reason }).inc();
+
+  /** The HTTP/1.1 raw relay (forward.ts) to an HTTP/1.1 upstream. */
+  const relayHttp1 = (socket: TLSSocket, fields: [string, string][]) => {
+    const identity = fields.map(([name, value]) => `${name}: ${value}\r\n`).join('');
+    new ProxyConnection(socket, forward, identity);
+  };
 
   server.on('connection', (raw: Socket) => {
     (raw as WithPeer)[PEER] = `${raw.remoteAddress}:${raw.remotePort}`;
@@ -102,8 +109,19 @@ export function createListener(
     // record, an unexpected message): it only emits 'error', and the connection stayed open until its idle
     // timeout. Nothing can be read from it any more; close it now ('close' cleans up the forwarding state).
     socket.on('error', () => socket.destroy());
-    const identity = fields.map(([name, value]) => `${name}: ${value}\r\n`).join('');
-    new ProxyConnection(socket, forward, identity);
+    const protocol = deps.protocolChoice.forStream();
+    if (protocol === 'http1') return relayHttp1(socket, fields);
+    // An h2c upstream cannot read HTTP/1.1: each request goes as a stream of the h2c connection instead.
+    if (protocol === 'h2c') return h2.serveHttp1(socket, fields);
+    // `auto` before the upstream's protocol is known: the connection waits, unread, for the probe in flight
+    // (bounded by the probe timeout).
+    socket.pause();
+    void protocol.then((found) => {
+      if (socket.destroyed) return;
+      if (found === 'h2c') return h2.serveHttp1(socket, fields);
+      relayHttp1(socket, fields);
+      socket.resume();
+    });
   });
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     const reason: RefusalReason = /certificate required|peer did not return a certificate/i.test(err.message)

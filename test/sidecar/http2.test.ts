@@ -3,7 +3,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseSidecarConfig } from '../../sidecar/flags.ts';
-import { passedFields, upstreamFields } from '../../sidecar/http2.ts';
+import { passedFields, upstreamFields } from '../../sidecar/stream-fields.ts';
 import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
 import { h2Client, h2Request, startH2cUpstream } from '../support/h2-fixtures.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
@@ -125,7 +125,7 @@ for (const upstreamProtocol of ['http1', 'h2c'] as const) {
       close?.();
     });
 
-    it("offers h2 and http/1.1 by ALPN; a client offering only http/1.1 gets today's path", async () => {
+    it('offers h2 and http/1.1 by ALPN; an HTTP/1.1 client reaches the upstream in its protocol', async () => {
       const chosen = (protocols: string[]) =>
         new Promise<string | false | null>((resolve, reject) => {
           const socket = tlsConnect({
@@ -143,9 +143,18 @@ for (const upstreamProtocol of ['http1', 'h2c'] as const) {
         });
       expect(await chosen(['h2', 'http/1.1'])).toBe('h2');
       expect(await chosen(['http/1.1'])).toBe('http/1.1');
-      // HTTP/1.1 clients keep the HTTP/1.1 path, to the upstream too (an h2c-only upstream cannot take them).
-      const h1 = await httpsGet(port('standard'), { ca: pki.ca.certPem, path: '/h1' });
-      expect(h1.status).toBe(upstreamProtocol === 'http1' ? 200 : 502);
+      // An HTTP/1.1 client's request reaches an h2c upstream as an h2c stream, identity fields set, copies gone.
+      const h1 = await httpsGet(port('strict'), {
+        ca: pki.ca.certPem,
+        client: pki.client,
+        path: '/h1',
+        headers: { 'x-client-verify': 'NONE', 'x-forwarded-client-cert': 'Hash=0;Subject="CN=admin"' },
+      });
+      expect(h1.status).toBe(200);
+      expect(seenPaths().at(-1)).toBe('/h1');
+      expect(lastHeaders()['x-client-verify']).toBe('SUCCESS');
+      expect(String(lastHeaders()['x-forwarded-client-cert'])).toMatch(/^Hash=[0-9a-f]{64};Subject="CN=billing";URI=/);
+      if (upstreamProtocol === 'h2c') expect(lastHeaders()[':scheme']).toBe('http');
     });
 
     const TABLE = {

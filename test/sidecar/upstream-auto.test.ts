@@ -209,8 +209,18 @@ describe('sidecar: --upstream-protocol auto', () => {
     expect(await admin(sidecar, '/metrics')).toContain(
       'mtls_sidecar_upstream_protocol{requested="auto",detected="h2c"} 1',
     );
-    // HTTP/1.1 clients stay on HTTP/1.1, which an h2c-only server cannot take (as with `h2c` set by hand).
-    expect((await h1Get(sidecar, '/h1')).status).toBe(502);
+    // HTTP/1.1 clients' requests go as h2c streams too (an h2c-only server cannot read HTTP/1.1), with the identity.
+    const h1 = await httpsGet(sidecar.ports[0]!, {
+      ca: pki.ca.certPem,
+      client: pki.client,
+      path: '/h1',
+      headers: { 'x-forwarded-client-cert': 'Hash=0;Subject="CN=admin"' },
+    });
+    expect(h1.status).toBe(200);
+    const seen = up.seen.at(-1)!.headers;
+    expect(seen[':path']).toBe('/h1');
+    expect(seen['x-client-verify']).toBe('SUCCESS');
+    expect(String(seen['x-forwarded-client-cert'])).toMatch(/^Hash=[0-9a-f]{64};Subject="CN=billing";URI=/);
   });
 
   it('finds h2c on a real gRPC server (@grpc/grpc-js): a grpc-js client gets its answer and identity through auto', async () => {
@@ -259,7 +269,7 @@ describe('sidecar: --upstream-protocol auto', () => {
     });
   }
 
-  it('finds h2c on a server that speaks both: h2 clients go as h2c, HTTP/1.1 clients as HTTP/1.1', async () => {
+  it('finds h2c on a server that speaks both: h2 and HTTP/1.1 clients go as h2c', async () => {
     const up = await startDualUpstream();
     cleanups.push(() => up.close());
     const sidecar = await autoSidecar(dir, up.port);
@@ -267,10 +277,10 @@ describe('sidecar: --upstream-protocol auto', () => {
 
     expect((await detected(sidecar)).detected).toBe('h2c');
     expect((await h2Get(sidecar, '/a')).body).toBe('h2c');
-    expect((await h1Get(sidecar, '/b')).body).toBe('http1');
+    expect((await h1Get(sidecar, '/b')).body).toBe('h2c');
     expect(up.seen).toEqual([
       { protocol: 'h2c', path: '/a' },
-      { protocol: 'http1', path: '/b' },
+      { protocol: 'h2c', path: '/b' },
     ]);
   });
 
@@ -330,6 +340,38 @@ describe('sidecar: --upstream-protocol auto', () => {
     expect(up.seen.map((s) => s.headers[':path'])).toEqual(['/first-call']);
     expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'h2c', probes: 2 });
   });
+
+  for (const found of ['h2c', 'http1'] as const) {
+    it(`an HTTP/1.1 connection waits, unread, for the probe it brings forward, then goes as ${found}`, async () => {
+      const spare = createNetServer();
+      await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
+      const port = (spare.address() as AddressInfo).port;
+      await new Promise((resolve) => spare.close(resolve));
+      const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
+      cleanups.push(() => sidecar.stop(500));
+      const until = Date.now() + 3_000;
+      while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+
+      let seen: () => string[];
+      if (found === 'h2c') {
+        const up = await startH2cUpstream(port);
+        cleanups.push(() => up.server.close());
+        seen = () => up.seen.map((s) => String(s.headers[':path']));
+      } else {
+        const up = await startMockUpstream(port);
+        cleanups.push(() => up.server.close());
+        seen = () => up.requests.map((r) => r.url!);
+      }
+      await new Promise((resolve) => setTimeout(resolve, STREAM_PROBE_INTERVAL_MS + 50));
+      // The request is written with the handshake: its bytes arrive while the connection waits for the probe.
+      const answer = await h1Get(sidecar, '/first-h1');
+      expect(answer.status).toBe(200);
+      expect(seen()).toEqual(['/first-h1']);
+      expect(sidecar.upstreamProtocol()).toMatchObject({ detected: found, probes: 2 });
+    });
+  }
 
   it('an upstream that accepts and never answers is taken as HTTP/1.1 after a bounded number of probes', async () => {
     const held = new Set<Socket>();

@@ -69,8 +69,9 @@ export interface SeenStream {
 
 /**
  * An h2c (prior knowledge) mock upstream: echoes the request fields as JSON with a trailer; `/reset` resets the
- * stream with ENHANCE_YOUR_CALM after the response headers, `/hang` never answers, `/echo` streams the body
- * back as it arrives.
+ * stream with ENHANCE_YOUR_CALM after the response headers (node:http2 ends the response, END_STREAM, before the
+ * RST_STREAM), `/cut` resets it with INTERNAL_ERROR inside the response (no END_STREAM), `/refuse` before any
+ * response, `/hang` never answers, `/echo` streams the body back as it arrives.
  */
 export async function startH2cUpstream(port = 0): Promise<{ server: Http2Server; port: number; seen: SeenStream[] }> {
   const seen: SeenStream[] = [];
@@ -86,6 +87,13 @@ export async function startH2cUpstream(port = 0): Promise<{ server: Http2Server;
       stream.respond({ ':status': 200 }, { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers({ 'x-done': 'yes' }));
       stream.pipe(stream);
+      return;
+    }
+    if (path === '/refuse') return void stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    if (path === '/cut') {
+      stream.respond({ ':status': 200 });
+      stream.write('partial');
+      setTimeout(() => stream.destroy(new Error('cut inside the response')), 20);
       return;
     }
     if (path === '/reset') {
