@@ -8,6 +8,7 @@ import {
 } from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
 import type { ForwardContext } from './forward.ts';
+import { relay } from './relay.ts';
 import { passedFields } from './stream-fields.ts';
 import { h2cAuthority } from './upstream-protocol.ts';
 
@@ -175,7 +176,7 @@ export function relayToH2c(
       return fail(502, `response not valid: ${(err as Error).message}`);
     }
     if (!body) return;
-    up.pipe(body.sink, { end: false });
+    relay(up, body.sink, { end: false });
     up.once('end', () => body.end(trailers ? passedFields(trailers) : null));
   });
   up.on('trailers', (headers: IncomingHttpHeaders) => (trailers = headers));
@@ -191,5 +192,5 @@ export function relayToH2c(
     clearTimer();
     if (code !== NGHTTP2_NO_ERROR && !up.closed) up.close(code);
   });
-  client.body?.pipe(up);
+  if (client.body) relay(client.body, up);
 }

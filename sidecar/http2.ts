@@ -29,6 +29,7 @@ import {
 } from './h2c-relay.ts';
 import { Http1ToH2c } from './http1-to-h2c.ts';
 import type { RefusalReason } from './refusal-log.ts';
+import { relay } from './relay.ts';
 import { passedFields, upstreamFields } from './stream-fields.ts';
 import type { UpstreamProtocolChoice } from './upstream-protocol.ts';
 
@@ -366,7 +367,7 @@ export class Http2Front {
       });
       if (noBody) return void res.resume();
       if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(passedFields(res.trailers)));
-      res.pipe(stream);
+      relay(res, stream);
     });
     // A stream the client reset (or whose connection went away) abandons its upstream request.
     stream.on('close', () => {
@@ -377,7 +378,7 @@ export class Http2Front {
     // node:http holds the head until the first body byte: an upstream must see the request at once (a client
     // may wait for the response head before it sends its body).
     req.flushHeaders();
-    stream.pipe(req);
+    relay(stream, req);
   }
 
   /**

@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from './log.ts';
 import { proxyV2Header } from './proxy-protocol.ts';
+import { relay } from './relay.ts';
 import type { ClientIdentity } from './verify.ts';
 import { xfcc } from './verify.ts';
 
@@ -65,38 +66,8 @@ export function relayTcp(client: TLSSocket, identity: ClientIdentity | undefined
   client.on('error', () => upstream.destroy());
   client.on('close', () => upstream.destroy());
   upstream.on('close', () => client.destroy());
-  relayCorked(client, upstream);
-  relayCorked(upstream, client);
+  relay(client, upstream, { batch: true });
+  relay(upstream, client, { batch: true });
   const idle = s.idleTimeoutMs ?? TCP_IDLE_TIMEOUT_MS;
   client.setTimeout(idle, () => client.destroy());
-}
-
-/** Bytes a relay lets wait unsent on its destination before it stops reading its source. */
-const RELAY_HIGH_WATER = 256 * 1024;
-
-/**
- * Relays `from` to `to` as pipe() does (backpressure, end passed on), but the chunks that arrive in one turn of
- * the event loop go out in one writev: a TLS socket hands over its decrypted bytes one 16 KiB record at a time,
- * and a send per record cost more than the decryption (bench/RESULTS.md, the TCP row's profile).
- */
-function relayCorked(from: Socket, to: Socket): void {
-  let corked = false;
-  const flush = () => {
-    corked = false;
-    to.uncork();
-  };
-  from.on('data', (chunk: Buffer) => {
-    if (to.destroyed) return;
-    if (!corked) {
-      corked = true;
-      to.cork();
-      setImmediate(flush);
-    }
-    to.write(chunk);
-    if (to.writableLength > RELAY_HIGH_WATER) from.pause();
-  });
-  to.on('drain', () => from.resume());
-  from.once('end', () => {
-    if (!to.destroyed) to.end();
-  });
 }
