@@ -36,7 +36,9 @@ import { h2Load, haproxy, nginxGrpc, nginxH2cUpstream, type Started, tcpLoad, tc
 const BEFORE = process.env.MTLS_BENCH_SIDECAR_BEFORE;
 const BEFORE_NODE_OPTIONS = process.env.MTLS_BENCH_BEFORE_NODE_OPTIONS;
 const AFTER_NODE_OPTIONS = process.env.MTLS_BENCH_AFTER_NODE_OPTIONS;
-if (!BEFORE && BEFORE_NODE_OPTIONS === undefined && AFTER_NODE_OPTIONS === undefined)
+/** Flags for node itself that NODE_OPTIONS does not take (e.g. V8 flags): the after sidecar only. */
+const AFTER_NODE_ARGS = process.env.MTLS_BENCH_AFTER_NODE_ARGS?.split(' ').filter(Boolean);
+if (!BEFORE && BEFORE_NODE_OPTIONS === undefined && AFTER_NODE_OPTIONS === undefined && !AFTER_NODE_ARGS)
   throw new Error(
     'set MTLS_BENCH_SIDECAR_BEFORE to the other build (PATH/dist/operator/cli.js), or MTLS_BENCH_BEFORE_NODE_OPTIONS / MTLS_BENCH_AFTER_NODE_OPTIONS',
   );
@@ -84,7 +86,12 @@ const subjects: Record<string, () => Promise<Proxy>> = {
       nodeOptions: BEFORE_NODE_OPTIONS,
     }),
   after: () =>
-    startSidecarProcess(m, upstream.port, 1, PROXY_CPU, { listen, args: sidecarArgs, nodeOptions: AFTER_NODE_OPTIONS }),
+    startSidecarProcess(m, upstream.port, 1, PROXY_CPU, {
+      listen,
+      args: sidecarArgs,
+      nodeOptions: AFTER_NODE_OPTIONS,
+      nodeArgs: AFTER_NODE_ARGS,
+    }),
   peer: () =>
     GRPC
       ? nginxGrpc(dir, m, upstream.port)
