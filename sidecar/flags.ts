@@ -229,6 +229,14 @@ function positive(flag: string, value: string): number {
 }
 
 /** The configuration in `argv`, for callers that never ask for --help (tests, benchmarks, workers). */
+/** The port of a --listen or --test-listen value; 0 lets the OS pick a free one (tests: the bound ports are logged). */
+function listenPort(flag: string, value: string, portText: string | undefined): number {
+  const port = Number(portText);
+  if (!portText || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new UsageError(`--${flag} ${value}: port must be 1-65535`);
+  return port;
+}
+
 export function parseSidecarConfig(argv: string[]): ResolvedSidecarConfig {
   const { config } = parseSidecarArgs(argv);
   if (!config) throw new UsageError('--help asks for the usage, not for a configuration');
@@ -251,19 +259,14 @@ export function parseSidecarArgs(
       throw new UsageError(`--listen ${value}: write MODE=PORT for HTTP or MODE=PORT/tcp to relay TCP`);
     if (!MODES.includes(mode as Mode))
       throw new UsageError(`--listen ${value}: mode must be standard, flexible or strict`);
-    const port = Number(portText);
-    // 0 lets the OS pick a free port (tests); the bound ports are logged.
-    if (!Number.isInteger(port) || port < 0 || port > 65535)
-      throw new UsageError(`--listen ${value}: port must be 1-65535`);
+    const port = listenPort('listen', value, portText);
     return protocol === 'tcp' ? { mode: mode as Mode, port, protocol } : { mode: mode as Mode, port };
   });
   const testListen = flags['test-listen'].map((value): TestListener => {
     const [kind = '', portText = ''] = value.split('=');
     if (!(TEST_LISTENER_KINDS as readonly string[]).includes(kind))
       throw new UsageError(`--test-listen ${value}: kind must be one of ${TEST_LISTENER_KINDS.join(', ')}`);
-    const port = Number(portText);
-    if (!Number.isInteger(port) || port < 0 || port > 65535)
-      throw new UsageError(`--test-listen ${value}: port must be 1-65535`);
+    const port = listenPort('test-listen', value, portText);
     return { kind: kind as TestListenerKind, port };
   });
   if (testListen.length && !flags['test-tls-dir'])

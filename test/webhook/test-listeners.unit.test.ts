@@ -110,6 +110,13 @@ describe('--test-listen', () => {
     expect(usage([...base, '--test-listen', 'WrongHost=8080', '--test-tls-dir', '/bad'])).toContain(
       'the sidecar itself listens on that port',
     );
+    // A missing port is refused, not read as 0 (which would bind a random one).
+    expect(usage([...base, '--test-listen', 'WrongHost', '--test-tls-dir', '/bad'])).toContain(
+      '--test-listen WrongHost: port must be 1-65535',
+    );
+    expect(usage(['--listen', 'strict', '--upstream', '127.0.0.1:1', '--tls-dir', '/t'])).toContain(
+      '--listen strict: port must be 1-65535',
+    );
   });
 });
 
