@@ -27,11 +27,12 @@ import {
   type Proxy,
   proxyPids,
   sleep,
+  startHaproxy,
   startMock,
   startNginx,
   startSidecarProcess,
 } from './proxies.ts';
-import { h2Load, haproxy, nginxGrpc, nginxH2cUpstream, type Started, tcpLoad, tcpSink } from './sidecar-h2-tcp.ts';
+import { h2Load, nginxGrpc, nginxH2cUpstream, type Started, tcpLoad, tcpSink } from './sidecar-h2-tcp.ts';
 
 const BEFORE = process.env.MTLS_BENCH_SIDECAR_BEFORE;
 const BEFORE_NODE_OPTIONS = process.env.MTLS_BENCH_BEFORE_NODE_OPTIONS;
@@ -96,7 +97,7 @@ const subjects: Record<string, () => Promise<Proxy>> = {
     GRPC
       ? nginxGrpc(dir, m, upstream.port)
       : TCP
-        ? haproxy(dir, m, upstream.port, 'tcp')
+        ? startHaproxy(dir, m, upstream.port, 1, PROXY_CPU, 'tcp')
         : startNginx(dir, m, upstream.port, 1, PROXY_CPU),
 };
 const measure: Measure = GRPC

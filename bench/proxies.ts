@@ -165,35 +165,40 @@ http {
   return { name: 'nginx', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
+/**
+ * HAProxy with the same certificates, client certificate required: HTTP/1.1 to an HTTP/1.1 upstream (`http1`),
+ * HTTP/2 to an h2c upstream (`h2`), or TCP relayed unparsed (`tcp`).
+ */
 export async function startHaproxy(
   dir: string,
   m: Materials,
   upstream: number,
   threads: number,
   cpus: string,
+  protocol: 'http1' | 'h2' | 'tcp' = 'http1',
 ): Promise<Proxy> {
   const port = await freePort();
   const conf = join(dir, `haproxy-${port}.cfg`);
-  writeFileSync(
-    conf,
-    `global
-  nbthread ${threads}
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  timeout http-keep-alive 30s
-frontend fe
-  bind 127.0.0.1:${port} ssl crt ${m.files.pem} ca-file ${m.files.ca} verify required ssl-min-ver TLSv1.3
-  http-request set-header X-Client-Verify SUCCESS
-  default_backend be
-backend be
-  http-reuse always
-  server mock 127.0.0.1:${upstream}
-`,
-  );
+  const http = protocol !== 'tcp';
+  const lines = [
+    'global',
+    `  nbthread ${threads}`,
+    '  maxconn 8000',
+    'defaults',
+    `  mode ${http ? 'http' : 'tcp'}`,
+    '  timeout connect 5s',
+    '  timeout client 30s',
+    '  timeout server 30s',
+    ...(http ? ['  timeout http-keep-alive 30s'] : []),
+    'frontend fe',
+    `  bind 127.0.0.1:${port} ssl crt ${m.files.pem} ca-file ${m.files.ca} verify required ssl-min-ver TLSv1.3${protocol === 'h2' ? ' alpn h2' : ''}`,
+    ...(http ? ['  http-request set-header X-Client-Verify SUCCESS'] : []),
+    '  default_backend be',
+    'backend be',
+    ...(protocol === 'http1' ? ['  http-reuse always'] : []),
+    `  server up 127.0.0.1:${upstream}${protocol === 'h2' ? ' proto h2' : ''}`,
+  ];
+  writeFileSync(conf, `${lines.join('\n')}\n`);
   const child = startPinned(cpus, 'haproxy', ['-f', conf, '-db']);
   await waitListening(port);
   return { name: 'haproxy', port, pids: () => [child.pid!], stop: () => stopChild(child) };

@@ -30,6 +30,7 @@ import {
   type Proxy,
   ROOT,
   RUNS,
+  startHaproxy,
   startNodeRelay,
   startPinned,
   startSidecarProcess,
@@ -87,46 +88,6 @@ http { access_log off; http2_max_concurrent_streams 1024;
   const child = startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-p', dir]);
   await waitListening(port);
   return { name: 'nginx', port, pids: () => [child.pid!], stop: () => stopChild(child) };
-}
-
-export async function haproxy(dir: string, m: Materials, upstream: number, mode: 'h2' | 'tcp'): Promise<Proxy> {
-  const port = await freePort();
-  const conf = join(dir, `haproxy-${mode}.cfg`);
-  const bind = `bind 127.0.0.1:${port} ssl crt ${m.files.pem} ca-file ${m.files.ca} verify required ssl-min-ver TLSv1.3`;
-  writeFileSync(
-    conf,
-    mode === 'h2'
-      ? `global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  ${bind} alpn h2
-  http-request set-header X-Client-Verify SUCCESS
-  default_backend be
-backend be
-  server up 127.0.0.1:${upstream} proto h2
-`
-      : `global
-  nbthread 1
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  ${bind}
-  default_backend be
-backend be
-  server up 127.0.0.1:${upstream}
-`,
-  );
-  const child = startPinned(PROXY_CPU, 'haproxy', ['-f', conf, '-db']);
-  await waitListening(port);
-  return { name: 'haproxy', port, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
 export async function h2Load(port: number, m: Materials | null, connections: number, streams: number) {
@@ -204,7 +165,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
         (p) => startSidecar(m, upstream.port, { args: ['--upstream-protocol', 'h2c'], profileDir: p }),
       ],
       [GRPC_VIA.nginx, () => nginxGrpc(dir, m, upstream.port)],
-      [GRPC_VIA.haproxy, () => haproxy(dir, m, upstream.port, 'h2')],
+      [GRPC_VIA.haproxy, () => startHaproxy(dir, m, upstream.port, 1, PROXY_CPU, 'h2')],
       [GRPC_VIA.floor, () => startNodeRelay(dir, m, upstream.port, PROXY_CPU, 'bench/node-h2-relay.ts')],
     ];
     for (let run = 0; run < RUNS && only !== 'tcp'; run++) {
@@ -239,7 +200,7 @@ export async function measureH2AndTcp(): Promise<H2AndTcpResults> {
     const tcpPeers: [string, (profileDir?: string) => Promise<Started>][] = [
       [TCP_VIA.ceiling, () => tlsSink(m)],
       [TCP_VIA.sidecar, (p) => startSidecar(m, sinkPort, { listen: 'strict=PORT/tcp', profileDir: p })],
-      [TCP_VIA.haproxy, () => haproxy(dir, m, sinkPort, 'tcp')],
+      [TCP_VIA.haproxy, () => startHaproxy(dir, m, sinkPort, 1, PROXY_CPU, 'tcp')],
     ];
     for (let run = 0; run < RUNS && only !== 'grpc'; run++) {
       for (const [via, start] of tcpPeers) {
