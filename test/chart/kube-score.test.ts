@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ensureBinaries } from '../../local/controlplane/binaries.ts';
-import { ensureGoTool } from '../support/go-tools.ts';
+import { ensureGoTool, GO_TOOL_BUILD_TIMEOUT_MS } from '../support/go-tools.ts';
 
 // An outside linter's view of the rendered chart. What kube-score flags is fixed in the chart, except these,
 // each deliberate:
@@ -47,6 +47,9 @@ async function score(manifest: string, ignored: string[]): Promise<string[]> {
 }
 
 describe('kube-score on the rendered chart', () => {
+  // The first run builds kube-score from its Go module: outside the tests' own timeouts.
+  beforeAll(() => ensureGoTool('kube-score'), GO_TOOL_BUILD_TIMEOUT_MS);
+
   it('finds nothing with the NetworkPolicy on (networkPolicy.enabled=true), apart from the reasoned ignores', async () => {
     const findings = await score(await render(['--set', 'networkPolicy.enabled=true']), Object.keys(IGNORED));
     expect(findings).toEqual([]);

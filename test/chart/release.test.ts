@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ensureGoTool } from '../support/go-tools.ts';
+import { ensureGoTool, GO_TOOL_BUILD_TIMEOUT_MS } from '../support/go-tools.ts';
 
 // The release workflow runs only on GitHub; here actionlint (with shellcheck for its scripts) checks it.
 
@@ -11,6 +11,9 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 const WORKFLOW = join(ROOT, '.github/workflows/release.yml');
 
 describe('the release workflow', () => {
+  // The first run builds actionlint from its Go module: outside the tests' own timeouts.
+  beforeAll(() => ensureGoTool('actionlint'), GO_TOOL_BUILD_TIMEOUT_MS);
+
   it('passes actionlint, its shell scripts checked by shellcheck', async () => {
     const actionlint = await ensureGoTool('actionlint');
     // actionlint skips the scripts silently without shellcheck: require it (.ci/run installs it).

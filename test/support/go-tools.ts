@@ -22,7 +22,13 @@ export function goToolPath(tool: GoTool): string {
   return join(cacheDir(), `${tool}-${GO_TOOLS[tool].version}`, tool);
 }
 
-/** The tool's binary, built with `go install` the first time (a minute or two on 2 cores). */
+/**
+ * How long a test may wait for its tool's first build: a few minutes on 2 cores with a cold Go module cache, more
+ * while other suites share the cores (CI builds them before the tests: `node test/support/go-tools.ts`).
+ */
+export const GO_TOOL_BUILD_TIMEOUT_MS = 15 * 60_000;
+
+/** The tool's binary, built with `go install` the first time. */
 export async function ensureGoTool(tool: GoTool): Promise<string> {
   const path = goToolPath(tool);
   try {
@@ -45,4 +51,9 @@ export async function ensureGoTool(tool: GoTool): Promise<string> {
     throw new Error(`go install ${module}@${version} failed (is Go 1.24+ on PATH?): ${e.stderr ?? e.message}`);
   }
   return path;
+}
+
+// `node test/support/go-tools.ts` builds every tool, so that CI pays for the builds outside any test's timeout.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  for (const tool of Object.keys(GO_TOOLS) as GoTool[]) process.stdout.write(`${await ensureGoTool(tool)}\n`);
 }
