@@ -112,6 +112,7 @@ async function spawnChartOperator(namespace: string, workload: string, fullname:
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  child.once('exit', () => rmSync(kubeconfig, { force: true }));
   child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
   child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

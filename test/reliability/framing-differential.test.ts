@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -295,6 +295,7 @@ describe('reliability: framing, the sidecar against nginx on public corpora', ()
   afterAll(async () => {
     sidecar?.child.kill('SIGKILL');
     nginx?.child.kill('SIGTERM');
+    if (nginx) nginx.child.once('exit', () => rmSync(nginx.dir, { recursive: true, force: true }));
     for (const u of Object.values(upstreams)) {
       u.server.closeAllConnections();
       u.server.close();

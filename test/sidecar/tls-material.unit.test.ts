@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issueCRL } from '../../operator/pki/crl-issuer.ts';
@@ -35,6 +35,7 @@ describe('sidecar: CRL checks without an X.509 library', () => {
       const dir = mkdtempSync(join(tmpdir(), 'crl-'));
       writeFileSync(join(dir, 'crl.pem'), crlPem);
       const text = execFileSync('openssl', ['crl', '-in', join(dir, 'crl.pem'), '-noout', '-nextupdate']).toString();
+      rmSync(dir, { recursive: true, force: true });
       expect(facts.nextUpdate!.getTime()).toBe(new Date(text.trim().replace(/^nextUpdate=/, '')).getTime());
       expect(facts.issuer.equals(subjectDer(new X509Certificate(ca.certPem)))).toBe(true);
       expect(signedBy(facts, new X509Certificate(ca.certPem))).toBe(true);
@@ -54,8 +55,12 @@ describe('sidecar: CRL checks without an X.509 library', () => {
 });
 
 describe('sidecar: loading the TLS folder', () => {
+  const made: string[] = [];
+  afterAll(() => made.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
   async function folder(files: Record<string, string>): Promise<string> {
-    const dir = join(mkdtempSync(join(tmpdir(), 'tls-')), 'vol');
+    const parent = mkdtempSync(join(tmpdir(), 'tls-'));
+    made.push(parent);
+    const dir = join(parent, 'vol');
     await writeSecretVolume(dir, files);
     return dir;
   }
