@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,17 +49,28 @@ function buildahContainersConf(store: string): string {
   return file;
 }
 
-function buildah(args: string[], options: { timeoutMs?: number; allowFailure?: boolean } = {}) {
+/**
+ * containers/image, under buildah, keeps a blob-info cache in /var/lib/containers/cache when run as root, whatever
+ * --root says, and no flag or containers.conf key moves it: a build that made that folder removes it again.
+ */
+const BLOB_INFO_CACHE_ROOT = '/var/lib/containers';
+
+async function buildah(args: string[], options: { timeoutMs?: number; allowFailure?: boolean } = {}) {
   const store = join(cacheDir(), `buildah-${STORAGE_DRIVER}`);
-  return runCommand(
-    'buildah',
-    ['--root', join(store, 'storage'), '--runroot', join(store, 'run'), '--storage-driver', STORAGE_DRIVER, ...args],
-    {
-      timeoutMs: options.timeoutMs ?? 600_000,
-      allowFailure: options.allowFailure,
-      env: { ...process.env, CONTAINERS_CONF: buildahContainersConf(store) },
-    },
-  );
+  const hadBlobInfoCache = existsSync(BLOB_INFO_CACHE_ROOT);
+  try {
+    return await runCommand(
+      'buildah',
+      ['--root', join(store, 'storage'), '--runroot', join(store, 'run'), '--storage-driver', STORAGE_DRIVER, ...args],
+      {
+        timeoutMs: options.timeoutMs ?? 600_000,
+        allowFailure: options.allowFailure,
+        env: { ...process.env, CONTAINERS_CONF: buildahContainersConf(store) },
+      },
+    );
+  } finally {
+    if (!hadBlobInfoCache) rmSync(BLOB_INFO_CACHE_ROOT, { recursive: true, force: true });
+  }
 }
 
 async function imageExists(ref: string): Promise<boolean> {

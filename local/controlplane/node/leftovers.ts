@@ -72,7 +72,8 @@ async function unmountNodeFolders(): Promise<void> {
     .filter((point): point is string => !!point)
     .filter((point) => point.startsWith(NODE_PATHS.state) || point.startsWith(NODE_PATHS.data))
     .sort((a, b) => b.length - a.length);
-  for (const point of mountPoints) await runCommand('umount', ['-l', point], { allowFailure: true });
+  // -n: util-linux's umount would otherwise make /run/mount for its utab, and leave it.
+  for (const point of mountPoints) await runCommand('umount', ['-n', '-l', point], { allowFailure: true });
 }
 
 /** Mount points made for the node's private mounts (they did not exist before it): empty, so rmdir does. */

@@ -112,7 +112,8 @@ export class LocalNode {
       await mkdir(dir, { recursive: true });
       await appendFile(this.files.createdMountPoints, `${dir}\n`);
     }
-    const mounts = PRIVATE_MOUNT_POINTS.map((dir) => `mount -t tmpfs -o mode=0755 tmpfs ${dir}`).join(' && ');
+    // -n: no utab entry (util-linux would write one into /run/mount before its tmpfs is there).
+    const mounts = PRIVATE_MOUNT_POINTS.map((dir) => `mount -n -t tmpfs -o mode=0755 tmpfs ${dir}`).join(' && ');
     this.mountHolder.start('unshare', [
       '--mount',
       '--propagation',

@@ -13,6 +13,8 @@ export const NODE_NAME = 'mtls-operator-node';
 
 /** Fixed host paths that containerd and kubelet write to whatever they are told: each gets a private tmpfs. */
 export const PRIVATE_MOUNT_POINTS = [
+  // util-linux's mount (kubelet runs it for volumes) keeps its utab here, and would leave the folder behind.
+  '/run/mount',
   '/run/netns',
   '/run/containerd',
   '/var/lib/cni',

@@ -71,7 +71,8 @@ async function removeEmptyNetnsMount(): Promise<void> {
   if (!entries || entries.length > 0) return;
   const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
   const mounts = mountinfo.split('\n').filter((line) => line.split(' ')[4] === NETNS_DIR).length;
-  for (let i = 0; i < mounts; i++) await runCommand('umount', [NETNS_DIR], { allowFailure: true });
+  // -n: util-linux's umount would otherwise make /run/mount for its utab, and leave it.
+  for (let i = 0; i < mounts; i++) await runCommand('umount', ['-n', NETNS_DIR], { allowFailure: true });
   await rmdir(NETNS_DIR).catch(() => undefined);
 }
 
