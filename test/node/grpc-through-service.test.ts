@@ -1,6 +1,6 @@
 import type { Metadata } from '@grpc/grpc-js';
 import { kubectl, waitFor } from '../support/cluster.ts';
-import { ensureGoTool, GRPC_HEALTH_PROBE } from '../support/go-tool.ts';
+import { ensureGoTool } from '../support/go-tools.ts';
 import { healthClient } from '../support/grpc/echo.ts';
 import { pemFiles } from '../support/openssl.ts';
 import {
@@ -111,7 +111,7 @@ describe('gRPC through an injected sidecar and its Service', () => {
     expect(refused.code).toBe(16); // UNAUTHENTICATED
     expect(refused.details).toMatch(/no_certificate/);
 
-    const probe = await ensureGoTool(GRPC_HEALTH_PROBE.name, GRPC_HEALTH_PROBE.module, GRPC_HEALTH_PROBE.version);
+    const probe = await ensureGoTool('grpc-health-probe');
     const files = pemFiles({ 'ca.pem': trust, 'c.pem': creds.certPem, 'k.pem': creds.keyPem });
     const probed = await new Promise<{ code: number; out: string }>((resolve) =>
       execFile(

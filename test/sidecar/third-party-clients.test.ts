@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import type { RunningSidecar } from '../../sidecar/sidecar.ts';
-import { ensureGoTool, GRPC_HEALTH_PROBE } from '../support/go-tool.ts';
+import { ensureGoTool } from '../support/go-tools.ts';
 import { type EchoServer, startEchoServer } from '../support/grpc/echo.ts';
 import { pemFiles } from '../support/openssl.ts';
 import { makePki, type Pki, tlsDir } from '../support/tls-fixtures.ts';
@@ -47,7 +47,7 @@ describe('sidecar with third-party clients and servers', () => {
     let sidecar: RunningSidecar;
 
     beforeAll(async () => {
-      probe = await ensureGoTool(GRPC_HEALTH_PROBE.name, GRPC_HEALTH_PROBE.module, GRPC_HEALTH_PROBE.version);
+      probe = await ensureGoTool('grpc-health-probe');
       mock = await startEchoServer();
       sidecar = await startTestSidecar({
         listen: 'strict=0',

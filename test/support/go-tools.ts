@@ -7,12 +7,15 @@ import { cacheDir } from '../../local/controlplane/binaries.ts';
 const run = promisify(execFile);
 
 /**
- * Linters the chart's tests run, built from their Go modules into the project's cache once per version (as the
- * control plane's binaries are), so a developer's machine and CI get the same ones with nothing but `go`.
+ * Go tools the tests run, built from their Go modules into the project's cache once per version (as the control
+ * plane's binaries are), so a developer's machine and CI get the same ones with nothing but `go`: the linters the
+ * chart's tests run, and grpc-health-probe, the gRPC project's health-check client (a Go gRPC client, not
+ * grpc-js), as a real third-party client of the sidecar.
  */
 export const GO_TOOLS = {
   actionlint: { module: 'github.com/rhysd/actionlint/cmd/actionlint', version: 'v1.7.12' },
   'kube-score': { module: 'github.com/zegl/kube-score/cmd/kube-score', version: 'v1.20.0' },
+  'grpc-health-probe': { module: 'github.com/grpc-ecosystem/grpc-health-probe', version: 'v0.4.62' },
 } as const;
 
 export type GoTool = keyof typeof GO_TOOLS;
@@ -42,7 +45,7 @@ export async function ensureGoTool(tool: GoTool): Promise<string> {
   mkdirSync(dir, { recursive: true });
   process.stderr.write(`[go-tools] building ${tool} ${version} into ${dir}\n`);
   try {
-    await run('go', ['install', `${module}@${version}`], {
+    await run('go', ['install', '-trimpath', '-ldflags', '-s -w', `${module}@${version}`], {
       env: { ...process.env, GOBIN: dir, CGO_ENABLED: '0' },
       maxBuffer: 16 << 20,
     });
