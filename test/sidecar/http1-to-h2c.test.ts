@@ -4,9 +4,9 @@ import { createServer as createHttpServer, type IncomingHttpHeaders, type Incomi
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { PemPair } from '../../operator/pki/issue.ts';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import { startH2cUpstream } from '../support/h2-fixtures.ts';
+import { startTestSidecar } from '../support/sidecar.ts';
 import { httpsGet, makePki, type Pki, tlsDir } from '../support/tls-fixtures.ts';
 
 /**
@@ -16,23 +16,13 @@ import { httpsGet, makePki, type Pki, tlsDir } from '../support/tls-fixtures.ts'
 
 const MODES = ['standard', 'strict'] as const;
 
-async function h2cSidecar(dir: string, upstreamPort: number, extra: string[] = []): Promise<RunningSidecar> {
-  const config = parseSidecarConfig([
-    ...MODES.flatMap((mode) => ['--listen', `${mode}=0`]),
-    '--upstream',
-    `127.0.0.1:${upstreamPort}`,
-    '--upstream-protocol',
-    'h2c',
-    '--tls-dir',
-    dir,
-    '--admin',
-    '127.0.0.1:0',
-    '--upstream-timeout',
-    '1000',
-    ...extra,
-  ]);
-  return startSidecar(config);
-}
+const h2cSidecar = (dir: string, upstreamPort: number, extra: string[] = []): Promise<RunningSidecar> =>
+  startTestSidecar({
+    tlsDir: dir,
+    upstreamPort,
+    listen: MODES.map((mode) => `${mode}=0`),
+    extra: ['--upstream-protocol', 'h2c', '--upstream-timeout', '1000', ...extra],
+  });
 
 /** A TLS connection speaking HTTP/1.1 (ALPN http/1.1), for requests written byte by byte. */
 function h1Socket(port: number, ca: string, client?: PemPair): Promise<TLSSocket> {

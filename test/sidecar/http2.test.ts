@@ -2,30 +2,22 @@ import { constants } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseSidecarConfig } from '../../sidecar/flags.ts';
 import { passedFields, upstreamFields } from '../../sidecar/stream-fields.ts';
-import { type RunningSidecar, startSidecar } from '../../sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../sidecar/sidecar.ts';
 import { h2Client, h2Request, startH2cUpstream } from '../support/h2-fixtures.ts';
+import { startTestSidecar } from '../support/sidecar.ts';
 import { httpsGet, makePki, type Pki, startMockUpstream, tlsDir } from '../support/tls-fixtures.ts';
 
 const MODES = ['standard', 'flexible', 'strict'] as const;
 type Mode = (typeof MODES)[number];
 
-async function sidecarFor(dir: string, upstreamPort: number, extra: string[] = []): Promise<RunningSidecar> {
-  const config = parseSidecarConfig([
-    ...MODES.flatMap((mode) => ['--listen', `${mode}=0`]),
-    '--upstream',
-    `127.0.0.1:${upstreamPort}`,
-    '--tls-dir',
-    dir,
-    '--admin',
-    '127.0.0.1:0',
-    '--upstream-timeout',
-    '1000',
-    ...extra,
-  ]);
-  return startSidecar(config);
-}
+const sidecarFor = (dir: string, upstreamPort: number, extra: string[] = []): Promise<RunningSidecar> =>
+  startTestSidecar({
+    tlsDir: dir,
+    upstreamPort,
+    listen: MODES.map((mode) => `${mode}=0`),
+    extra: ['--upstream-timeout', '1000', ...extra],
+  });
 
 describe('sidecar fields for HTTP/2 streams (pure)', () => {
   const identity: [string, string][] = [

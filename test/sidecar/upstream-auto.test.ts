@@ -163,6 +163,26 @@ describe('sidecar: --upstream-protocol auto', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
+  /** Waits (at most 3 s) until the sidecar has made `count` probes; the test then asserts what they found. */
+  const probesMade = async (sidecar: RunningSidecar, count: number) => {
+    const until = Date.now() + 3_000;
+    while (sidecar.upstreamProtocol().probes < count && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+  };
+
+  /**
+   * A sidecar whose upstream is not listening yet, after its first probe found nothing, with a backoff far longer
+   * than a test: only a stream or a connection can cause its next probe.
+   */
+  const sidecarWaitingForUpstream = async () => {
+    const port = await freePort();
+    const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
+    cleanups.push(() => sidecar.stop(500));
+    await probesMade(sidecar, 1);
+    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+    return { port, sidecar };
+  };
+
   const h2Get = async (sidecar: RunningSidecar, path: string) => {
     const session = await h2Client(sidecar.ports[0]!, { ca: pki.ca.certPem, client: pki.client });
     try {
@@ -285,17 +305,12 @@ describe('sidecar: --upstream-protocol auto', () => {
   });
 
   it('an upstream down at start is probed again with backoff; streams go as HTTP/1.1 until it is found', async () => {
-    const spare = createNetServer();
-    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
-    const port = (spare.address() as AddressInfo).port;
-    await new Promise((resolve) => spare.close(resolve));
+    const port = await freePort();
     const sidecar = await autoSidecar(dir, port);
     cleanups.push(() => sidecar.stop(500));
 
     // Not found yet: unknown, the reason says why, and an h2 client meanwhile gets the HTTP/1.1 path's 502.
-    const until = Date.now() + 3_000;
-    while (sidecar.upstreamProtocol().probes < 3 && Date.now() < until)
-      await new Promise((resolve) => setTimeout(resolve, 25));
+    await probesMade(sidecar, 3);
     const before = sidecar.upstreamProtocol();
     expect(before).toMatchObject({ detected: 'unknown' });
     expect(before.probes).toBeGreaterThanOrEqual(3);
@@ -319,17 +334,7 @@ describe('sidecar: --upstream-protocol auto', () => {
   });
 
   it('a stream brings the next probe forward and waits for it: the first call after the app starts goes as h2c', async () => {
-    const spare = createNetServer();
-    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
-    const port = (spare.address() as AddressInfo).port;
-    await new Promise((resolve) => spare.close(resolve));
-    // A backoff far longer than the test: only a stream can cause the second probe.
-    const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
-    cleanups.push(() => sidecar.stop(500));
-    const until = Date.now() + 3_000;
-    while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+    const { port, sidecar } = await sidecarWaitingForUpstream();
 
     const up = await startH2cUpstream(port);
     cleanups.push(() => up.server.close());
@@ -343,16 +348,7 @@ describe('sidecar: --upstream-protocol auto', () => {
 
   for (const found of ['h2c', 'http1'] as const) {
     it(`an HTTP/1.1 connection waits, unread, for the probe it brings forward, then goes as ${found}`, async () => {
-      const spare = createNetServer();
-      await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
-      const port = (spare.address() as AddressInfo).port;
-      await new Promise((resolve) => spare.close(resolve));
-      const sidecar = await autoSidecar(dir, port, { timeoutMs: 1_000, backoff: { first: 600_000, max: 600_000 } });
-      cleanups.push(() => sidecar.stop(500));
-      const until = Date.now() + 3_000;
-      while (sidecar.upstreamProtocol().probes < 1 && Date.now() < until)
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      expect(sidecar.upstreamProtocol()).toMatchObject({ detected: 'unknown', probes: 1 });
+      const { port, sidecar } = await sidecarWaitingForUpstream();
 
       let seen: () => string[];
       if (found === 'h2c') {
