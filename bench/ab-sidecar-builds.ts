@@ -32,7 +32,7 @@ import {
   startNginx,
   startSidecarProcess,
 } from './proxies.ts';
-import { h2Load, nginxGrpc, nginxH2cUpstream, type Started, tcpLoad, tcpSink } from './sidecar-h2-tcp.ts';
+import { h2Load, nginxGrpc, nginxH2cUpstream, SECONDS, type Started, tcpLoad, tcpSink } from './sidecar-h2-tcp.ts';
 
 const BEFORE = process.env.MTLS_BENCH_SIDECAR_BEFORE;
 const BEFORE_NODE_OPTIONS = process.env.MTLS_BENCH_BEFORE_NODE_OPTIONS;
@@ -47,7 +47,6 @@ const ROUNDS = Number(process.env.MTLS_BENCH_ROUNDS ?? 7);
 const PROTOCOL = process.env.MTLS_BENCH_AB ?? 'http1';
 const GRPC = PROTOCOL === 'grpc';
 const TCP = PROTOCOL === 'tcp';
-const SECONDS = Number(process.env.MTLS_BENCH_SECONDS ?? 5);
 
 /** One load on a proxy: its rate and its CPU seconds per 1,000 requests. */
 type Measure = (proxy: Proxy) => Promise<{ rps: number; cpu: number }>;

@@ -38,7 +38,8 @@ import {
   waitListening,
 } from './proxies.ts';
 
-const SECONDS = Number(process.env.MTLS_BENCH_SECONDS ?? 5);
+/** Seconds of each load (MTLS_BENCH_SECONDS). */
+export const SECONDS = Number(process.env.MTLS_BENCH_SECONDS ?? 5);
 const NODE = join(ROOT, 'node_modules/.bin/node');
 
 /** A proxy, upstream or sink started for a row. */
