@@ -228,7 +228,6 @@ function positive(flag: string, value: string): number {
   return n;
 }
 
-/** The configuration in `argv`, for callers that never ask for --help (tests, benchmarks, workers). */
 /** The port of a --listen or --test-listen value; 0 lets the OS pick a free one (tests: the bound ports are logged). */
 function listenPort(flag: string, value: string, portText: string | undefined): number {
   const port = Number(portText);
@@ -237,6 +236,7 @@ function listenPort(flag: string, value: string, portText: string | undefined): 
   return port;
 }
 
+/** The configuration in `argv`, for callers that never ask for --help (tests, benchmarks, workers). */
 export function parseSidecarConfig(argv: string[]): ResolvedSidecarConfig {
   const { config } = parseSidecarArgs(argv);
   if (!config) throw new UsageError('--help asks for the usage, not for a configuration');
